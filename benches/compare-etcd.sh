@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Side by side: a 3-member etcd and a 3-node oneid on loopback, each member
+# with its own data dir on the same disk and fsync on, driven by the same
+# load generator (`oneid bench`) with the same client counts and durations.
+# Prints one line per run and the oneid/etcd ratios.
+#
+#   benches/compare-etcd.sh [CLIENTS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${1:-64}
+SECS=${2:-10}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
+command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
+cargo build --quiet --bin oneid
+ONEID="$CARGO_TARGET_DIR/debug/oneid"
+WORK=$(mktemp -d /tmp/oneid-compare.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# etcd: 3 members, default fsync behaviour.
+CL="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$CL" --initial-cluster-state new --log-level error >"$WORK/etcd$i.log" 2>&1 &
+  PIDS+=($!)
+done
+
+# oneid: 3 nodes.
+OC="1=127.0.0.1:7201,2=127.0.0.1:7202,3=127.0.0.1:7203"
+export ONEID_PEPPER=compare-etcd-pepper-0123456789
+for i in 1 2 3; do
+  "$ONEID" serve --node-id "$i" --addr "127.0.0.1:720$i" --data-dir "$WORK/oneid$i" --initial-cluster "$OC" \
+    2>"$WORK/oneid$i.log" &
+  PIDS+=($!)
+done
+sleep 3
+"$ONEID" status --endpoints 127.0.0.1:7201 >/dev/null
+
+E="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
+declare -A R
+run() { # target endpoints op run
+  local line
+  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>/dev/null)
+  echo "$line"
+  R["$1-$3-ops"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
+  R["$1-$3-p99"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
+}
+n=1
+for op in register count mixed; do
+  run etcd "$E" "$op" "$n"
+  run oneid "$O" "$op" "$n"
+  n=$((n + 1))
+done
+echo
+for op in register count mixed; do
+  awk -v o="${R[oneid-$op-ops]}" -v e="${R[etcd-$op-ops]}" -v op="$op" \
+      -v op99="${R[oneid-$op-p99]}" -v ep99="${R[etcd-$op-p99]}" \
+      'BEGIN { printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f\n", op, o / e, op99 / ep99 }'
+done

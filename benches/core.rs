@@ -1,0 +1,118 @@
+//! Micro benchmarks of the per-request CPU path: validation, key and record
+//! encoding, and a state machine apply of a group-committed batch.
+//!
+//!   cargo bench --bench core
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use oneid::command::{self, Command, Envelope, Register, COMMAND_VERSION};
+use oneid::domain::{DocType, Identity, Msisdn};
+use oneid::idkey::IdHasher;
+use oneid::state_machine::StateMachine;
+use oneid_raft::{Proposal, TypeConfig};
+use oneid_storage::records::{CardRecord, CARD_V};
+use oneid_storage::schema::Tuning;
+use oneid_storage::{codec, keys, Db};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+fn card() -> CardRecord {
+    CardRecord {
+        carrier: "CMCC".into(),
+        province: 44,
+        kind: 1,
+        channel: 2,
+        status: 1,
+        registered_at_ms: 1_700_000_000_000,
+        updated_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn validation(c: &mut Criterion) {
+    let hasher = IdHasher::new(b"bench-pepper-0123456789").expect("pepper");
+    c.bench_function("domain/parse_resident_id", |b| {
+        b.iter(|| Identity::parse(DocType::ResidentId, black_box("11010519491231002X")))
+    });
+    c.bench_function("domain/parse_msisdn", |b| {
+        b.iter(|| Msisdn::parse(black_box("13800138000")))
+    });
+    let id = Identity::parse(DocType::ResidentId, "11010519491231002X").expect("id");
+    c.bench_function("idkey/hmac_sha256", |b| {
+        b.iter(|| hasher.id_key(black_box(&id)))
+    });
+}
+
+fn encoding(c: &mut Criterion) {
+    let id_key = [7u8; 32];
+    c.bench_function("keys/card_key", |b| {
+        b.iter(|| keys::card_key(black_box(&id_key), black_box("13800138000")))
+    });
+    let rec = card();
+    c.bench_function("codec/encode_card", |b| {
+        b.iter(|| codec::encode(CARD_V, black_box(&rec)))
+    });
+    let bytes = codec::encode(CARD_V, &rec).expect("encode");
+    c.bench_function("codec/decode_card_with_crc", |b| {
+        b.iter(|| codec::decode::<CardRecord>(CARD_V, black_box(&bytes), "sm_data", b"k"))
+    });
+}
+
+fn register_command(i: u64) -> Vec<u8> {
+    let mut id_key = [0u8; 32];
+    id_key[..8].copy_from_slice(&i.to_be_bytes());
+    command::encode(&Envelope {
+        version: COMMAND_VERSION,
+        request_id: format!("bench-{i}"),
+        command: Command::Register(Register {
+            id_key,
+            msisdn: format!("138{:08}", i),
+            carrier: "CMCC".into(),
+            province: 44,
+            kind: 1,
+            channel: 2,
+            strict_verification: false,
+        }),
+    })
+    .expect("encode")
+}
+
+fn apply(c: &mut Criterion) {
+    const BATCH: u64 = 256;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("db"), Tuning::default()).expect("db");
+    let mut sm = StateMachine::open(db, &dir.path().join("snap")).expect("sm");
+    let mut next = 0u64;
+    let mut index = 0u64;
+    let mut group = c.benchmark_group("state_machine");
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function("apply_register_batch_256", |b| {
+        b.iter_batched(
+            || {
+                index += 1;
+                let commands = (0..BATCH)
+                    .map(|_| {
+                        next += 1;
+                        register_command(next).into()
+                    })
+                    .collect();
+                Entry::<TypeConfig> {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Normal(Proposal {
+                        stamp_ms: 1_700_000_000_000 + index,
+                        commands,
+                    }),
+                }
+            },
+            |entry| rt.block_on(sm.apply([entry])).expect("apply"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, validation, encoding, apply);
+criterion_main!(benches);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Import and count at scale: a 3-node oneid on loopback; import SMALL cards,
+# measure linearizable counts; import up to LARGE cards, measure counts
+# again; print import rates, count latencies and each node's RSS.
+#
+#   benches/scale.sh [SMALL] [LARGE]      (defaults 100000 10000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMALL=${1:-100000}
+LARGE=${2:-10000000}
+source benches/cluster.sh
+start_oneid_cluster scale 740
+TIMEFORMAT="import wall_s=%R"
+rss() { for i in 1 2 3; do printf 'n%s rss_mib=%s  ' "$i" $(( $(ps -o rss= -p "${PID[$i]}") / 1024 )); done; echo; }
+
+"$ONEID" gen --out "$WORK/small.csv" --cards "$SMALL" --seed 1
+time "$ONEID" import "$WORK/small.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 1 2>/dev/null
+rss
+
+"$ONEID" gen --out "$WORK/large.csv" --cards $(( LARGE - SMALL )) --seed 2 --first-serial "$SMALL"
+time "$ONEID" import "$WORK/large.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+rss
+"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2 2>/dev/null
+rss
+du -sh "$WORK"/n1

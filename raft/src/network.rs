@@ -1,0 +1,237 @@
+//! The raft transport: one lazily connected, reused tonic channel per peer
+//! address, and a deadline on every RPC.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Snapshot, SnapshotMeta, Vote};
+use prost::bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::raft_service_client::RaftServiceClient;
+use crate::pb::{Blob, SnapshotChunk};
+use crate::types::{NodeId, TypeConfig};
+use crate::wire;
+
+/// Bytes per snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Header of a streamed snapshot: the leader's vote and the snapshot meta.
+pub type SnapshotHeader = (Vote<NodeId>, SnapshotMeta<NodeId, BasicNode>);
+
+/// Channels to peers, keyed by address; shared by raft replication and by
+/// request forwarding so each peer has exactly one HTTP/2 connection.
+#[derive(Clone, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates one [`PeerClient`] per replication target.
+#[derive(Clone)]
+pub struct Network {
+    pub channels: Channels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            client: self
+                .channels
+                .get(&node.addr)
+                .map(RaftServiceClient::new)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+enum Method {
+    AppendEntries,
+    Vote,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+/// Maps a transport failure: a peer we cannot reach at all gets openraft's
+/// backoff; anything else is retried at once.
+fn transport_error(status: &tonic::Status) -> (bool, TransportError) {
+    let unreachable = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    );
+    (unreachable, TransportError(status.to_string()))
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftServiceClient<Channel>, TransportError> {
+        self.client.clone().map_err(TransportError)
+    }
+
+    async fn unary<Req, Resp>(
+        &mut self,
+        req: &Req,
+        option: &RPCOption,
+        method: Method,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let client = self
+            .client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let data = wire::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(Blob { data: data.into() });
+        request.set_timeout(option.hard_ttl());
+        let mut client = client;
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let (unreachable, e) = transport_error(&status);
+                return Err(if unreachable {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                });
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId>> =
+            wire::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.unary(&rpc, &option, Method::AppendEntries).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.unary(&rpc, &option, Method::Vote).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::new(&TransportError(e.to_string())))
+        };
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let header: SnapshotHeader = (vote, snapshot.meta.clone());
+        let header = wire::encode(&header).map_err(|e| net(&e))?;
+        let stream = snapshot_stream(&snapshot.snapshot.path, header)
+            .await
+            .map_err(|e| net(&e))?;
+        let send = client.install_snapshot(tonic::Request::new(stream));
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r,
+        };
+        let reply = reply.map_err(|s| {
+            let (unreachable, e) = transport_error(&s);
+            if unreachable {
+                StreamingError::Unreachable(Unreachable::new(&e))
+            } else {
+                StreamingError::Network(NetworkError::new(&e))
+            }
+        })?;
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            wire::decode(&reply.into_inner().data).map_err(|e| net(&e))?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Streams a snapshot file as chunks, the first carrying the header. Reads
+/// happen as the peer accepts data, so memory stays at a few chunks.
+async fn snapshot_stream(
+    path: &Path,
+    header: Vec<u8>,
+) -> std::io::Result<impl futures::Stream<Item = SnapshotChunk>> {
+    let file = tokio::fs::File::open(path).await?;
+    let state = (Some(header), Some(file));
+    Ok(futures::stream::unfold(
+        state,
+        |(header, file)| async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..]).await {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => {
+                        // Ending the stream early makes the receiver reject the
+                        // snapshot (its trailer check fails); openraft retries.
+                        tracing::warn!("reading snapshot for send: {e}");
+                        return None;
+                    }
+                }
+            }
+            if filled == 0 && header.is_none() {
+                return None;
+            }
+            buf.truncate(filled);
+            let chunk = SnapshotChunk {
+                header: header.map(Bytes::from).unwrap_or_default(),
+                data: Bytes::from(buf),
+            };
+            Some((chunk, (None, Some(file))))
+        },
+    ))
+}

@@ -1,0 +1,142 @@
+//! Group commit: concurrent client commands are coalesced into one log entry,
+//! so one fsync (and one replication round) serves many writes, and each
+//! caller gets its own result back.
+//!
+//! While up to `max_inflight` batches are in raft, new commands queue; the
+//! moment a slot frees, everything queued (up to `max_batch`) becomes the next
+//! entry. Batches therefore grow with load and stay at one command when idle,
+//! adding no latency.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::replica::Shared;
+use crate::ReplicaError;
+
+type Reply = oneshot::Sender<Result<(u64, Vec<u8>), ReplicaError>>;
+
+struct Pending {
+    command: Vec<u8>,
+    reply: Reply,
+}
+
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+    inflight: Arc<Semaphore>,
+}
+
+/// Queue depth before callers wait: bounds memory under a flood.
+const QUEUE: usize = 16_384;
+
+impl Proposer {
+    pub fn start(shared: Arc<Shared>, max_batch: usize, max_inflight: usize) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
+        tokio::spawn(run(rx, shared.clone(), inflight.clone(), max_batch.max(1)));
+        Proposer {
+            tx,
+            shared,
+            inflight,
+        }
+    }
+
+    pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ReplicaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        rx.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+
+    /// Queues several commands at once (a follower's forwarded batch): they
+    /// coalesce with everything else queued here into the next entries.
+    pub async fn propose_many(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
+        let mut receivers = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Pending { command, reply }).await.is_err() {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(ReplicaError::ShuttingDown));
+                receivers.push(rx);
+            } else {
+                receivers.push(rx);
+            }
+        }
+        let mut out = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            out.push(rx.await.unwrap_or(Err(ReplicaError::ShuttingDown)));
+        }
+        out
+    }
+
+    /// A caller-made batch, proposed as one entry.
+    pub async fn propose_batch(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+        let _permit = self
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        submit(&self.shared, commands).await
+    }
+}
+
+/// Proposes locally when this node leads, else forwards to the leader.
+async fn submit(
+    shared: &Shared,
+    commands: Vec<Vec<u8>>,
+) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+    if shared.is_leader() {
+        let (index, results) = shared.propose_local(commands).await?;
+        Ok(results.into_iter().map(|r| (index, r)).collect())
+    } else {
+        shared.forward(commands).await
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    shared: Arc<Shared>,
+    inflight: Arc<Semaphore>,
+    max_batch: usize,
+) {
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        // Everything that arrived while we waited for a slot joins this batch.
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            match submit(&shared, commands).await {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,354 @@
+//! A raft member as the application sees it: propose a command (group
+//! committed, forwarded to the leader when needed) and pass a linearizable
+//! read barrier (coalesced, ReadIndex from followers).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{BasicNode, ServerState};
+use tonic::transport::Channel;
+
+use crate::network::{Channels, Network};
+use crate::pb::raft_service_client::RaftServiceClient;
+use crate::pb::{Empty, ForwardRequest};
+use crate::proposer::Proposer;
+use crate::reads::{ReadBarrier, ReadMode};
+use crate::types::{NodeId, Proposal, Raft, TypeConfig};
+use crate::ReplicaError;
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub node_id: NodeId,
+    pub raft: openraft::Config,
+    /// Most commands coalesced into one log entry.
+    pub max_batch: usize,
+    /// Most proposals in flight at once (pipelining through raft).
+    pub max_inflight: usize,
+    /// Deadline of forwarded requests and read barriers.
+    pub request_timeout: Duration,
+}
+
+/// What the proposer and the read barrier share: the raft handle and the way
+/// to reach the leader.
+pub struct Shared {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub channels: Channels,
+    pub request_timeout: Duration,
+}
+
+/// The leader's wall clock, in ms since the Unix epoch. Only the leader calls
+/// this, when it stamps a proposal; replicas never read their own clock.
+pub fn leader_stamp_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// The leader this node currently knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    fn leader_client(&self) -> Result<(NodeId, RaftServiceClient<Channel>), ReplicaError> {
+        let (id, addr) = self.leader().ok_or(ReplicaError::NoLeader)?;
+        let channel = self
+            .channels
+            .get(&addr)
+            .map_err(|e| ReplicaError::Rejected(format!("leader address {addr}: {e}")))?;
+        Ok((id, RaftServiceClient::new(channel)))
+    }
+
+    /// Appends a batch on this node, which must be the leader.
+    pub async fn propose_local(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<(u64, Vec<Vec<u8>>), ReplicaError> {
+        let n = commands.len();
+        let proposal = Proposal {
+            stamp_ms: leader_stamp_ms(),
+            commands: commands
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect(),
+        };
+        match self.raft.client_write(proposal).await {
+            Ok(resp) => {
+                if resp.data.results.len() != n {
+                    return Err(ReplicaError::Fatal(format!(
+                        "state machine returned {} results for {n} commands",
+                        resp.data.results.len()
+                    )));
+                }
+                let results = resp
+                    .data
+                    .results
+                    .into_iter()
+                    .map(|b| b.into_vec())
+                    .collect();
+                Ok((resp.log_id.index, results))
+            }
+            // Leadership moved while the entry may already be in the log: the
+            // outcome is unknown until a retry with the same request id.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ReplicaError::Indeterminate(format!(
+                    "leadership moved to {:?} during the write",
+                    f.leader_id
+                )))
+            }
+            Err(RaftError::APIError(e)) => Err(ReplicaError::Rejected(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(ReplicaError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Sends a batch to the leader, which queues it with its own writes.
+    /// Returns each command's log index and result.
+    pub async fn forward(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+        let n = commands.len();
+        let (leader, mut client) = self.leader_client()?;
+        let mut req = tonic::Request::new(ForwardRequest {
+            commands: commands.into_iter().map(Into::into).collect(),
+        });
+        req.set_timeout(self.request_timeout);
+        match client.forward(req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                if resp.results.len() != n || resp.applied_indexes.len() != n {
+                    return Err(ReplicaError::Fatal(format!(
+                        "leader {leader} returned {} results for {n} commands",
+                        resp.results.len()
+                    )));
+                }
+                Ok(resp
+                    .applied_indexes
+                    .into_iter()
+                    .zip(resp.results.into_iter().map(|b| b.to_vec()))
+                    .collect())
+            }
+            // The leader refused before proposing: nothing was applied.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReplicaError::NoLeader),
+            Err(s) => Err(ReplicaError::Indeterminate(format!(
+                "forward to leader {leader}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Asks the leader for a read index (ReadIndex from a follower).
+    pub async fn remote_read_index(&self) -> Result<u64, ReplicaError> {
+        let (leader, mut client) = self.leader_client()?;
+        let mut req = tonic::Request::new(Empty {});
+        req.set_timeout(self.request_timeout);
+        match client.read_index(req).await {
+            Ok(r) => Ok(r.into_inner().index),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReplicaError::NoLeader),
+            Err(s) => Err(ReplicaError::Rejected(format!(
+                "read index from leader {leader}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a read must
+    /// wait for. Only valid on the leader.
+    pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(_)) => Err(ReplicaError::NoLeader),
+            Err(RaftError::Fatal(e)) => Err(ReplicaError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ReplicaError> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if applied >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => ReplicaError::Timeout("apply"),
+                openraft::metrics::WaitError::ShuttingDown => ReplicaError::ShuttingDown,
+            })
+    }
+}
+
+pub struct Replica {
+    pub shared: Arc<Shared>,
+    proposer: Proposer,
+    local_reads: ReadBarrier,
+    leader_reads: ReadBarrier,
+}
+
+impl Replica {
+    pub async fn start<LS, SM>(
+        config: ReplicaConfig,
+        log_store: LS,
+        state_machine: SM,
+    ) -> Result<Arc<Replica>, ReplicaError>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        let channels = Channels::default();
+        let raft_config = Arc::new(
+            config
+                .raft
+                .validate()
+                .map_err(|e| ReplicaError::Fatal(format!("raft config: {e}")))?,
+        );
+        let network = Network {
+            channels: channels.clone(),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            raft,
+            node_id: config.node_id,
+            channels,
+            request_timeout: config.request_timeout,
+        });
+        Ok(Arc::new(Replica {
+            proposer: Proposer::start(shared.clone(), config.max_batch, config.max_inflight),
+            local_reads: ReadBarrier::new(shared.clone(), ReadMode::AnyRole),
+            leader_reads: ReadBarrier::new(shared.clone(), ReadMode::LeaderOnly),
+            shared,
+        }))
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.shared.raft
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Replicates one command; returns the log index it was applied at and
+    /// the state machine's result for it.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ReplicaError> {
+        self.proposer.propose(command).await
+    }
+
+    /// Queues a follower's forwarded batch on this (leader) node.
+    pub async fn propose_many(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
+        self.proposer.propose_many(commands).await
+    }
+
+    /// Proposes an already-batched set of commands as one entry on the leader
+    /// (used for forwarded batches and bulk import).
+    pub async fn propose_batch(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+        self.proposer.propose_batch(commands).await
+    }
+
+    /// After this returns Ok, reading the local state machine is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        let index = self.local_reads.read_index().await?;
+        self.shared.wait_applied(index).await
+    }
+
+    /// Read index for a follower's ReadIndex request; the leader only.
+    pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
+        self.leader_reads.read_index().await
+    }
+
+    /// Adds `id` as a non-voting learner and returns once it has caught up
+    /// with the log (by snapshot if it is far behind). Leader only.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<u64, ReplicaError> {
+        match self
+            .shared
+            .raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+        {
+            Ok(r) => Ok(r.log_id.index),
+            Err(e) => Err(membership_error(e)),
+        }
+    }
+
+    /// Makes exactly `voters` the voting members (joint consensus, so the
+    /// cluster stays available throughout). Members left out are removed.
+    /// Every new voter must already be a member (add it as a learner first).
+    pub async fn change_voters(
+        &self,
+        voters: std::collections::BTreeSet<NodeId>,
+    ) -> Result<u64, ReplicaError> {
+        if voters.is_empty() {
+            return Err(ReplicaError::Membership(
+                "the voter set cannot be empty".into(),
+            ));
+        }
+        match self.shared.raft.change_membership(voters, false).await {
+            Ok(r) => Ok(r.log_id.index),
+            Err(e) => Err(membership_error(e)),
+        }
+    }
+
+    /// Initializes a brand-new cluster; a no-op error on an initialized node.
+    pub async fn initialize(&self, members: Vec<(NodeId, String)>) -> Result<bool, ReplicaError> {
+        let nodes: std::collections::BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        match self.shared.raft.initialize(nodes).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(ReplicaError::Fatal(e.to_string())),
+        }
+    }
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ReplicaError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ReplicaError::Membership(match (f.leader_id, f.leader_node) {
+                (Some(id), Some(node)) => {
+                    format!("this node is not the leader; node {id} at {} is", node.addr)
+                }
+                _ => "this node is not the leader and no leader is known".into(),
+            })
+        }
+        RaftError::APIError(e) => ReplicaError::Membership(e.to_string()),
+        RaftError::Fatal(e) => ReplicaError::Fatal(e.to_string()),
+    }
+}

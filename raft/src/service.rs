@@ -1,0 +1,164 @@
+//! The node-to-node gRPC service: raft RPCs, snapshot streaming, forwarded
+//! proposals and ReadIndex.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::Snapshot;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::network::SnapshotHeader;
+use crate::pb::raft_service_server::RaftService;
+use crate::pb::{Blob, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse, SnapshotChunk};
+use crate::types::{NodeId, SnapshotFile, TypeConfig};
+use crate::{wire, Replica, ReplicaError};
+
+/// Most commands a forwarded batch may carry.
+pub const MAX_FORWARD_BATCH: usize = 65_536;
+
+pub struct RaftRpc {
+    replica: Arc<Replica>,
+    snapshot_dir: PathBuf,
+    receive_seq: AtomicU64,
+}
+
+impl RaftRpc {
+    pub fn new(replica: Arc<Replica>, snapshot_dir: PathBuf) -> Self {
+        RaftRpc {
+            replica,
+            snapshot_dir,
+            receive_seq: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn blob<T: serde::Serialize>(value: &T) -> Result<Response<Blob>, Status> {
+    let data = wire::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Blob { data: data.into() }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            wire::decode(&req.into_inner().data).map_err(bad_request)?;
+        let result = self.replica.raft().append_entries(rpc).await;
+        blob(&result)
+    }
+
+    async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let rpc: VoteRequest<NodeId> = wire::decode(&req.into_inner().data).map_err(bad_request)?;
+        let result = self.replica.raft().vote(rpc).await;
+        blob(&result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Blob>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| bad_request("empty snapshot stream"))??;
+        let (vote, meta): SnapshotHeader = wire::decode(&first.header).map_err(bad_request)?;
+
+        let seq = self.receive_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .snapshot_dir
+            .join(format!("recv-{}-{seq}.snap", sanitize(&meta.snapshot_id)));
+        let io = |e: std::io::Error| Status::internal(format!("receiving snapshot: {e}"));
+        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
+        let mut chunk = first;
+        loop {
+            file.write_all(&chunk.data).await.map_err(io)?;
+            match stream.next().await {
+                Some(c) => chunk = c?,
+                None => break,
+            }
+        }
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotFile { path: path.clone() }),
+        };
+        let result: Result<_, Fatal<NodeId>> = self
+            .replica
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await;
+        // The state machine keeps what it installed under its own name; a
+        // rejected (stale) snapshot is simply dropped.
+        if path.exists() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        blob(&result)
+    }
+
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let commands: Vec<Vec<u8>> = req
+            .into_inner()
+            .commands
+            .into_iter()
+            .map(|b| b.to_vec())
+            .collect();
+        if commands.len() > MAX_FORWARD_BATCH {
+            return Err(bad_request(format!(
+                "forwarded batch of {} commands exceeds {MAX_FORWARD_BATCH}",
+                commands.len()
+            )));
+        }
+        // Refuse before proposing, so the follower knows nothing was applied.
+        if !self.replica.shared.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let mut resp = ForwardResponse::default();
+        for r in self.replica.propose_many(commands).await {
+            // Any failure makes the whole batch's outcome unknown to the
+            // follower; its clients retry with their request ids.
+            let (index, result) = r.map_err(|e| Status::unavailable(e.to_string()))?;
+            resp.applied_indexes.push(index);
+            resp.results.push(result.into());
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<Empty>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.replica.leader_read_index().await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
+            Err(ReplicaError::NoLeader) => Err(Status::failed_precondition("not the leader")),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Snapshot ids become file names; keep them to a safe alphabet.
+pub fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}

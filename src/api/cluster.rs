@@ -1,0 +1,107 @@
+//! The `Cluster` service: what an operator asks a node about itself.
+
+use std::sync::Arc;
+
+use oneid_raft::Replica;
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+
+use super::ApiError;
+use crate::pb;
+use crate::pb::cluster_server::Cluster;
+use crate::reader::Reader;
+
+pub struct ClusterApi {
+    replica: Arc<Replica>,
+    reader: Reader,
+}
+
+impl ClusterApi {
+    pub fn new(replica: Arc<Replica>, reader: Reader) -> Self {
+        ClusterApi { replica, reader }
+    }
+}
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.replica.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                node_id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let state_digest = if req.into_inner().include_digest {
+            let reader = self.reader.clone();
+            let (index, digest) = tokio::task::spawn_blocking(move || reader.state_digest())
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(ApiError::from)?;
+            format!("{index}:{digest}")
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::StatusResponse {
+            node_id: m.id,
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            members,
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            role: role_name(m.state).to_string(),
+            state_digest,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = req.into_inner();
+        if req.node_id == 0 {
+            return Err(ApiError::Membership("node_id must be positive".into()).into());
+        }
+        let addr: std::net::SocketAddr = req
+            .addr
+            .parse()
+            .map_err(|_| ApiError::Membership(format!("addr '{}' is not HOST:PORT", req.addr)))?;
+        let log_index = self
+            .replica
+            .add_learner(req.node_id, addr.to_string())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::MembershipResponse { log_index }))
+    }
+
+    async fn change_voters(
+        &self,
+        req: Request<pb::ChangeVotersRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let voters: std::collections::BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
+        let log_index = self
+            .replica
+            .change_voters(voters)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::MembershipResponse { log_index }))
+    }
+}

@@ -1,0 +1,130 @@
+//! One error type for the API layer and its one, exhaustive conversion to
+//! `tonic::Status`. Domain rejections carry a google.rpc.ErrorInfo whose
+//! `reason` is the stable code clients switch on.
+
+use std::collections::HashMap;
+
+use oneid_raft::ReplicaError;
+use oneid_storage::StorageError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{DomainError, Reason};
+
+pub const ERROR_DOMAIN: &str = "oneid.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A rule said no (bad input or a business rule); nothing was changed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No leader, shutting down, or the leader refused before proposing:
+    /// nothing was applied, retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The write may or may not have been applied; retry with the same
+    /// request_id to learn the outcome.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+    /// A membership change refused (not the leader, unknown node, ...).
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The node's stored data failed a check; it refuses to answer from it.
+    #[error("stored data failed an integrity check: {0}")]
+    Corrupt(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        if e.is_corruption() {
+            tracing::error!("integrity check failed: {e}");
+            ApiError::Corrupt(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::NoLeader | ReplicaError::ShuttingDown | ReplicaError::Rejected(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            ReplicaError::Indeterminate(_) | ReplicaError::Timeout(_) => {
+                ApiError::Indeterminate(e.to_string())
+            }
+            ReplicaError::Membership(m) => ApiError::Membership(m),
+            ReplicaError::Fatal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// The gRPC code of each domain reason, in one place.
+pub fn code_of(reason: Reason) -> Code {
+    match reason {
+        Reason::InvalidArgument
+        | Reason::InvalidId
+        | Reason::InvalidMsisdn
+        | Reason::InvalidCarrier
+        | Reason::InvalidProvince => Code::InvalidArgument,
+        Reason::LimitExceeded | Reason::AlreadyCancelled => Code::FailedPrecondition,
+        Reason::NumberInUse => Code::AlreadyExists,
+        Reason::NotFound => Code::NotFound,
+        Reason::WrongCarrier | Reason::VerificationFailed => Code::PermissionDenied,
+    }
+}
+
+fn with_reason(code: Code, reason: &str, message: String) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::Domain(d) => with_reason(code_of(d.reason), d.reason.as_str(), d.to_string()),
+            ApiError::Unavailable(m) => with_reason(Code::Unavailable, "UNAVAILABLE", m),
+            ApiError::Indeterminate(m) => with_reason(Code::Unavailable, "OUTCOME_UNKNOWN", m),
+            ApiError::Membership(m) => with_reason(Code::FailedPrecondition, "MEMBERSHIP", m),
+            ApiError::Corrupt(m) => with_reason(Code::DataLoss, "DATA_CORRUPTION", m),
+            ApiError::Internal(m) => with_reason(Code::Internal, "INTERNAL", m),
+        }
+    }
+}
+
+/// The ErrorInfo reason of a status, if it has one (for clients and tests).
+pub fn reason_of(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_and_round_trips_through_status() {
+        for reason in Reason::ALL {
+            let status: Status = ApiError::Domain(DomainError::new(reason, "why")).into();
+            assert_eq!(status.code(), code_of(reason));
+            assert_eq!(reason_of(&status).as_deref(), Some(reason.as_str()));
+            assert!(status.message().contains("why"));
+        }
+    }
+
+    #[test]
+    fn corruption_is_data_loss() {
+        let e = StorageError::Corrupt {
+            cf: "sm_data",
+            key: "00".into(),
+            reason: "crc".into(),
+        };
+        let status: Status = ApiError::from(e).into();
+        assert_eq!(status.code(), Code::DataLoss);
+    }
+}

@@ -1,0 +1,239 @@
+//! The `Registry` service: carriers register and cancel cards; query services
+//! count an identity's cards. Writes go through raft (group committed); counts
+//! pass a coalesced read barrier, then read the local replica.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oneid_raft::Replica;
+use tonic::{Request, Response, Status};
+
+use super::{convert, ApiError};
+use crate::command::{
+    self, Applied, Cancel, Command, Envelope, Outcome, Register, COMMAND_VERSION,
+};
+use crate::idkey::IdHasher;
+use crate::pb;
+use crate::pb::registry_server::Registry;
+use crate::reader::Reader;
+
+/// Items per ImportCards request: big enough to amortize an entry and an
+/// fsync, small enough to bound one request's memory (~2 MiB).
+pub const MAX_IMPORT_BATCH: usize = 10_000;
+
+/// A per-item refusal; only domain errors are refusals.
+fn refused(e: ApiError) -> pb::ImportItemResult {
+    let status: Status = e.into();
+    pb::ImportItemResult {
+        ok: false,
+        reason: super::error::reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code())),
+        message: status.message().to_string(),
+        replayed: false,
+    }
+}
+
+pub struct RegistryApi {
+    replica: Arc<Replica>,
+    reader: Reader,
+    hasher: IdHasher,
+    /// Bound on how long a write waits for its outcome.
+    write_timeout: Duration,
+}
+
+impl RegistryApi {
+    pub fn new(
+        replica: Arc<Replica>,
+        reader: Reader,
+        hasher: IdHasher,
+        write_timeout: Duration,
+    ) -> Self {
+        RegistryApi {
+            replica,
+            reader,
+            hasher,
+            write_timeout,
+        }
+    }
+
+    async fn execute(&self, envelope: Envelope) -> Result<(u64, Applied), ApiError> {
+        let bytes = command::encode(&envelope).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (index, result) = tokio::time::timeout(self.write_timeout, self.replica.propose(bytes))
+            .await
+            .map_err(|_| {
+                ApiError::Indeterminate(format!("no outcome within {:?}", self.write_timeout))
+            })??;
+        let applied: Applied =
+            command::decode(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(e) = applied.outcome.as_error() {
+            return Err(e.into());
+        }
+        Ok((index, applied))
+    }
+
+    /// Validates a registration and hashes its identity: nothing
+    /// unvalidated and no plaintext ID number reaches the log.
+    fn register_envelope(&self, req: &pb::RegisterCardRequest) -> Result<Envelope, ApiError> {
+        let r = convert::registration(req)?;
+        Ok(Envelope {
+            version: COMMAND_VERSION,
+            request_id: r.request_id,
+            command: Command::Register(Register {
+                id_key: self.hasher.id_key(&r.identity),
+                msisdn: r.msisdn.as_str().to_string(),
+                carrier: r.carrier.as_str().to_string(),
+                province: r.province.code(),
+                kind: r.kind.code() as u8,
+                channel: r.channel.code() as u8,
+                strict_verification: r.strict_verification,
+            }),
+        })
+    }
+
+    async fn linearizable(&self) -> Result<(), ApiError> {
+        if cfg!(feature = "unsafe-stale-reads") {
+            // Test-only build: deliberately skip the barrier so the chaos
+            // harness can prove its checker catches stale reads.
+            return Ok(());
+        }
+        self.replica.linearizable_barrier().await?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for RegistryApi {
+    async fn register_card(
+        &self,
+        req: Request<pb::RegisterCardRequest>,
+    ) -> Result<Response<pb::RegisterCardResponse>, Status> {
+        let envelope = self.register_envelope(&req.into_inner())?;
+        let (index, applied) = self.execute(envelope).await?;
+        match applied.outcome {
+            Outcome::Registered {
+                active_at_carrier_province,
+            } => Ok(Response::new(pb::RegisterCardResponse {
+                applied_index: index,
+                active_at_carrier_province,
+                replayed: applied.replayed,
+            })),
+            other => Err(ApiError::Internal(format!("register produced {other:?}")).into()),
+        }
+    }
+
+    async fn import_cards(
+        &self,
+        req: Request<pb::ImportCardsRequest>,
+    ) -> Result<Response<pb::ImportCardsResponse>, Status> {
+        let cards = req.into_inner().cards;
+        if cards.len() > MAX_IMPORT_BATCH {
+            return Err(ApiError::from(crate::domain::DomainError::new(
+                crate::domain::Reason::InvalidArgument,
+                format!(
+                    "{} cards in one import request; at most {MAX_IMPORT_BATCH} allowed",
+                    cards.len()
+                ),
+            ))
+            .into());
+        }
+        let mut results = vec![pb::ImportItemResult::default(); cards.len()];
+        let mut slots = Vec::with_capacity(cards.len());
+        let mut commands = Vec::with_capacity(cards.len());
+        for (i, card) in cards.iter().enumerate() {
+            match self
+                .register_envelope(card)
+                .and_then(|e| command::encode(&e).map_err(|e| ApiError::Internal(e.to_string())))
+            {
+                Ok(bytes) => {
+                    slots.push(i);
+                    commands.push(bytes);
+                }
+                Err(e) => results[i] = refused(e),
+            }
+        }
+        let outcomes =
+            tokio::time::timeout(self.write_timeout, self.replica.propose_many(commands))
+                .await
+                .map_err(|_| {
+                    ApiError::Indeterminate(format!("no outcome within {:?}", self.write_timeout))
+                })?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = match outcome.map_err(ApiError::from).and_then(|(_, bytes)| {
+                command::decode::<Applied>(&bytes).map_err(|e| ApiError::Internal(e.to_string()))
+            }) {
+                Ok(applied) => match applied.outcome.as_error() {
+                    Some(e) => refused(e.into()),
+                    None => pb::ImportItemResult {
+                        ok: true,
+                        replayed: applied.replayed,
+                        ..Default::default()
+                    },
+                },
+                // Not a refusal but a cluster condition (no leader, a
+                // timeout): the whole request fails so the importer retries
+                // it; request ids make the retry safe.
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(Response::new(pb::ImportCardsResponse { results }))
+    }
+
+    async fn cancel_card(
+        &self,
+        req: Request<pb::CancelCardRequest>,
+    ) -> Result<Response<pb::CancelCardResponse>, Status> {
+        let req = req.into_inner();
+        let request_id = convert::request_id(&req.request_id).map_err(ApiError::from)?;
+        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
+        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
+        let envelope = Envelope {
+            version: COMMAND_VERSION,
+            request_id,
+            command: Command::Cancel(Cancel {
+                msisdn: msisdn.as_str().to_string(),
+                carrier: carrier.as_str().to_string(),
+            }),
+        };
+        let (index, applied) = self.execute(envelope).await?;
+        match applied.outcome {
+            Outcome::Cancelled => Ok(Response::new(pb::CancelCardResponse {
+                applied_index: index,
+                replayed: applied.replayed,
+            })),
+            other => Err(ApiError::Internal(format!("cancel produced {other:?}")).into()),
+        }
+    }
+
+    async fn count_cards(
+        &self,
+        req: Request<pb::CountCardsRequest>,
+    ) -> Result<Response<pb::CountCardsResponse>, Status> {
+        let req = req.into_inner();
+        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+        let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
+        let id_key = self.hasher.id_key(&identity);
+        self.linearizable().await?;
+        if !self
+            .reader
+            .is_active_under(verify.as_str(), &id_key)
+            .map_err(ApiError::from)?
+        {
+            return Err(ApiError::Domain(crate::domain::DomainError::new(
+                crate::domain::Reason::VerificationFailed,
+                "the verification number is not an active card under this identity",
+            ))
+            .into());
+        }
+        let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
+        Ok(Response::new(pb::CountCardsResponse {
+            total: holder.total(),
+            by_carrier: holder
+                .by_carrier()
+                .into_iter()
+                .map(|(carrier, count)| pb::CarrierCount {
+                    carrier: carrier.to_string(),
+                    count,
+                })
+                .collect(),
+        }))
+    }
+}

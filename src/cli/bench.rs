@@ -1,0 +1,369 @@
+//! `oneid bench`: a closed-loop load generator. N clients each keep one
+//! request in flight for a fixed time or op count; latencies go into an
+//! HdrHistogram. The same logic drives etcd (put of a card-sized value /
+//! linearizable get), so both systems are measured by one tool.
+//!
+//! Prints one line per run:
+//! `target=… op=… clients=… ops=… ops_per_s=… p50_us=… p99_us=… errors=… max_gap_ms=…`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+
+use super::sample::SampleGen;
+use crate::domain::Identity;
+use crate::etcdpb::kv_client::KvClient;
+use crate::pb;
+use crate::pb::registry_client::RegistryClient;
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchTarget {
+    Oneid,
+    Etcd,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchOp {
+    /// Register a new card (etcd: put a card-sized value).
+    Register,
+    /// Linearizable verified count (etcd: linearizable get).
+    Count,
+    /// 90% count, 10% register.
+    Mixed,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "oneid")]
+    pub target: BenchTarget,
+    /// Node addresses, comma separated; clients are spread over all of them.
+    #[arg(long, default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+    pub endpoints: String,
+    #[arg(long, value_enum, default_value = "register")]
+    pub op: BenchOp,
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds to run (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Stop after this many operations, if sooner.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub ops: u64,
+    /// Identities pre-registered for counts.
+    #[arg(long, default_value_t = 10_000)]
+    pub population: usize,
+    /// Distinguishes runs against the same cluster (number and key space).
+    #[arg(long, default_value_t = 1)]
+    pub run: u64,
+    /// Per-request deadline in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+}
+
+/// One connection per endpoint; clients share them round-robin (HTTP/2
+/// multiplexes), as a real client pool would.
+fn channels(a: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
+    a.endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|ep| {
+            Ok(Endpoint::from_shared(format!("http://{ep}"))
+                .with_context(|| format!("bad endpoint {ep}"))?
+                .tcp_nodelay(true)
+                .timeout(Duration::from_millis(a.timeout_ms))
+                .connect_lazy())
+        })
+        .collect()
+}
+
+/// What one client does for one operation.
+enum Client {
+    Oneid(RegistryClient<Channel>),
+    Etcd(KvClient<Channel>),
+}
+
+struct Workload {
+    run: u64,
+    /// (identity, its verification number) pre-registered for counts.
+    population: Vec<(Identity, String)>,
+    /// Identities that receive new cards.
+    writers: Vec<Identity>,
+    seq: AtomicU64,
+}
+
+const PROVINCES: [&str; 8] = ["11", "31", "44", "32", "33", "51", "37", "42"];
+const CARRIERS: [&str; 4] = ["CMCC", "CTCC", "CUCC", "CBN"];
+
+impl Workload {
+    /// The n-th new card: identities × carriers × provinces are cycled so no
+    /// identity reaches the per-carrier-province limit before 4 × 32 × |writers| cards.
+    fn register_request(&self, n: u64) -> pb::RegisterCardRequest {
+        let w = self.writers.len() as u64;
+        let id = &self.writers[(n % w) as usize];
+        let slot = n / w;
+        let carrier = CARRIERS[(slot % 4) as usize];
+        let province = PROVINCES[((slot / 4) % 8) as usize];
+        pb::RegisterCardRequest {
+            request_id: format!("bench-{}-{n}", self.run),
+            identity: Some(pb::Identity {
+                doc_type: pb::DocType::ResidentId as i32,
+                number: id.number().to_string(),
+            }),
+            msisdn: msisdn(self.run, n),
+            carrier: carrier.into(),
+            province: province.into(),
+            kind: pb::CardKind::Personal as i32,
+            channel: pb::Channel::Agent as i32,
+            strict_verification: false,
+        }
+    }
+}
+
+/// 11-digit numbers unique per (run, n): prefix 13x/15x/18x by run.
+fn msisdn(run: u64, n: u64) -> String {
+    let prefixes = [
+        "134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "182",
+        "183", "187", "188",
+    ];
+    let p = prefixes[((run + n / 100_000_000) % prefixes.len() as u64) as usize];
+    format!("{p}{:08}", n % 100_000_000)
+}
+
+fn etcd_value(n: u64) -> Vec<u8> {
+    // About the size of a card record plus its indexes.
+    format!("{{\"carrier\":\"CMCC\",\"province\":44,\"kind\":1,\"channel\":2,\"status\":1,\"registered_at_ms\":{n},\"id_key\":\"{:064x}\"}}", n)
+        .into_bytes()
+}
+
+impl Client {
+    async fn one(&mut self, w: &Workload, op: BenchOp, n: u64) -> Result<(), String> {
+        let write = match op {
+            BenchOp::Register => true,
+            BenchOp::Count => false,
+            BenchOp::Mixed => n % 10 == 0,
+        };
+        match self {
+            Client::Oneid(c) => {
+                if write {
+                    let k = w.seq.fetch_add(1, Ordering::Relaxed);
+                    c.register_card(w.register_request(k))
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| format!("{:?}", s.code()))
+                } else {
+                    let (id, verify) = &w.population[(n as usize * 7919) % w.population.len()];
+                    let r = c
+                        .count_cards(pb::CountCardsRequest {
+                            identity: Some(pb::Identity {
+                                doc_type: pb::DocType::ResidentId as i32,
+                                number: id.number().to_string(),
+                            }),
+                            verify_msisdn: verify.clone(),
+                        })
+                        .await
+                        .map_err(|s| format!("{:?}", s.code()))?;
+                    if r.get_ref().total == 0 {
+                        return Err("empty count".into());
+                    }
+                    Ok(())
+                }
+            }
+            Client::Etcd(c) => {
+                if write {
+                    let k = w.seq.fetch_add(1, Ordering::Relaxed);
+                    c.put(crate::etcdpb::PutRequest {
+                        key: format!("card/{}", msisdn(w.run, k)).into_bytes(),
+                        value: etcd_value(k),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}", s.code()))
+                } else {
+                    let i = (n as usize * 7919) % w.population.len();
+                    let r = c
+                        .range(crate::etcdpb::RangeRequest {
+                            key: format!("pop/{}/{i}", w.run).into_bytes(),
+                            serializable: false,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|s| format!("{:?}", s.code()))?;
+                    if r.get_ref().kvs.is_empty() {
+                        return Err("missing key".into());
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn client_for(target: BenchTarget, ch: Channel) -> Client {
+    match target {
+        BenchTarget::Oneid => Client::Oneid(RegistryClient::new(ch)),
+        BenchTarget::Etcd => Client::Etcd(KvClient::new(ch)),
+    }
+}
+
+/// Registers the count population (oneid) or writes the keys to read (etcd).
+async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..64usize {
+        let mut client = client_for(a.target, chans[c % chans.len()].clone());
+        let next = next.clone();
+        let pop: Vec<(String, String)> = w
+            .population
+            .iter()
+            .map(|(id, m)| (id.number().to_string(), m.clone()))
+            .collect();
+        let (target, run) = (a.target, a.run);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((number, verify)) = pop.get(i) else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                let r = match &mut client {
+                    Client::Oneid(c) => c
+                        .register_card(pb::RegisterCardRequest {
+                            request_id: format!("bench-pop-{run}-{i}"),
+                            identity: Some(pb::Identity {
+                                doc_type: pb::DocType::ResidentId as i32,
+                                number: number.clone(),
+                            }),
+                            msisdn: verify.clone(),
+                            carrier: "CMCC".into(),
+                            province: "44".into(),
+                            kind: pb::CardKind::Personal as i32,
+                            channel: pb::Channel::Agent as i32,
+                            strict_verification: false,
+                        })
+                        .await
+                        .map(|_| ()),
+                    Client::Etcd(c) => c
+                        .put(crate::etcdpb::PutRequest {
+                            key: format!("pop/{run}/{i}").into_bytes(),
+                            value: etcd_value(i as u64),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                };
+                // A replayed registration (re-running the same --run) is fine.
+                if let Err(s) = r {
+                    if s.code() != tonic::Code::AlreadyExists {
+                        anyhow::bail!("populating {target:?}: {s}");
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.clients > 0, "--clients must be positive");
+    let chans = channels(&a)?;
+    anyhow::ensure!(!chans.is_empty(), "no endpoints");
+
+    let mut gen = SampleGen::new(0xbe9c4 + a.run);
+    let population: Vec<(Identity, String)> = (0..a.population.max(1))
+        .map(|i| (gen.identity(), msisdn(a.run + 8, i as u64)))
+        .collect();
+    let writers: Vec<Identity> = (0..4096).map(|_| gen.identity()).collect();
+    let w = Arc::new(Workload {
+        run: a.run,
+        population,
+        writers,
+        seq: AtomicU64::new(0),
+    });
+    if a.op != BenchOp::Register {
+        let t = Instant::now();
+        populate(&a, &chans, &w).await?;
+        eprintln!(
+            "populated {} identities in {:.1}s",
+            w.population.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(a.duration);
+    let issued = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    // The longest stretch with no successful operation: how long writes
+    // stop when a leader dies under load.
+    let last_ok_us = Arc::new(AtomicU64::new(0));
+    let max_gap_us = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let mut client = client_for(a.target, chans[c % chans.len()].clone());
+        let (w, issued, errors) = (w.clone(), issued.clone(), errors.clone());
+        let (last_ok_us, max_gap_us) = (last_ok_us.clone(), max_gap_us.clone());
+        let (op, max_ops) = (a.op, a.ops);
+        tasks.push(tokio::spawn(async move {
+            let mut h =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+            let mut first_error = None;
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= max_ops || Instant::now() >= deadline {
+                    return Ok::<_, String>((h, first_error));
+                }
+                let t = Instant::now();
+                match client.one(&w, op, n).await {
+                    Ok(()) => {
+                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                        let now = started.elapsed().as_micros() as u64;
+                        let prev = last_ok_us.fetch_max(now, Ordering::Relaxed);
+                        max_gap_us.fetch_max(now.saturating_sub(prev), Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert(e);
+                        // A real client backs off; spinning on a dead node's
+                        // refused connections would starve the live ones.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut first_error = None;
+    for t in tasks {
+        let (h, e) = t.await?.map_err(|e| anyhow::anyhow!(e))?;
+        total.add(&h)?;
+        if first_error.is_none() {
+            first_error = e;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let op = format!("{:?}", a.op).to_lowercase();
+    let target = format!("{:?}", a.target).to_lowercase();
+    println!(
+        "target={target} op={op} clients={} ops={} ops_per_s={:.0} p50_us={} p99_us={} errors={} max_gap_ms={}",
+        a.clients,
+        total.len(),
+        total.len() as f64 / secs,
+        total.value_at_quantile(0.50),
+        total.value_at_quantile(0.99),
+        errors.load(Ordering::Relaxed),
+        max_gap_us.load(Ordering::Relaxed) / 1000
+    );
+    if let Some(e) = first_error {
+        eprintln!("first error: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Client subcommands. Each tries the given endpoints in order (any node
+//! accepts any request) and prints the answer; a rejection is printed with
+//! its reason and exits non-zero.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, ValueEnum};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::api::error::reason_of;
+use crate::pb;
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::registry_client::RegistryClient;
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Node addresses, comma separated; the first that answers is used.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7001",
+        env = "ONEID_ENDPOINTS",
+        global = true
+    )]
+    pub endpoints: String,
+    /// Per-request deadline in milliseconds.
+    #[arg(long, default_value_t = 5000, global = true)]
+    pub timeout_ms: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum DocTypeArg {
+    ResidentId,
+    Passport,
+    HkMacauPermit,
+    TaiwanPermit,
+    ForeignPermanentResident,
+    UnifiedSocialCreditCode,
+}
+
+impl DocTypeArg {
+    fn proto(self) -> pb::DocType {
+        match self {
+            DocTypeArg::ResidentId => pb::DocType::ResidentId,
+            DocTypeArg::Passport => pb::DocType::Passport,
+            DocTypeArg::HkMacauPermit => pb::DocType::HkMacauPermit,
+            DocTypeArg::TaiwanPermit => pb::DocType::TaiwanPermit,
+            DocTypeArg::ForeignPermanentResident => pb::DocType::ForeignPermanentResident,
+            DocTypeArg::UnifiedSocialCreditCode => pb::DocType::UnifiedSocialCreditCode,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum KindArg {
+    Personal,
+    Iot,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum ChannelArg {
+    OwnHall,
+    Agent,
+    Online,
+}
+
+#[derive(Args, Debug)]
+pub struct IdentityArgs {
+    #[arg(long, value_enum, default_value = "resident-id")]
+    pub doc_type: DocTypeArg,
+    /// The identity document number.
+    #[arg(long = "id")]
+    pub number: String,
+}
+
+impl IdentityArgs {
+    fn proto(&self) -> pb::Identity {
+        pb::Identity {
+            doc_type: self.doc_type.proto() as i32,
+            number: self.number.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[arg(long)]
+    pub msisdn: String,
+    #[arg(long)]
+    pub carrier: String,
+    /// GB/T 2260 two-digit province code.
+    #[arg(long)]
+    pub province: String,
+    #[arg(long, value_enum, default_value = "personal")]
+    pub kind: KindArg,
+    #[arg(long, value_enum, default_value = "agent")]
+    pub channel: ChannelArg,
+    /// The carrier performed strict in-person verification.
+    #[arg(long)]
+    pub strict: bool,
+    /// Idempotency key; a fresh one is generated when omitted.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub msisdn: String,
+    #[arg(long)]
+    pub carrier: String,
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// A number registered under the identity, proving the caller holds it.
+    #[arg(long)]
+    pub verify_msisdn: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Include the state machine digest (scans all data).
+    #[arg(long)]
+    pub digest: bool,
+}
+
+pub fn fresh_request_id() -> String {
+    use rand::Rng;
+    format!("cli-{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+/// Connects to the first endpoint that accepts a connection.
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
+    let mut last = None;
+    for ep in target
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let endpoint = Endpoint::from_shared(format!("http://{ep}"))
+            .with_context(|| format!("bad endpoint '{ep}'"))?
+            .connect_timeout(Duration::from_millis(1000))
+            .timeout(Duration::from_millis(target.timeout_ms));
+        match endpoint.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(anyhow!("{ep}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no endpoints given")))
+}
+
+/// Turns a gRPC error into a message that names the reason.
+/// A target naming only the leader `s` reports, if it knows one.
+pub fn leader_target(s: &pb::StatusResponse, timeout_ms: u64) -> Option<Target> {
+    s.members
+        .iter()
+        .find(|m| m.node_id == s.leader_id)
+        .map(|m| Target {
+            endpoints: m.addr.clone(),
+            timeout_ms,
+        })
+}
+
+pub fn explain(status: tonic::Status) -> anyhow::Error {
+    match reason_of(&status) {
+        Some(reason) => anyhow!("{reason}: {}", status.message()),
+        None => anyhow!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
+    let mut client = RegistryClient::new(connect(&a.target).await?);
+    let kind = match a.kind {
+        KindArg::Personal => pb::CardKind::Personal,
+        KindArg::Iot => pb::CardKind::Iot,
+    };
+    let channel = match a.channel {
+        ChannelArg::OwnHall => pb::Channel::OwnHall,
+        ChannelArg::Agent => pb::Channel::Agent,
+        ChannelArg::Online => pb::Channel::Online,
+    };
+    let r = client
+        .register_card(pb::RegisterCardRequest {
+            request_id: a.request_id.unwrap_or_else(fresh_request_id),
+            identity: Some(a.identity.proto()),
+            msisdn: a.msisdn,
+            carrier: a.carrier,
+            province: a.province,
+            kind: kind as i32,
+            channel: channel as i32,
+            strict_verification: a.strict,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!(
+        "registered at index {} ({} active at this carrier-province{})",
+        r.applied_index,
+        r.active_at_carrier_province,
+        if r.replayed { ", replayed" } else { "" }
+    );
+    Ok(())
+}
+
+pub async fn cancel(a: CancelArgs) -> anyhow::Result<()> {
+    let mut client = RegistryClient::new(connect(&a.target).await?);
+    let r = client
+        .cancel_card(pb::CancelCardRequest {
+            request_id: a.request_id.unwrap_or_else(fresh_request_id),
+            msisdn: a.msisdn,
+            carrier: a.carrier,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!(
+        "cancelled at index {}{}",
+        r.applied_index,
+        if r.replayed { " (replayed)" } else { "" }
+    );
+    Ok(())
+}
+
+pub fn format_count(r: &pb::CountCardsResponse) -> String {
+    let parts: Vec<String> = r
+        .by_carrier
+        .iter()
+        .map(|c| format!("{} {}", c.carrier, c.count))
+        .collect();
+    format!("{} active card(s): {}", r.total, parts.join(", "))
+}
+
+pub async fn count(a: CountArgs) -> anyhow::Result<()> {
+    let mut client = RegistryClient::new(connect(&a.target).await?);
+    let r = client
+        .count_cards(pb::CountCardsRequest {
+            identity: Some(a.identity.proto()),
+            verify_msisdn: a.verify_msisdn,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!("{}", format_count(&r));
+    Ok(())
+}
+
+pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let mut client = ClusterClient::new(connect(&a.target).await?);
+    let s = client
+        .status(pb::StatusRequest {
+            include_digest: a.digest,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if a.json {
+        let members: Vec<serde_json::Value> = s
+            .members
+            .iter()
+            .map(|m| serde_json::json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter}))
+            .collect();
+        let v = serde_json::json!({
+            "node_id": s.node_id, "leader_id": s.leader_id, "term": s.term, "role": s.role,
+            "last_applied": s.last_applied, "last_log_index": s.last_log_index,
+            "snapshot_index": s.snapshot_index, "members": members, "state_digest": s.state_digest,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "node {}  role {}  term {}  leader {}",
+            s.node_id, s.role, s.term, s.leader_id
+        );
+        println!(
+            "applied {}  last log {}  snapshot {}",
+            s.last_applied, s.last_log_index, s.snapshot_index
+        );
+        for m in &s.members {
+            println!(
+                "  member {} {} {}",
+                m.node_id,
+                m.addr,
+                if m.voter { "voter" } else { "learner" }
+            );
+        }
+        if !s.state_digest.is_empty() {
+            println!("digest {}", s.state_digest);
+        }
+    }
+    Ok(())
+}

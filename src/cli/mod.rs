@@ -1,0 +1,64 @@
+//! The `oneid` command line: one binary for the server, the demo cluster and
+//! the client commands.
+
+pub mod bench;
+pub mod client;
+pub mod demo;
+pub mod gen;
+pub mod import;
+pub mod member;
+pub mod rows;
+pub mod sample;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "oneid",
+    version,
+    about = "Replicated one-ID-check-all-cards registry"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a server node.
+    Serve(serve::ServeArgs),
+    /// Start a local 3-node cluster with sample data and serve until Ctrl-C.
+    Demo(demo::DemoArgs),
+    /// Register a card under an identity.
+    Register(client::RegisterArgs),
+    /// Cancel a card.
+    Cancel(client::CancelArgs),
+    /// Count the active cards under an identity (linearizable).
+    Count(client::CountArgs),
+    /// Show a node's raft status.
+    Status(client::StatusArgs),
+    /// Load generator: drive oneid (or etcd) and print throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Bulk-register cards from a CSV or JSON Lines file (resumable).
+    Import(import::ImportArgs),
+    /// Generate a realistic import file.
+    Gen(gen::GenArgs),
+    /// Membership: list, add a learner, promote, remove.
+    Member(member::MemberArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Demo(a) => demo::run(a).await,
+        Cmd::Register(a) => client::register(a).await,
+        Cmd::Cancel(a) => client::cancel(a).await,
+        Cmd::Count(a) => client::count(a).await,
+        Cmd::Status(a) => client::status(a).await,
+        Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Import(a) => import::run(a).await,
+        Cmd::Gen(a) => gen::run(a),
+        Cmd::Member(a) => member::run(a).await,
+    }
+}

@@ -1,0 +1,28 @@
+//! oneid: the national "one ID, check all cards" registry as a replicated,
+//! linearizable database (openraft on RocksDB, served over gRPC).
+
+pub mod api;
+pub mod cli;
+pub mod command;
+pub mod domain;
+pub mod idkey;
+pub mod node;
+pub mod reader;
+pub mod state_machine;
+
+/// Generated gRPC code for the public API (package `oneid.v1`).
+pub mod pb {
+    tonic::include_proto!("oneid.v1");
+
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("oneid_descriptor");
+}
+
+/// etcd's KV client (a wire-compatible subset), for `oneid bench --target etcd`.
+pub mod etcdpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+// The stale-read switch exists only to prove the chaos checker can fail; a
+// release binary with it would silently break linearizability.
+#[cfg(all(feature = "unsafe-stale-reads", not(debug_assertions)))]
+compile_error!("the unsafe-stale-reads feature is test-only and must never be built in release");

@@ -1,0 +1,116 @@
+//! On-disk record types of the state machine and their format versions.
+//! Each is stored through [`crate::codec`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::IdKey;
+
+pub const CARD_V: u8 = 1;
+pub const HOLDER_V: u8 = 1;
+pub const MSISDN_V: u8 = 1;
+pub const DEDUP_V: u8 = 1;
+pub const SM_META_V: u8 = 1;
+pub const RAFT_ENTRY_V: u8 = 1;
+pub const RAFT_META_V: u8 = 1;
+pub const SNAPSHOT_HEADER_V: u8 = 1;
+
+/// A card under `c ‖ id_key ‖ msisdn`. Enum fields hold the domain's stable
+/// numeric codes so the format does not depend on Rust enum layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRecord {
+    pub carrier: String,
+    pub province: u8,
+    pub kind: u8,
+    pub channel: u8,
+    pub status: u8,
+    pub registered_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Per-identity summary under `h ‖ id_key`, updated in the same write batch as
+/// the card, so a count is one point read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    /// Active cards by (carrier, province). Entries at zero are removed.
+    pub active: BTreeMap<(String, u8), u32>,
+}
+
+impl HolderRecord {
+    pub fn total(&self) -> u32 {
+        self.active.values().sum()
+    }
+
+    pub fn at(&self, carrier: &str, province: u8) -> u32 {
+        self.active
+            .get(&(carrier.to_string(), province))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn by_carrier(&self) -> BTreeMap<&str, u32> {
+        let mut out = BTreeMap::new();
+        for ((carrier, _), n) in &self.active {
+            *out.entry(carrier.as_str()).or_insert(0) += n;
+        }
+        out
+    }
+
+    pub fn add(&mut self, carrier: &str, province: u8) {
+        *self
+            .active
+            .entry((carrier.to_string(), province))
+            .or_insert(0) += 1;
+    }
+
+    pub fn remove(&mut self, carrier: &str, province: u8) {
+        let key = (carrier.to_string(), province);
+        if let Some(n) = self.active.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active.remove(&key);
+            }
+        }
+    }
+}
+
+/// The last holder of a number, under `m ‖ msisdn`. A number has at most one
+/// active holder; after cancellation the record stays (inactive) so a later
+/// cancel can say "already cancelled" rather than "not found".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsisdnRecord {
+    pub id_key: IdKey,
+    pub active: bool,
+}
+
+/// The first outcome of a request, under `d ‖ request_id`, as the opaque
+/// bytes the state machine returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub applied_at_ms: u64,
+    pub outcome: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_counts_add_and_remove() {
+        let mut h = HolderRecord::default();
+        h.add("CMCC", 11);
+        h.add("CMCC", 11);
+        h.add("CMCC", 44);
+        h.add("CUCC", 11);
+        assert_eq!(h.total(), 4);
+        assert_eq!(h.at("CMCC", 11), 2);
+        assert_eq!(h.by_carrier().get("CMCC"), Some(&3));
+        h.remove("CMCC", 11);
+        h.remove("CMCC", 11);
+        h.remove("CMCC", 11);
+        assert_eq!(h.at("CMCC", 11), 0);
+        assert!(!h.active.contains_key(&("CMCC".to_string(), 11)));
+        assert_eq!(h.total(), 2);
+    }
+}

@@ -1,0 +1,280 @@
+//! A cluster of real `oneid serve` processes for integration tests.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oneid::pb;
+use oneid::pb::cluster_client::ClusterClient;
+use oneid::pb::registry_client::RegistryClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub const PEPPER: &str = "integration-test-pepper-0123456789";
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub spec: String,
+    pub extra: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl Cluster {
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<Node> = (1..=n)
+            .map(|id| {
+                let node_dir = dir.path().join(format!("n{id}"));
+                std::fs::create_dir_all(&node_dir).expect("node dir");
+                Node {
+                    id,
+                    addr: format!("127.0.0.1:{}", free_port()),
+                    data_dir: node_dir.join("data"),
+                    log: node_dir.join("node.log"),
+                    child: None,
+                }
+            })
+            .collect();
+        let spec = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir,
+            nodes,
+            spec,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let spec = self.spec.clone();
+        let extra = self.extra.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_oneid"))
+            .args(["serve", "--node-id", &id.to_string(), "--addr", &node.addr])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--initial-cluster", &spec])
+            .args(&extra)
+            .env("ONEID_PEPPER", PEPPER)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn oneid");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self, id: u64) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.node(id).addr))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    pub fn registry(&self, id: u64) -> RegistryClient<Channel> {
+        RegistryClient::new(self.endpoint(id))
+    }
+
+    pub fn cluster(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.endpoint(id))
+    }
+
+    pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
+        self.cluster(id)
+            .status(pb::StatusRequest::default())
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until the running nodes among `among` agree on a leader in `among`.
+    pub async fn wait_leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for &id in among {
+                if let Some(s) = self.status(id).await {
+                    seen.push(s.leader_id);
+                }
+            }
+            if seen.len() == among.len() && seen.iter().all(|l| *l == seen[0] && among.contains(l))
+            {
+                return seen[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?}: {seen:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.status(id).await {
+                if s.last_applied >= index {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not reach index {index}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn digest(&self, id: u64) -> String {
+        self.cluster(id)
+            .status(pb::StatusRequest {
+                include_digest: true,
+            })
+            .await
+            .expect("status with digest")
+            .into_inner()
+            .state_digest
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- node {} log (last lines) ---\n", n.id));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// A valid resident ID with the given 17-digit body.
+pub fn resident_id(body17: &str) -> pb::Identity {
+    let id = oneid::cli::sample::complete_resident_id(body17).expect("valid body");
+    pb::Identity {
+        doc_type: pb::DocType::ResidentId as i32,
+        number: id.number().to_string(),
+    }
+}
+
+pub fn register_req(
+    request_id: &str,
+    identity: &pb::Identity,
+    msisdn: &str,
+) -> pb::RegisterCardRequest {
+    pb::RegisterCardRequest {
+        request_id: request_id.to_string(),
+        identity: Some(identity.clone()),
+        msisdn: msisdn.to_string(),
+        carrier: "CMCC".into(),
+        province: "11".into(),
+        kind: pb::CardKind::Personal as i32,
+        channel: pb::Channel::Agent as i32,
+        strict_verification: false,
+    }
+}
+
+pub fn count_req(identity: &pb::Identity, verify: &str) -> pb::CountCardsRequest {
+    pb::CountCardsRequest {
+        identity: Some(identity.clone()),
+        verify_msisdn: verify.to_string(),
+    }
+}
+
+/// Retries a write while the cluster has no leader (UNAVAILABLE), as a
+/// client would; the request id makes the retry safe.
+pub async fn register_retrying(
+    c: &Cluster,
+    node: u64,
+    req: pb::RegisterCardRequest,
+) -> Result<pb::RegisterCardResponse, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.registry(node).register_card(req.clone()).await {
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other.map(|r| r.into_inner()),
+        }
+    }
+}
+
+pub fn reason(status: &tonic::Status) -> String {
+    oneid::api::error::reason_of(status).unwrap_or_default()
+}
+
+/// Runs the `oneid` binary with `args` and waits for it.
+pub fn oneid_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_oneid"))
+        .args(args)
+        .output()
+        .expect("run oneid")
+}
+
+/// A finished command's stdout and stderr, for assertions and messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -1,0 +1,61 @@
+//! A corrupted stored value is reported, never served.
+
+mod common;
+
+use common::*;
+use oneid_storage::keys::holder_key;
+use oneid_storage::schema::{Tuning, CF_SM_DATA};
+use oneid_storage::Db;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_holder_record_is_refused_with_data_loss() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let alice = resident_id("11010519491231002");
+    register_retrying(&c, leader, register_req("r-1", &alice, "13700000001"))
+        .await
+        .expect("register");
+    let victim = if leader == 3 { 2 } else { 3 };
+    let target = c.status(leader).await.expect("status").last_applied;
+    c.wait_applied(victim, target).await;
+    c.kill(victim);
+
+    // Flip one byte of alice's summary record on the victim's disk.
+    {
+        let db = Db::open(&c.node(victim).data_dir.join("db"), Tuning::default()).expect("open");
+        let hasher = oneid::idkey::IdHasher::new(PEPPER.as_bytes()).expect("hasher");
+        let identity =
+            oneid::domain::Identity::parse(oneid::domain::DocType::ResidentId, &alice.number)
+                .expect("identity");
+        let key = holder_key(&hasher.id_key(&identity));
+        let cf = db.cf(CF_SM_DATA).expect("cf");
+        let mut value = db
+            .raw()
+            .get_cf(cf, &key)
+            .expect("read")
+            .expect("holder record exists");
+        let mid = value.len() / 2;
+        value[mid] ^= 0x01;
+        db.raw().put_cf(cf, &key, &value).expect("write");
+        db.sync_wal().expect("sync");
+    }
+
+    c.spawn(victim);
+    c.wait_applied(victim, target).await;
+    let err = c
+        .registry(victim)
+        .count_cards(count_req(&alice, "13700000001"))
+        .await
+        .expect_err("a corrupt record must not be served");
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    assert_eq!(reason(&err), "DATA_CORRUPTION");
+
+    // The healthy nodes still answer correctly.
+    let r = c
+        .registry(leader)
+        .count_cards(count_req(&alice, "13700000001"))
+        .await
+        .expect("count on a healthy node")
+        .into_inner();
+    assert_eq!(r.total, 1);
+}
