@@ -24,8 +24,12 @@ fn card() -> CardRecord {
         kind: 1,
         channel: 2,
         status: 1,
+        suspend_reason: 0,
+        reverify_deadline_ms: 0,
         registered_at_ms: 1_700_000_000_000,
         updated_at_ms: 1_700_000_000_000,
+        open_dispute: 0,
+        last6_tag: [0; 16],
     }
 }
 
@@ -72,6 +76,7 @@ fn register_command(i: u64) -> Vec<u8> {
             kind: 1,
             channel: 2,
             strict_verification: false,
+            last6_tag: [0; 16],
         }),
     })
     .expect("encode")

@@ -23,6 +23,18 @@ pub struct Envelope {
 pub enum Command {
     Register(Register),
     Cancel(Cancel),
+    FlagHighRisk(FlagHighRisk),
+    Reverified(Reverified),
+    /// Proposed by the leader, never by clients (empty request_id: no
+    /// dedup record).
+    SweepOverdue(SweepOverdue),
+    OpenDispute(OpenDispute),
+    ResolveDispute(ResolveDispute),
+    Restrict(Restrict),
+    Unrestrict(Unrestrict),
+    Link(Link),
+    Unlink(Link),
+    AckReverify(Link),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +46,8 @@ pub struct Register {
     pub kind: u8,
     pub channel: u8,
     pub strict_verification: bool,
+    /// Keyed hash of the identity's last six characters (linkage queries).
+    pub last6_tag: [u8; 16],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +56,87 @@ pub struct Cancel {
     pub carrier: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagHighRisk {
+    pub msisdn: String,
+    /// Time allowed for re-verification; 0 takes the policy's window.
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverified {
+    pub msisdn: String,
+    pub carrier: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepOverdue {
+    /// Most cards suspended by one command, bounding one apply's work.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDispute {
+    pub id_key: IdKey,
+    pub msisdn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveDispute {
+    pub dispute_id: u64,
+    pub carrier: String,
+    /// The domain's `DisputeOutcome::code`.
+    pub outcome: u8,
+    pub operator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restrict {
+    pub id_key: IdKey,
+    pub reason: String,
+    /// How long from the apply time; 0 until lifted.
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrestrict {
+    pub id_key: IdKey,
+}
+
+/// An account on a platform linked to a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub msisdn: String,
+    pub platform: String,
+    pub account: String,
+}
+
 /// What applying a command produced. Rejections are results, not errors:
 /// they are replicated and replayed like successes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Registered { active_at_carrier_province: u32 },
+    Registered {
+        active_at_carrier_province: u32,
+    },
     Cancelled,
-    Rejected { reason: String, message: String },
+    Rejected {
+        reason: String,
+        message: String,
+    },
+    /// A card's lifecycle after the command, as `Lifecycle::to_parts`.
+    CardStatus {
+        status: u8,
+        suspend_reason: u8,
+        deadline_ms: u64,
+    },
+    Swept {
+        suspended: u32,
+    },
+    DisputeOpened {
+        dispute_id: u64,
+    },
+    /// The command took effect and has nothing more to report.
+    Done,
 }
 
 impl Outcome {

@@ -69,6 +69,20 @@ impl IdHasher {
         mac.update(&identity.hash_input());
         mac.finalize().into_bytes().into()
     }
+
+    /// Keyed tag of the last six characters of an ID number, stored with each
+    /// card so a linkage query (number + last six) can be checked without
+    /// keeping any part of the number in plaintext. The `last6:` prefix
+    /// separates it from `id_key` inputs, which start with a doc type code.
+    pub fn last6_tag(&self, last6: &str) -> [u8; 16] {
+        let mut mac = self.mac.clone();
+        mac.update(b"last6:");
+        mac.update(last6.as_bytes());
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&full[..16]);
+        tag
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +107,16 @@ mod tests {
         let c = Identity::parse(DocType::Passport, "H12345678").unwrap();
         assert_ne!(h.id_key(&b), h.id_key(&c));
         assert_ne!(h.id_key(&a), h.id_key(&c));
+    }
+
+    #[test]
+    fn last6_tag_depends_on_digits_and_pepper() {
+        let a = IdHasher::new(b"0123456789abcdef").unwrap();
+        let b = IdHasher::new(b"0123456789abcdeF").unwrap();
+        let id = Identity::parse(DocType::ResidentId, "11010519491231002X").unwrap();
+        assert_eq!(a.last6_tag(id.last6()), a.last6_tag("31002X"));
+        assert_ne!(a.last6_tag("31002X"), a.last6_tag("310021"));
+        assert_ne!(a.last6_tag("31002X"), b.last6_tag("31002X"));
     }
 
     #[test]

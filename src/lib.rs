@@ -2,13 +2,16 @@
 //! linearizable database (openraft on RocksDB, served over gRPC).
 
 pub mod api;
+pub mod apply;
 pub mod cli;
 pub mod command;
 pub mod domain;
 pub mod idkey;
 pub mod node;
+pub mod observe;
 pub mod reader;
 pub mod state_machine;
+pub mod sweeper;
 
 /// Generated gRPC code for the public API (package `oneid.v1`).
 pub mod pb {

@@ -1,4 +1,5 @@
-//! One oneid server process: storage, raft, and the gRPC services on one port.
+//! One oneid server process: storage, raft, and the gRPC services on one port,
+//! plus an optional HTTP port for metrics and readiness.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,12 +13,21 @@ use oneid_storage::log_store::LogStore;
 use oneid_storage::schema::Tuning;
 use oneid_storage::Db;
 use openraft::SnapshotPolicy;
+use tokio::sync::watch;
 
 use crate::api::cluster::ClusterApi;
+use crate::api::disputes::DisputesApi;
+use crate::api::linkage::LinkageApi;
 use crate::api::registry::RegistryApi;
+use crate::api::regulator::RegulatorApi;
+use crate::api::writer::Writer;
 use crate::idkey::IdHasher;
+use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
 use crate::pb::cluster_server::ClusterServer;
+use crate::pb::disputes_server::DisputesServer;
+use crate::pb::linkage_server::LinkageServer;
 use crate::pb::registry_server::RegistryServer;
+use crate::pb::regulator_server::RegulatorServer;
 use crate::reader::Reader;
 use crate::state_machine::StateMachine;
 
@@ -30,6 +40,8 @@ pub const MAX_RAFT_MESSAGE: usize = 512 << 20;
 pub struct NodeConfig {
     pub node_id: u64,
     pub listen: SocketAddr,
+    /// HTTP address for /metrics, /ready and /live; none means no listener.
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Members of a brand-new cluster (id, address); empty to join later.
     pub initial_cluster: Vec<(u64, String)>,
@@ -46,6 +58,7 @@ impl NodeConfig {
         NodeConfig {
             node_id,
             listen,
+            http_addr: None,
             data_dir,
             initial_cluster: Vec::new(),
             hasher,
@@ -54,6 +67,14 @@ impl NodeConfig {
             election_timeout_ms: (400, 800),
             request_timeout: Duration::from_secs(3),
         }
+    }
+
+    /// How long a leader may go without a quorum's acknowledgement and still
+    /// call itself ready: a few election timeouts, so a heartbeat delayed by
+    /// a busy machine does not flap readiness, yet a leader cut off from its
+    /// followers stops attracting traffic within seconds.
+    fn max_quorum_ack(&self) -> Duration {
+        Duration::from_millis((self.election_timeout_ms.1 * 3).max(1_000))
     }
 
     fn raft_config(&self) -> openraft::Config {
@@ -128,16 +149,71 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(node = cfg.node_id, addr = %cfg.listen, "serving");
+    let http_listener = match cfg.http_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(node = cfg.node_id, addr = %cfg.listen, http = ?cfg.http_addr, "serving");
+
+    // One stop signal, several listeners: the gRPC server, the HTTP server
+    // and the raft watcher (which turns readiness off while requests drain).
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let obs = Observer::new(cfg.node_id, db.clone(), replica.raft().clone())
+        .context("registering metrics")?;
+    let (health, health_service) = observe::health::reporter().await;
+    let (reflection_v1, reflection_v1alpha) =
+        observe::health::reflection().context("building gRPC reflection")?;
+    let watcher = tokio::spawn(observe::watch_raft(
+        replica.raft().clone(),
+        obs.clone(),
+        health,
+        cfg.max_quorum_ack(),
+        stop_rx.clone(),
+    ));
+    let http = http_listener.map(|l| {
+        let served = observe::http::serve(l, obs.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            // Metrics are not worth taking the node down for; say so and
+            // keep serving gRPC.
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        })
+    });
 
     let reader = Reader::new(db.clone());
+    let writer = Writer::new(replica.clone(), cfg.request_timeout * 2);
     let registry = RegistryServer::new(RegistryApi::new(
-        replica.clone(),
+        writer.clone(),
         reader.clone(),
         cfg.hasher.clone(),
-        cfg.request_timeout * 2,
     ))
     .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let disputes = DisputesServer::new(DisputesApi::new(
+        writer.clone(),
+        reader.clone(),
+        cfg.hasher.clone(),
+    ));
+    let regulator = RegulatorServer::new(RegulatorApi::new(
+        writer.clone(),
+        reader.clone(),
+        cfg.hasher.clone(),
+    ));
+    let linkage = LinkageServer::new(LinkageApi::new(writer, reader.clone(), cfg.hasher.clone()));
+    let sweeper = tokio::spawn(crate::sweeper::run(
+        replica.clone(),
+        reader.clone(),
+        stop_rx.clone(),
+    ));
     let cluster = ClusterServer::new(ClusterApi::new(replica.clone(), reader));
     let raft_rpc = RaftServiceServer::new(RaftRpc::new(replica.clone(), snapshot_dir))
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
@@ -146,14 +222,21 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
+        .layer(GrpcMetricsLayer::new(obs.clone()))
         .add_service(registry)
+        .add_service(disputes)
+        .add_service(regulator)
+        .add_service(linkage)
         .add_service(cluster)
         .add_service(raft_rpc)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             // The builder's tcp_nodelay applies only to listeners it binds
             // itself; Nagle on these sockets adds ~40 ms stalls.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            stopped(stop_rx),
         );
     let server = tokio::spawn(server);
 
@@ -163,9 +246,22 @@ pub async fn run(
     }
 
     let served = server.await.context("server task")?;
+    // Scrapers hold keep-alive connections that graceful shutdown would wait
+    // for; the HTTP port has nothing worth draining.
+    if let Some(http) = http {
+        http.abort();
+    }
+    watcher.abort();
+    sweeper.abort();
     tracing::info!("shutting down raft");
     let _ = replica.raft().shutdown().await;
     db.sync_wal().context("final WAL sync")?;
     served.context("grpc server")?;
     Ok(())
+}
+
+/// Resolves once `stop` flips to true, or its sender is gone (the process is
+/// going down anyway).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

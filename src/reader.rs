@@ -5,14 +5,23 @@
 use std::sync::Arc;
 
 use oneid_storage::keys;
-use oneid_storage::records::{HolderRecord, MsisdnRecord, HOLDER_V, MSISDN_V};
+use oneid_storage::records::{
+    CardRecord, DisputeRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord,
+    RestrictionRecord, ReverifyRecord, CARD_V, DISPUTE_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V,
+    RESTRICTION_V, REVERIFY_V,
+};
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db, StorageError};
 use sha2::{Digest, Sha256};
 
 use crate::command::IdKey;
+use crate::domain::Lifecycle;
 use crate::state_machine::read_applied;
+
+/// Bounds on listings served in one response.
+pub const MAX_CARDS_LISTED: usize = 1000;
+pub const MAX_LINKS_LISTED: usize = 256;
 
 #[derive(Clone)]
 pub struct Reader {
@@ -42,10 +51,100 @@ impl Reader {
             .unwrap_or_default())
     }
 
-    /// True when `msisdn` is an active card under `id_key`.
-    pub fn is_active_under(&self, msisdn: &str, id_key: &IdKey) -> Result<bool, StorageError> {
+    /// The card currently holding `msisdn` (not cancelled or stripped).
+    pub fn held_card(&self, msisdn: &str) -> Result<Option<(IdKey, CardRecord)>, StorageError> {
         let rec: Option<MsisdnRecord> = self.get(MSISDN_V, &keys::msisdn_key(msisdn))?;
-        Ok(rec.is_some_and(|r| r.active && &r.id_key == id_key))
+        let Some(rec) = rec.filter(|r| r.held) else {
+            return Ok(None);
+        };
+        let card: Option<CardRecord> = self.get(CARD_V, &keys::card_key(&rec.id_key, msisdn))?;
+        Ok(card.map(|c| (rec.id_key, c)))
+    }
+
+    /// True when `msisdn` is an active (in service) card under `id_key`:
+    /// the proof of possession a count query asks for.
+    pub fn is_active_under(&self, msisdn: &str, id_key: &IdKey) -> Result<bool, StorageError> {
+        Ok(self
+            .held_card(msisdn)?
+            .is_some_and(|(k, c)| &k == id_key && c.status == Lifecycle::Active.to_parts().0))
+    }
+
+    /// Every card registered under `id_key` (any status), by number.
+    pub fn cards_of(&self, id_key: &IdKey) -> Result<Vec<(String, CardRecord)>, StorageError> {
+        let rows = self
+            .db
+            .scan_sm(&keys::card_prefix(id_key), None, MAX_CARDS_LISTED)?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let card = codec::decode(CARD_V, &v, CF_SM_DATA, &k)?;
+                let msisdn = keys::card_msisdn(&k).unwrap_or_default().to_string();
+                Ok((msisdn, card))
+            })
+            .collect()
+    }
+
+    pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {
+        self.get(DISPUTE_V, &keys::dispute_key(id))
+    }
+
+    pub fn restriction(&self, id_key: &IdKey) -> Result<Option<RestrictionRecord>, StorageError> {
+        self.get(RESTRICTION_V, &keys::restriction_key(id_key))
+    }
+
+    /// (platform, account, record) of every account linked to `msisdn`.
+    pub fn links(&self, msisdn: &str) -> Result<Vec<(String, String, LinkRecord)>, StorageError> {
+        let prefix = keys::link_prefix(msisdn);
+        self.decode_pairs(&prefix, None, MAX_LINKS_LISTED, LINK_V)
+    }
+
+    /// (msisdn, account, record) awaiting re-verification by `platform`,
+    /// after the `after` position (msisdn, account) for paging.
+    pub fn reverify_queue(
+        &self,
+        platform: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, ReverifyRecord)>, StorageError> {
+        let prefix = keys::reverify_prefix(platform);
+        let after = after.map(|(m, a)| keys::reverify_key(platform, m, a));
+        self.decode_pairs(&prefix, after.as_deref(), limit, REVERIFY_V)
+    }
+
+    fn decode_pairs<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        version: u8,
+    ) -> Result<Vec<(String, String, T)>, StorageError> {
+        self.db
+            .scan_sm(prefix, after, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let value = codec::decode(version, &v, CF_SM_DATA, &k)?;
+                let (a, b) = keys::split_pair(&k, prefix).ok_or_else(|| StorageError::Corrupt {
+                    cf: CF_SM_DATA,
+                    key: codec::hex(&k),
+                    reason: "malformed two-part key".into(),
+                })?;
+                Ok((a.to_string(), b.to_string(), value))
+            })
+            .collect()
+    }
+
+    /// The earliest re-verification deadline waiting, if any: the leader
+    /// proposes a sweep once the clock passes it.
+    pub fn earliest_deadline(&self) -> Result<Option<u64>, StorageError> {
+        let first = self.db.scan_sm(keys::PENDING_PREFIX, None, 1)?;
+        Ok(first.into_iter().next().and_then(|(k, v)| {
+            codec::decode::<PendingRecord>(PENDING_V, &v, CF_SM_DATA, &k).ok()?;
+            keys::parse_pending_key(&k).map(|(d, _)| d)
+        }))
+    }
+
+    /// Approximate bytes of data on disk, all column families.
+    pub fn data_bytes(&self) -> u64 {
+        self.db.approximate_size()
     }
 
     /// SHA-256 over every state machine record, from one consistent view, with

@@ -5,20 +5,15 @@
 //! writes each apply call's effects — data, dedup records and the applied
 //! marker — in one RocksDB write batch.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use oneid_raft::{ProposalOutcome, SnapshotFile, TypeConfig};
-use oneid_storage::keys::{self, SM_APPLIED};
+use oneid_storage::keys::SM_APPLIED;
 use oneid_storage::log_store::blocking;
-use oneid_storage::records::{
-    CardRecord, DedupRecord, HolderRecord, MsisdnRecord, CARD_V, DEDUP_V, HOLDER_V, MSISDN_V,
-    SM_META_V, SNAPSHOT_HEADER_V,
-};
-use oneid_storage::rocksdb::WriteBatch;
-use oneid_storage::schema::{CF_SM_DATA, CF_SM_META};
+use oneid_storage::records::{SM_META_V, SNAPSHOT_HEADER_V};
+use oneid_storage::schema::CF_SM_META;
 use oneid_storage::{codec, snapshot_file, Db, StorageError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -27,13 +22,9 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::command::{
-    self, Applied, Cancel, Command, Envelope, Outcome, Register, COMMAND_VERSION,
-};
-use crate::domain::{
-    check_cancel, check_registration, CardStatus, Carrier, Channel, DomainError, Policy, Reason,
-    RegistrationContext,
-};
+use crate::apply::{self, Tx};
+use crate::command;
+use crate::domain::Policy;
 
 type RaftStorageError = openraft::StorageError<u64>;
 type Meta = SnapshotMeta<u64, BasicNode>;
@@ -153,42 +144,6 @@ impl SnapshotStore {
 // ---------------------------------------------------------------------------
 // Apply.
 
-/// The writes of one apply call, readable before they are committed so that
-/// later commands in the same batch see earlier ones.
-struct Tx<'a> {
-    db: &'a Db,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-impl<'a> Tx<'a> {
-    fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        version: u8,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        let bytes = match self.writes.get(key) {
-            Some(Some(v)) => return codec::decode(version, v, CF_SM_DATA, key).map(Some),
-            Some(None) => return Ok(None),
-            None => self.db.raw().get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?,
-        };
-        match bytes {
-            None => Ok(None),
-            Some(v) => codec::decode(version, &v, CF_SM_DATA, key).map(Some),
-        }
-    }
-
-    fn put<T: Serialize>(
-        &mut self,
-        version: u8,
-        key: Vec<u8>,
-        value: &T,
-    ) -> Result<(), StorageError> {
-        self.writes
-            .insert(key, Some(codec::encode(version, value)?));
-        Ok(())
-    }
-}
-
 pub struct StateMachine {
     db: Arc<Db>,
     snapshots: Arc<SnapshotStore>,
@@ -217,165 +172,11 @@ impl StateMachine {
         })
     }
 
-    fn apply_envelope(
-        &self,
-        tx: &mut Tx,
-        now_ms: u64,
-        bytes: &[u8],
-    ) -> Result<Applied, StorageError> {
-        let envelope: Envelope = match command::decode(bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                // Every replica decodes the same bytes the same way, so a
-                // rejection here is as deterministic as any other outcome.
-                return Ok(Applied {
-                    outcome: Outcome::rejected(DomainError::new(
-                        Reason::InvalidArgument,
-                        format!("undecodable command: {e}"),
-                    )),
-                    replayed: false,
-                });
-            }
-        };
-        if envelope.version != COMMAND_VERSION {
-            return Ok(Applied {
-                outcome: Outcome::rejected(DomainError::new(
-                    Reason::InvalidArgument,
-                    format!("command version {} is not supported", envelope.version),
-                )),
-                replayed: false,
-            });
-        }
-        let dedup_key = keys::dedup_key(&envelope.request_id);
-        if let Some(first) = tx.get::<DedupRecord>(DEDUP_V, &dedup_key)? {
-            let outcome: Outcome =
-                command::decode(&first.outcome).map_err(|e| StorageError::Corrupt {
-                    cf: CF_SM_DATA,
-                    key: codec::hex(&dedup_key),
-                    reason: e.to_string(),
-                })?;
-            return Ok(Applied {
-                outcome,
-                replayed: true,
-            });
-        }
-        let outcome = match &envelope.command {
-            Command::Register(r) => self.register(tx, now_ms, r)?,
-            Command::Cancel(c) => self.cancel(tx, now_ms, c)?,
-        };
-        let record = DedupRecord {
-            applied_at_ms: now_ms,
-            outcome: command::encode(&outcome).map_err(|e| StorageError::Encode(e.to_string()))?,
-        };
-        tx.put(DEDUP_V, dedup_key, &record)?;
-        Ok(Applied {
-            outcome,
-            replayed: false,
-        })
-    }
-
-    fn register(&self, tx: &mut Tx, now_ms: u64, r: &Register) -> Result<Outcome, StorageError> {
-        let Some(channel) = Channel::from_code(r.channel as i32) else {
-            return Ok(Outcome::rejected(DomainError::new(
-                Reason::InvalidArgument,
-                format!("unknown channel code {}", r.channel),
-            )));
-        };
-        let msisdn_key = keys::msisdn_key(&r.msisdn);
-        let number = tx.get::<MsisdnRecord>(MSISDN_V, &msisdn_key)?;
-        let holder_key = keys::holder_key(&r.id_key);
-        let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
-        let ctx = RegistrationContext {
-            active_at_carrier_province: holder.at(&r.carrier, r.province),
-            channel,
-            strict_verification: r.strict_verification,
-            msisdn_active_holder: number
-                .as_ref()
-                .filter(|n| n.active)
-                .map(|n| n.id_key == r.id_key),
-        };
-        if let Err(e) = check_registration(&self.policy, &ctx) {
-            return Ok(Outcome::rejected(e));
-        }
-        holder.add(&r.carrier, r.province);
-        let card = CardRecord {
-            carrier: r.carrier.clone(),
-            province: r.province,
-            kind: r.kind,
-            channel: r.channel,
-            status: CardStatus::Active.code(),
-            registered_at_ms: now_ms,
-            updated_at_ms: now_ms,
-        };
-        let active = holder.at(&r.carrier, r.province);
-        tx.put(CARD_V, keys::card_key(&r.id_key, &r.msisdn), &card)?;
-        tx.put(HOLDER_V, holder_key, &holder)?;
-        tx.put(
-            MSISDN_V,
-            msisdn_key,
-            &MsisdnRecord {
-                id_key: r.id_key,
-                active: true,
-            },
-        )?;
-        Ok(Outcome::Registered {
-            active_at_carrier_province: active,
-        })
-    }
-
-    fn cancel(&self, tx: &mut Tx, now_ms: u64, c: &Cancel) -> Result<Outcome, StorageError> {
-        let requester = match Carrier::parse(&c.carrier) {
-            Ok(carrier) => carrier,
-            Err(e) => return Ok(Outcome::rejected(e)),
-        };
-        let msisdn_key = keys::msisdn_key(&c.msisdn);
-        let Some(mut number) = tx.get::<MsisdnRecord>(MSISDN_V, &msisdn_key)? else {
-            return Ok(Outcome::rejected(DomainError::new(
-                Reason::NotFound,
-                "no card with this number is registered",
-            )));
-        };
-        let card_key = keys::card_key(&number.id_key, &c.msisdn);
-        let mut card: CardRecord =
-            tx.get(CARD_V, &card_key)?
-                .ok_or_else(|| StorageError::Corrupt {
-                    cf: CF_SM_DATA,
-                    key: codec::hex(&card_key),
-                    reason: "number index points at a missing card".into(),
-                })?;
-        let status = CardStatus::from_code(card.status).ok_or_else(|| StorageError::Corrupt {
-            cf: CF_SM_DATA,
-            key: codec::hex(&card_key),
-            reason: format!("unknown card status code {}", card.status),
-        })?;
-        let holder_carrier = Carrier::parse(&card.carrier).map_err(|e| StorageError::Corrupt {
-            cf: CF_SM_DATA,
-            key: codec::hex(&card_key),
-            reason: e.to_string(),
-        })?;
-        if let Err(e) = check_cancel(Some((&holder_carrier, status)), &requester) {
-            return Ok(Outcome::rejected(e));
-        }
-        let holder_key = keys::holder_key(&number.id_key);
-        let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
-        holder.remove(&card.carrier, card.province);
-        card.status = CardStatus::Cancelled.code();
-        card.updated_at_ms = now_ms;
-        number.active = false;
-        tx.put(CARD_V, card_key, &card)?;
-        tx.put(HOLDER_V, holder_key, &holder)?;
-        tx.put(MSISDN_V, msisdn_key, &number)?;
-        Ok(Outcome::Cancelled)
-    }
-
     fn apply_entries(
         &mut self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<Vec<ProposalOutcome>, StorageError> {
-        let mut tx = Tx {
-            db: &self.db,
-            writes: BTreeMap::new(),
-        };
+        let mut tx = Tx::new(&self.db);
         let mut applied = self.applied.clone();
         let mut outcomes = Vec::new();
         for entry in entries {
@@ -391,7 +192,8 @@ impl StateMachine {
                     applied.clock_ms = applied.clock_ms.max(p.stamp_ms);
                     let mut results = Vec::with_capacity(p.commands.len());
                     for cmd in &p.commands {
-                        let a = self.apply_envelope(&mut tx, applied.clock_ms, cmd)?;
+                        let a =
+                            apply::apply_envelope(&mut tx, &self.policy, applied.clock_ms, cmd)?;
                         let encoded =
                             command::encode(&a).map_err(|e| StorageError::Encode(e.to_string()))?;
                         results.push(encoded.into());
@@ -400,15 +202,8 @@ impl StateMachine {
                 }
             }
         }
-        let data_cf = self.db.cf(CF_SM_DATA)?;
         let meta_cf = self.db.cf(CF_SM_META)?;
-        let mut batch = WriteBatch::default();
-        for (k, v) in tx.writes {
-            match v {
-                Some(v) => batch.put_cf(data_cf, k, v),
-                None => batch.delete_cf(data_cf, k),
-            }
-        }
+        let mut batch = tx.into_batch()?;
         batch.put_cf(meta_cf, SM_APPLIED, codec::encode(SM_META_V, &applied)?);
         self.db.raw().write_opt(batch, &Db::async_write())?;
         self.applied = applied;

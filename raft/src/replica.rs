@@ -30,6 +30,9 @@ pub struct ReplicaConfig {
     pub request_timeout: Duration,
 }
 
+/// Longest a request waits for a leader to become known before UNAVAILABLE.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+
 /// What the proposer and the read barrier share: the raft handle and the way
 /// to reach the leader.
 pub struct Shared {
@@ -64,8 +67,32 @@ impl Shared {
         Some((id, node.addr.clone()))
     }
 
-    fn leader_client(&self) -> Result<(NodeId, RaftServiceClient<Channel>), ReplicaError> {
-        let (id, addr) = self.leader().ok_or(ReplicaError::NoLeader)?;
+    /// The leader, waiting briefly when none is known yet. A node that was
+    /// just started, just promoted, or is watching an election learns the
+    /// leader within an election timeout or so; failing at once would push
+    /// that ordinary gap onto every client as UNAVAILABLE.
+    async fn known_leader(&self) -> Result<(NodeId, String), ReplicaError> {
+        if let Some(l) = self.leader() {
+            return Ok(l);
+        }
+        let mut changes = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = self.leader() {
+                    return Ok(l);
+                }
+                if changes.changed().await.is_err() {
+                    return Err(ReplicaError::ShuttingDown);
+                }
+            }
+        };
+        tokio::time::timeout(self.request_timeout.min(LEADER_WAIT), wait)
+            .await
+            .unwrap_or(Err(ReplicaError::NoLeader))
+    }
+
+    async fn leader_client(&self) -> Result<(NodeId, RaftServiceClient<Channel>), ReplicaError> {
+        let (id, addr) = self.known_leader().await?;
         let channel = self
             .channels
             .get(&addr)
@@ -122,7 +149,7 @@ impl Shared {
         commands: Vec<Vec<u8>>,
     ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
         let n = commands.len();
-        let (leader, mut client) = self.leader_client()?;
+        let (leader, mut client) = self.leader_client().await?;
         let mut req = tonic::Request::new(ForwardRequest {
             commands: commands.into_iter().map(Into::into).collect(),
         });
@@ -153,7 +180,7 @@ impl Shared {
 
     /// Asks the leader for a read index (ReadIndex from a follower).
     pub async fn remote_read_index(&self) -> Result<u64, ReplicaError> {
-        let (leader, mut client) = self.leader_client()?;
+        let (leader, mut client) = self.leader_client().await?;
         let mut req = tonic::Request::new(Empty {});
         req.set_timeout(self.request_timeout);
         match client.read_index(req).await {

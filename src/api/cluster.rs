@@ -59,14 +59,38 @@ impl Cluster for ClusterApi {
         } else {
             String::new()
         };
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let matched_index = matched.map(|l| l.index).unwrap_or(0);
+                        pb::Replication {
+                            node_id: *id,
+                            matched_index,
+                            lag: last_log_index.saturating_sub(matched_index),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Response::new(pb::StatusResponse {
+            data_bytes: self.reader.data_bytes(),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            replication,
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .map(|ms| ms.min(i64::MAX as u64) as i64)
+                .unwrap_or(-1),
             node_id: m.id,
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
             members,
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
-            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log_index,
             role: role_name(m.state).to_string(),
             state_digest,
         }))

@@ -2,7 +2,8 @@
 //! caller can act on; nothing unvalidated reaches a command.
 
 use crate::domain::{
-    CardKind, Carrier, Channel, DocType, DomainError, Identity, Msisdn, Province, Reason,
+    AccountId, CardKind, Carrier, Channel, DisputeOutcome, DocType, DomainError, Identity,
+    Lifecycle, Msisdn, Platform, Province, Reason,
 };
 use crate::pb;
 
@@ -97,9 +98,110 @@ pub fn channel(raw: i32) -> Result<Channel, DomainError> {
         .ok_or_else(|| invalid(format!("channel {raw} is not OWN_HALL, AGENT or ONLINE")))
 }
 
+/// Free text kept with a record (restriction reason, operator): non-empty,
+/// bounded, no control characters.
+pub fn note(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(invalid(format!("{field} is required")));
+    }
+    if s.len() > max {
+        return Err(invalid(format!(
+            "{field} is {} bytes; at most {max} allowed",
+            s.len()
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+pub fn platform(raw: &str) -> Result<Platform, DomainError> {
+    Platform::parse(raw)
+}
+
+pub fn account(raw: &str) -> Result<AccountId, DomainError> {
+    AccountId::parse(raw)
+}
+
+pub fn dispute_outcome(raw: i32) -> Result<DisputeOutcome, DomainError> {
+    DisputeOutcome::from_code(raw).ok_or_else(|| {
+        invalid(format!(
+            "outcome {raw} is not DISPUTE_CONFIRMED, DISPUTE_STRIPPED, DISPUTE_SUSPENDED or DISPUTE_CANCELLED"
+        ))
+    })
+}
+
+/// A stored lifecycle (`Lifecycle::to_parts`) as the API shows it.
+pub fn card_state(status: u8, suspend_reason: u8, deadline_ms: u64) -> pb::CardState {
+    let Some(life) = Lifecycle::from_parts(status, suspend_reason, deadline_ms) else {
+        return pb::CardState::default();
+    };
+    let (code, reason) = match life {
+        Lifecycle::Active => (pb::CardStatus::CardActive, ""),
+        Lifecycle::Suspended(r) => (pb::CardStatus::CardSuspended, r.as_str()),
+        Lifecycle::PendingReverify { .. } => (pb::CardStatus::CardPendingReverify, ""),
+        Lifecycle::Cancelled => (pb::CardStatus::CardCancelled, ""),
+        Lifecycle::Stripped => (pb::CardStatus::CardStripped, ""),
+    };
+    pb::CardState {
+        status: code as i32,
+        suspend_reason: reason.to_string(),
+        reverify_deadline_ms: if matches!(life, Lifecycle::PendingReverify { .. }) {
+            deadline_ms
+        } else {
+            0
+        },
+    }
+}
+
+/// Paging position in a platform's re-verification list.
+pub fn page_token(msisdn: &str, account: &str) -> String {
+    hex::encode(format!("{msisdn}\0{account}"))
+}
+
+pub fn parse_page_token(raw: &str) -> Result<Option<(String, String)>, DomainError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token is not one this server returned");
+    let bytes = hex::decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (m, a) = text.split_once('\0').ok_or_else(bad)?;
+    Ok(Some((
+        msisdn(m).map_err(|_| bad())?.as_str().to_string(),
+        account(a).map_err(|_| bad())?.as_str().to_string(),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_tokens_and_states() {
+        assert_eq!(note("reason", "  fraud ", 10).unwrap(), "fraud");
+        assert!(note("reason", " ", 10).is_err());
+        assert!(note("reason", "a\nb", 10).is_err());
+        assert!(note("reason", &"x".repeat(11), 10).is_err());
+        let t = page_token("13800138000", "acct-1");
+        assert_eq!(
+            parse_page_token(&t).unwrap(),
+            Some(("13800138000".into(), "acct-1".into()))
+        );
+        assert_eq!(parse_page_token("").unwrap(), None);
+        for bad in ["zz", "00", &hex::encode("13800138000")] {
+            assert!(parse_page_token(bad).is_err(), "{bad}");
+        }
+        assert!(dispute_outcome(0).is_err());
+        let s = card_state(3, 0, 99);
+        assert_eq!(s.status, pb::CardStatus::CardPendingReverify as i32);
+        assert_eq!(s.reverify_deadline_ms, 99);
+        assert_eq!(card_state(2, 1, 0).suspend_reason, "dispute");
+    }
 
     #[test]
     fn request_id_rules() {

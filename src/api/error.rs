@@ -70,8 +70,12 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::InvalidMsisdn
         | Reason::InvalidCarrier
         | Reason::InvalidProvince => Code::InvalidArgument,
-        Reason::LimitExceeded | Reason::AlreadyCancelled => Code::FailedPrecondition,
-        Reason::NumberInUse => Code::AlreadyExists,
+        Reason::LimitExceeded
+        | Reason::AlreadyCancelled
+        | Reason::IllegalTransition
+        | Reason::Restricted
+        | Reason::DisputeClosed => Code::FailedPrecondition,
+        Reason::NumberInUse | Reason::DisputeOpen => Code::AlreadyExists,
         Reason::NotFound => Code::NotFound,
         Reason::WrongCarrier | Reason::VerificationFailed => Code::PermissionDenied,
     }

@@ -3,7 +3,11 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod disputes;
 pub mod error;
+pub mod linkage;
 pub mod registry;
+pub mod regulator;
+pub mod writer;
 
 pub use error::ApiError;

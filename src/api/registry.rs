@@ -2,15 +2,12 @@
 //! count an identity's cards. Writes go through raft (group committed); counts
 //! pass a coalesced read barrier, then read the local replica.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use oneid_raft::Replica;
 use tonic::{Request, Response, Status};
 
+use super::writer::{unexpected, Writer};
 use super::{convert, ApiError};
 use crate::command::{
-    self, Applied, Cancel, Command, Envelope, Outcome, Register, COMMAND_VERSION,
+    self, Applied, Cancel, Command, Envelope, Outcome, Register, Reverified, COMMAND_VERSION,
 };
 use crate::idkey::IdHasher;
 use crate::pb;
@@ -33,41 +30,18 @@ fn refused(e: ApiError) -> pb::ImportItemResult {
 }
 
 pub struct RegistryApi {
-    replica: Arc<Replica>,
+    writer: Writer,
     reader: Reader,
     hasher: IdHasher,
-    /// Bound on how long a write waits for its outcome.
-    write_timeout: Duration,
 }
 
 impl RegistryApi {
-    pub fn new(
-        replica: Arc<Replica>,
-        reader: Reader,
-        hasher: IdHasher,
-        write_timeout: Duration,
-    ) -> Self {
+    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
         RegistryApi {
-            replica,
+            writer,
             reader,
             hasher,
-            write_timeout,
         }
-    }
-
-    async fn execute(&self, envelope: Envelope) -> Result<(u64, Applied), ApiError> {
-        let bytes = command::encode(&envelope).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (index, result) = tokio::time::timeout(self.write_timeout, self.replica.propose(bytes))
-            .await
-            .map_err(|_| {
-                ApiError::Indeterminate(format!("no outcome within {:?}", self.write_timeout))
-            })??;
-        let applied: Applied =
-            command::decode(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let Some(e) = applied.outcome.as_error() {
-            return Err(e.into());
-        }
-        Ok((index, applied))
     }
 
     /// Validates a registration and hashes its identity: nothing
@@ -85,18 +59,9 @@ impl RegistryApi {
                 kind: r.kind.code() as u8,
                 channel: r.channel.code() as u8,
                 strict_verification: r.strict_verification,
+                last6_tag: self.hasher.last6_tag(r.identity.last6()),
             }),
         })
-    }
-
-    async fn linearizable(&self) -> Result<(), ApiError> {
-        if cfg!(feature = "unsafe-stale-reads") {
-            // Test-only build: deliberately skip the barrier so the chaos
-            // harness can prove its checker catches stale reads.
-            return Ok(());
-        }
-        self.replica.linearizable_barrier().await?;
-        Ok(())
     }
 }
 
@@ -107,7 +72,7 @@ impl Registry for RegistryApi {
         req: Request<pb::RegisterCardRequest>,
     ) -> Result<Response<pb::RegisterCardResponse>, Status> {
         let envelope = self.register_envelope(&req.into_inner())?;
-        let (index, applied) = self.execute(envelope).await?;
+        let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
             Outcome::Registered {
                 active_at_carrier_province,
@@ -116,7 +81,7 @@ impl Registry for RegistryApi {
                 active_at_carrier_province,
                 replayed: applied.replayed,
             })),
-            other => Err(ApiError::Internal(format!("register produced {other:?}")).into()),
+            other => Err(unexpected("register", &other).into()),
         }
     }
 
@@ -150,12 +115,14 @@ impl Registry for RegistryApi {
                 Err(e) => results[i] = refused(e),
             }
         }
-        let outcomes =
-            tokio::time::timeout(self.write_timeout, self.replica.propose_many(commands))
-                .await
-                .map_err(|_| {
-                    ApiError::Indeterminate(format!("no outcome within {:?}", self.write_timeout))
-                })?;
+        let outcomes = tokio::time::timeout(
+            self.writer.timeout(),
+            self.writer.replica().propose_many(commands),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::Indeterminate(format!("no outcome within {:?}", self.writer.timeout()))
+        })?;
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = match outcome.map_err(ApiError::from).and_then(|(_, bytes)| {
                 command::decode::<Applied>(&bytes).map_err(|e| ApiError::Internal(e.to_string()))
@@ -193,13 +160,13 @@ impl Registry for RegistryApi {
                 carrier: carrier.as_str().to_string(),
             }),
         };
-        let (index, applied) = self.execute(envelope).await?;
+        let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
             Outcome::Cancelled => Ok(Response::new(pb::CancelCardResponse {
                 applied_index: index,
                 replayed: applied.replayed,
             })),
-            other => Err(ApiError::Internal(format!("cancel produced {other:?}")).into()),
+            other => Err(unexpected("cancel", &other).into()),
         }
     }
 
@@ -211,7 +178,7 @@ impl Registry for RegistryApi {
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
         let id_key = self.hasher.id_key(&identity);
-        self.linearizable().await?;
+        self.writer.linearizable().await?;
         if !self
             .reader
             .is_active_under(verify.as_str(), &id_key)
@@ -235,5 +202,78 @@ impl Registry for RegistryApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_carrier_cards(
+        &self,
+        req: Request<pb::ListCarrierCardsRequest>,
+    ) -> Result<Response<pb::ListCarrierCardsResponse>, Status> {
+        let req = req.into_inner();
+        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
+        let id_key = self.hasher.id_key(&identity);
+        self.writer.linearizable().await?;
+        let cards = self
+            .reader
+            .cards_of(&id_key)
+            .map_err(ApiError::from)?
+            .into_iter()
+            .filter(|(_, c)| c.carrier == carrier.as_str())
+            .map(|(msisdn, c)| pb::CarrierCard {
+                masked_msisdn: crate::domain::Msisdn::parse(&msisdn)
+                    .map(|m| m.masked())
+                    .unwrap_or_default(),
+                province: format!("{:02}", c.province),
+                kind: c.kind as i32,
+                state: Some(convert::card_state(
+                    c.status,
+                    c.suspend_reason,
+                    c.reverify_deadline_ms,
+                )),
+                registered_at_ms: c.registered_at_ms,
+                updated_at_ms: c.updated_at_ms,
+                open_dispute_id: c.open_dispute,
+            })
+            .collect();
+        Ok(Response::new(pb::ListCarrierCardsResponse { cards }))
+    }
+
+    async fn report_reverification(
+        &self,
+        req: Request<pb::ReportReverificationRequest>,
+    ) -> Result<Response<pb::CardStatusResponse>, Status> {
+        let req = req.into_inner();
+        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
+        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
+        let command = Command::Reverified(Reverified {
+            msisdn: msisdn.as_str().to_string(),
+            carrier: carrier.as_str().to_string(),
+        });
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        Ok(Response::new(card_status_response(
+            "reverification",
+            index,
+            applied,
+        )?))
+    }
+}
+
+/// The response of a write that changes one card's status.
+pub fn card_status_response(
+    what: &str,
+    index: u64,
+    applied: Applied,
+) -> Result<pb::CardStatusResponse, ApiError> {
+    match applied.outcome {
+        Outcome::CardStatus {
+            status,
+            suspend_reason,
+            deadline_ms,
+        } => Ok(pb::CardStatusResponse {
+            applied_index: index,
+            replayed: applied.replayed,
+            state: Some(convert::card_state(status, suspend_reason, deadline_ms)),
+        }),
+        other => Err(unexpected(what, &other)),
     }
 }

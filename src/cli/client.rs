@@ -74,7 +74,7 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    fn proto(&self) -> pb::Identity {
+    pub fn proto(&self) -> pb::Identity {
         pb::Identity {
             doc_type: self.doc_type.proto() as i32,
             number: self.number.clone(),
@@ -246,7 +246,7 @@ pub fn format_count(r: &pb::CountCardsResponse) -> String {
         .iter()
         .map(|c| format!("{} {}", c.carrier, c.count))
         .collect();
-    format!("{} active card(s): {}", r.total, parts.join(", "))
+    format!("{} card(s) registered: {}", r.total, parts.join(", "))
 }
 
 pub async fn count(a: CountArgs) -> anyhow::Result<()> {
@@ -263,46 +263,134 @@ pub async fn count(a: CountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let mut client = ClusterClient::new(connect(&a.target).await?);
-    let s = client
+/// One node's status, asked of that node alone.
+async fn status_of(ep: &str, timeout_ms: u64, digest: bool) -> anyhow::Result<pb::StatusResponse> {
+    let target = Target {
+        endpoints: ep.to_string(),
+        timeout_ms,
+    };
+    let mut client = ClusterClient::new(connect(&target).await?);
+    Ok(client
         .status(pb::StatusRequest {
-            include_digest: a.digest,
+            include_digest: digest,
         })
         .await
         .map_err(explain)?
-        .into_inner();
-    if a.json {
-        let members: Vec<serde_json::Value> = s
-            .members
+        .into_inner())
+}
+
+fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = s
+        .members
+        .iter()
+        .map(|m| serde_json::json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter}))
+        .collect();
+    let replication: Vec<serde_json::Value> = s
+        .replication
+        .iter()
+        .map(|r| serde_json::json!({"node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag}))
+        .collect();
+    serde_json::json!({
+        "node_id": s.node_id, "leader_id": s.leader_id, "term": s.term, "role": s.role,
+        "last_applied": s.last_applied, "last_log_index": s.last_log_index,
+        "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
+        "data_bytes": s.data_bytes, "members": members, "replication": replication,
+        "millis_since_quorum_ack": s.millis_since_quorum_ack, "state_digest": s.state_digest,
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Status of every endpoint given: one table row (or JSON line) per node.
+/// Replication lag comes from the leader's view of its followers.
+pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let eps: Vec<&str> = a
+        .target
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    anyhow::ensure!(!eps.is_empty(), "no endpoints given");
+    let answers = futures::future::join_all(
+        eps.iter()
+            .map(|ep| status_of(ep, a.target.timeout_ms, a.digest)),
+    )
+    .await;
+    if answers.iter().all(|r| r.is_err()) {
+        let errors: Vec<String> = eps
             .iter()
-            .map(|m| serde_json::json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter}))
+            .zip(&answers)
+            .filter_map(|(ep, r)| r.as_ref().err().map(|e| format!("{ep}: {e}")))
             .collect();
-        let v = serde_json::json!({
-            "node_id": s.node_id, "leader_id": s.leader_id, "term": s.term, "role": s.role,
-            "last_applied": s.last_applied, "last_log_index": s.last_log_index,
-            "snapshot_index": s.snapshot_index, "members": members, "state_digest": s.state_digest,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "node {}  role {}  term {}  leader {}",
-            s.node_id, s.role, s.term, s.leader_id
-        );
-        println!(
-            "applied {}  last log {}  snapshot {}",
-            s.last_applied, s.last_log_index, s.snapshot_index
-        );
+        anyhow::bail!("no node answered: {}", errors.join("; "));
+    }
+    let lag: std::collections::BTreeMap<u64, u64> = answers
+        .iter()
+        .flatten()
+        .filter(|s| s.role == "leader")
+        .flat_map(|s| s.replication.iter().map(|r| (r.node_id, r.lag)))
+        .collect();
+    if a.json {
+        for (ep, r) in eps.iter().zip(&answers) {
+            match r {
+                Ok(s) => println!("{}", status_json(s)),
+                Err(e) => println!(
+                    "{}",
+                    serde_json::json!({"endpoint": ep, "error": e.to_string()})
+                ),
+            }
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9}",
+        "endpoint",
+        "node",
+        "role",
+        "term",
+        "leader",
+        "applied",
+        "last log",
+        "snapshot",
+        "lag",
+        "data MiB"
+    );
+    for (ep, r) in eps.iter().zip(&answers) {
+        match r {
+            Ok(s) => println!(
+                "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9}",
+                ep,
+                s.node_id,
+                s.role,
+                s.term,
+                s.leader_id,
+                s.last_applied,
+                s.last_log_index,
+                s.snapshot_index,
+                lag.get(&s.node_id)
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                mib(s.data_bytes)
+            ),
+            Err(e) => println!("{ep:<22} unreachable: {e}"),
+        }
+    }
+    if let Some(s) = answers.iter().flatten().next() {
         for m in &s.members {
             println!(
-                "  member {} {} {}",
+                "member {} {} {}",
                 m.node_id,
                 m.addr,
                 if m.voter { "voter" } else { "learner" }
             );
         }
+    }
+    for s in answers.iter().flatten() {
         if !s.state_digest.is_empty() {
-            println!("digest {}", s.state_digest);
+            println!("node {} digest {}", s.node_id, s.state_digest);
         }
     }
     Ok(())

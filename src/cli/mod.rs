@@ -2,6 +2,7 @@
 //! the client commands.
 
 pub mod bench;
+pub mod casework;
 pub mod client;
 pub mod demo;
 pub mod gen;
@@ -34,7 +35,7 @@ pub enum Cmd {
     Register(client::RegisterArgs),
     /// Cancel a card.
     Cancel(client::CancelArgs),
-    /// Count the active cards under an identity (linearizable).
+    /// Count the cards registered under an identity (linearizable).
     Count(client::CountArgs),
     /// Show a node's raft status.
     Status(client::StatusArgs),
@@ -46,6 +47,16 @@ pub enum Cmd {
     Gen(gen::GenArgs),
     /// Membership: list, add a learner, promote, remove.
     Member(member::MemberArgs),
+    /// A carrier lists an identity's cards with it (masked numbers, status).
+    Cards(casework::CardsArgs),
+    /// Disputes: open, resolve (confirmed|stripped|suspended|cancelled), show.
+    Dispute(casework::DisputeArgs),
+    /// High-risk cards: flag (regulator), reverified (carrier).
+    Risk(casework::RiskArgs),
+    /// Restrictions on new cards (限制入网): add, remove, show.
+    Restrict(casework::RestrictArgs),
+    /// Linked internet accounts (一证通查 2.0): add, remove, count, pending, ack.
+    Link(casework::LinkArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -60,5 +71,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Import(a) => import::run(a).await,
         Cmd::Gen(a) => gen::run(a),
         Cmd::Member(a) => member::run(a).await,
+        Cmd::Cards(a) => casework::cards(a).await,
+        Cmd::Dispute(a) => casework::dispute(a).await,
+        Cmd::Risk(a) => casework::risk(a).await,
+        Cmd::Restrict(a) => casework::restrict(a).await,
+        Cmd::Link(a) => casework::link(a).await,
     }
 }

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// File holding the HMAC pepper shared by all nodes (else ONEID_PEPPER).
     #[arg(long)]
     pub pepper_file: Option<PathBuf>,
+    /// HTTP address (HOST:PORT) for /metrics, /ready and /live; without it
+    /// no HTTP port is opened.
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
     /// Entries between snapshots (log compaction).
     #[arg(long, default_value_t = 20_000)]
     pub snapshot_logs: u64,
@@ -44,6 +48,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         );
     }
     cfg.snapshot_logs = a.snapshot_logs.max(1);
+    cfg.http_addr = a.http_addr;
     node::run(cfg, shutdown_signal())
         .await
         .context("node stopped with an error")

@@ -219,29 +219,6 @@ impl Channel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CardStatus {
-    Active,
-    Cancelled,
-}
-
-impl CardStatus {
-    pub fn code(self) -> u8 {
-        match self {
-            CardStatus::Active => 1,
-            CardStatus::Cancelled => 4,
-        }
-    }
-
-    pub fn from_code(c: u8) -> Option<CardStatus> {
-        match c {
-            1 => Some(CardStatus::Active),
-            4 => Some(CardStatus::Cancelled),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,12 +289,8 @@ mod tests {
         for c in [Channel::OwnHall, Channel::Agent, Channel::Online] {
             assert_eq!(Channel::from_code(c.code()), Some(c));
         }
-        for s in [CardStatus::Active, CardStatus::Cancelled] {
-            assert_eq!(CardStatus::from_code(s.code()), Some(s));
-        }
         assert_eq!(CardKind::from_code(0), None);
         assert_eq!(Channel::from_code(0), None);
-        assert_eq!(CardStatus::from_code(0), None);
     }
 
     proptest! {

@@ -12,10 +12,14 @@ pub enum Reason {
     WrongCarrier,
     VerificationFailed,
     AlreadyCancelled,
+    IllegalTransition,
+    Restricted,
+    DisputeOpen,
+    DisputeClosed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 15] = [
         Reason::InvalidArgument,
         Reason::InvalidId,
         Reason::InvalidMsisdn,
@@ -27,6 +31,10 @@ impl Reason {
         Reason::WrongCarrier,
         Reason::VerificationFailed,
         Reason::AlreadyCancelled,
+        Reason::IllegalTransition,
+        Reason::Restricted,
+        Reason::DisputeOpen,
+        Reason::DisputeClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +50,10 @@ impl Reason {
             Reason::WrongCarrier => "WRONG_CARRIER",
             Reason::VerificationFailed => "VERIFICATION_FAILED",
             Reason::AlreadyCancelled => "ALREADY_CANCELLED",
+            Reason::IllegalTransition => "ILLEGAL_TRANSITION",
+            Reason::Restricted => "RESTRICTED",
+            Reason::DisputeOpen => "DISPUTE_OPEN",
+            Reason::DisputeClosed => "DISPUTE_CLOSED",
         }
     }
 

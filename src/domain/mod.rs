@@ -1,12 +1,19 @@
-//! Pure registry rules: identities, cards and the registration limit.
+//! Pure registry rules: identities, cards, the registration limit, card
+//! lifecycles, disputes and account links.
 //! No I/O, no clock, no randomness — the state machine and the API share them.
 
 pub mod card;
 pub mod error;
 pub mod identity;
+pub mod lifecycle;
+pub mod link;
 pub mod rules;
 
-pub use card::{CardKind, CardStatus, Carrier, Channel, Msisdn, Province};
+pub use card::{CardKind, Carrier, Channel, Msisdn, Province};
 pub use error::{DomainError, Reason};
 pub use identity::{DocType, Identity};
-pub use rules::{check_cancel, check_registration, Policy, RegistrationContext};
+pub use lifecycle::{next_status, Event, Lifecycle, SuspendReason};
+pub use link::{AccountId, DisputeOutcome, Platform};
+pub use rules::{
+    check_carrier, check_registration, check_restriction, Policy, RegistrationContext, DAY_MS,
+};

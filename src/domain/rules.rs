@@ -1,6 +1,6 @@
 //! The registration and cancellation rules (工信部网安〔2016〕182号).
 
-use super::card::{CardStatus, Carrier, Channel};
+use super::card::{Carrier, Channel};
 use super::error::{DomainError, Reason};
 
 /// Limits in force. Replicated state decides which policy applies, so every
@@ -10,12 +10,17 @@ pub struct Policy {
     /// Active cards at one carrier-province beyond which a new one needs the
     /// carrier's own hall with strict verification.
     pub own_hall_threshold: u32,
+    /// Time a card flagged high-risk has to pass in-person re-verification.
+    pub reverify_window_ms: u64,
 }
+
+pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             own_hall_threshold: 5,
+            reverify_window_ms: DAY_MS,
         }
     }
 }
@@ -50,7 +55,7 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         return Err(DomainError::new(
             Reason::LimitExceeded,
             format!(
-                "the identity holds {} active cards at this carrier-province; at {} or more a new card needs the carrier's own hall with strict verification",
+                "the identity holds {} cards at this carrier-province; at {} or more a new card needs the carrier's own hall with strict verification",
                 ctx.active_at_carrier_province, policy.own_hall_threshold
             ),
         ));
@@ -58,34 +63,37 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
     Ok(())
 }
 
-/// `card`: the card's carrier and status, if the number is known.
-pub fn check_cancel(
-    card: Option<(&Carrier, CardStatus)>,
-    requester: &Carrier,
-) -> Result<(), DomainError> {
-    let Some((carrier, status)) = card else {
-        return Err(DomainError::new(
-            Reason::NotFound,
-            "no card with this number is registered",
-        ));
-    };
-    if carrier != requester {
+/// Only the carrier holding a card may change it.
+pub fn check_carrier(holder: &Carrier, requester: &Carrier) -> Result<(), DomainError> {
+    if holder != requester {
         return Err(DomainError::new(
             Reason::WrongCarrier,
             format!(
                 "the card is held by {}, not {}",
-                carrier.as_str(),
+                holder.as_str(),
                 requester.as_str()
             ),
         ));
     }
-    if status == CardStatus::Cancelled {
-        return Err(DomainError::new(
-            Reason::AlreadyCancelled,
-            "the card is already cancelled",
-        ));
-    }
     Ok(())
+}
+
+/// A restriction (限制入网) in force at `now_ms` bars new cards. An expiry of
+/// 0 means until lifted.
+pub fn check_restriction(restriction: Option<(&str, u64)>, now_ms: u64) -> Result<(), DomainError> {
+    match restriction {
+        Some((reason, expires_at_ms)) if expires_at_ms == 0 || now_ms < expires_at_ms => {
+            Err(DomainError::new(
+                Reason::Restricted,
+                if expires_at_ms == 0 {
+                    format!("the identity is barred from new cards ({reason}) until the restriction is lifted")
+                } else {
+                    format!("the identity is barred from new cards ({reason}) until {expires_at_ms} ms since the epoch")
+                },
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -129,32 +137,27 @@ mod tests {
     }
 
     #[test]
-    fn cancel_rules() {
+    fn carrier_and_restriction_rules() {
         let cmcc = Carrier::parse("CMCC").unwrap();
         let cucc = Carrier::parse("CUCC").unwrap();
+        assert!(check_carrier(&cmcc, &cmcc).is_ok());
         assert_eq!(
-            check_cancel(None, &cmcc).unwrap_err().reason,
-            Reason::NotFound
-        );
-        assert_eq!(
-            check_cancel(Some((&cucc, CardStatus::Active)), &cmcc)
-                .unwrap_err()
-                .reason,
+            check_carrier(&cucc, &cmcc).unwrap_err().reason,
             Reason::WrongCarrier
         );
+        assert!(check_restriction(None, 5).is_ok());
         assert_eq!(
-            check_cancel(Some((&cmcc, CardStatus::Cancelled)), &cmcc)
-                .unwrap_err()
-                .reason,
-            Reason::AlreadyCancelled
+            check_restriction(Some(("fraud", 0)), 5).unwrap_err().reason,
+            Reason::Restricted
         );
-        assert!(check_cancel(Some((&cmcc, CardStatus::Active)), &cmcc).is_ok());
+        assert!(check_restriction(Some(("fraud", 10)), 9).is_err());
+        assert!(check_restriction(Some(("fraud", 10)), 10).is_ok());
     }
 
     proptest! {
         #[test]
         fn never_above_threshold_without_strict_own_hall(active in 0u32..100, threshold in 1u32..20, ch in 1i32..4, strict in any::<bool>()) {
-            let p = Policy { own_hall_threshold: threshold };
+            let p = Policy { own_hall_threshold: threshold, ..Policy::default() };
             let channel = Channel::from_code(ch).unwrap();
             let ok = check_registration(&p, &ctx(active, channel, strict)).is_ok();
             if active >= threshold && !(channel == Channel::OwnHall && strict) {

@@ -38,6 +38,16 @@ const TAG_CARD: u8 = b'c';
 const TAG_HOLDER: u8 = b'h';
 const TAG_MSISDN: u8 = b'm';
 const TAG_DEDUP: u8 = b'd';
+const TAG_PENDING: u8 = b'p';
+const TAG_DISPUTE: u8 = b'x';
+const TAG_COUNTER: u8 = b'n';
+const TAG_RESTRICTION: u8 = b'r';
+const TAG_LINK: u8 = b'l';
+const TAG_REVERIFY: u8 = b'v';
+
+/// Separates variable-length parts; the parts never contain it (platforms,
+/// accounts and numbers are validated printable ASCII).
+const SEP: u8 = 0;
 
 /// `c ‖ id_key ‖ msisdn`: a card registered under an identity.
 pub fn card_key(id_key: &IdKey, msisdn: &str) -> Vec<u8> {
@@ -80,6 +90,101 @@ pub fn dedup_key(request_id: &str) -> Vec<u8> {
     k
 }
 
+/// `p ‖ deadline_ms (BE) ‖ msisdn`: cards awaiting re-verification, oldest
+/// deadline first, so the sweep reads only what is overdue.
+pub fn pending_key(deadline_ms: u64, msisdn: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + msisdn.len());
+    k.push(TAG_PENDING);
+    k.extend_from_slice(&deadline_ms.to_be_bytes());
+    k.extend_from_slice(msisdn.as_bytes());
+    k
+}
+
+pub const PENDING_PREFIX: &[u8] = &[TAG_PENDING];
+
+/// The deadline and number of a pending key.
+pub fn parse_pending_key(key: &[u8]) -> Option<(u64, &str)> {
+    let rest = key.strip_prefix(PENDING_PREFIX)?;
+    let (deadline, msisdn) = rest.split_at_checked(8)?;
+    let deadline = u64::from_be_bytes(deadline.try_into().ok()?);
+    Some((deadline, std::str::from_utf8(msisdn).ok()?))
+}
+
+/// `x ‖ dispute id (BE)`.
+pub fn dispute_key(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(TAG_DISPUTE);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// `n ‖ name`: a replicated sequence (e.g. dispute ids).
+pub fn counter_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(TAG_COUNTER);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `r ‖ id_key`: a restriction on new cards (限制入网).
+pub fn restriction_key(id_key: &IdKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + ID_KEY_LEN);
+    k.push(TAG_RESTRICTION);
+    k.extend_from_slice(id_key);
+    k
+}
+
+fn joined(tag: u8, parts: &[&str]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.push(tag);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(SEP);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// `l ‖ msisdn ‖ 0 ‖ platform ‖ 0 ‖ account`: an account linked to a number.
+pub fn link_key(msisdn: &str, platform: &str, account: &str) -> Vec<u8> {
+    joined(TAG_LINK, &[msisdn, platform, account])
+}
+
+/// Prefix of every link of one number.
+pub fn link_prefix(msisdn: &str) -> Vec<u8> {
+    let mut k = joined(TAG_LINK, &[msisdn]);
+    k.push(SEP);
+    k
+}
+
+/// `v ‖ platform ‖ 0 ‖ msisdn ‖ 0 ‖ account`: an account its platform must
+/// re-verify, listed per platform.
+pub fn reverify_key(platform: &str, msisdn: &str, account: &str) -> Vec<u8> {
+    joined(TAG_REVERIFY, &[platform, msisdn, account])
+}
+
+pub fn reverify_prefix(platform: &str) -> Vec<u8> {
+    let mut k = joined(TAG_REVERIFY, &[platform]);
+    k.push(SEP);
+    k
+}
+
+/// The (a, b) parts after a `prefix` of a two-part key (link or reverify).
+pub fn split_pair<'k>(key: &'k [u8], prefix: &[u8]) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let at = rest.iter().position(|b| *b == SEP)?;
+    let a = std::str::from_utf8(&rest[..at]).ok()?;
+    let b = std::str::from_utf8(&rest[at + 1..]).ok()?;
+    Some((a, b))
+}
+
+/// The msisdn part of a card key.
+pub fn card_msisdn(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.get(1 + ID_KEY_LEN..)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +205,24 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn pending_keys_sort_by_deadline(a in any::<u64>(), b in any::<u64>(), m in "[0-9]{11}") {
+            prop_assert_eq!(a.cmp(&b), pending_key(a, &m).cmp(&pending_key(b, &m)));
+            let k = pending_key(a, &m);
+            prop_assert_eq!(parse_pending_key(&k), Some((a, m.as_str())));
+        }
+
+        #[test]
+        fn pair_keys_split_back(m in "[0-9]{11}", p in "[a-z_]{1,32}", a in "[!-~]{1,64}") {
+            let k = link_key(&m, &p, &a);
+            prop_assert!(k.starts_with(&link_prefix(&m)));
+            prop_assert_eq!(split_pair(&k, &link_prefix(&m)), Some((p.as_str(), a.as_str())));
+            let v = reverify_key(&p, &m, &a);
+            prop_assert_eq!(split_pair(&v, &reverify_prefix(&p)), Some((m.as_str(), a.as_str())));
+        }
+    }
+
     #[test]
     fn tags_do_not_collide() {
         let id = [7u8; 32];
@@ -108,6 +231,12 @@ mod tests {
             holder_key(&id),
             msisdn_key("1"),
             dedup_key("1"),
+            pending_key(1, "1"),
+            dispute_key(1),
+            counter_key("1"),
+            restriction_key(&id),
+            link_key("1", "2", "3"),
+            reverify_key("1", "2", "3"),
         ];
         let tags: std::collections::BTreeSet<u8> = keys.iter().map(|k| k[0]).collect();
         assert_eq!(tags.len(), keys.len());

@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::IdKey;
 
-pub const CARD_V: u8 = 1;
+pub const CARD_V: u8 = 2;
+pub const PENDING_V: u8 = 1;
+pub const DISPUTE_V: u8 = 1;
+pub const COUNTER_V: u8 = 1;
+pub const RESTRICTION_V: u8 = 1;
+pub const LINK_V: u8 = 1;
+pub const REVERIFY_V: u8 = 1;
 pub const HOLDER_V: u8 = 1;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
@@ -24,16 +30,26 @@ pub struct CardRecord {
     pub province: u8,
     pub kind: u8,
     pub channel: u8,
+    /// Lifecycle as (status, suspend reason, re-verification deadline):
+    /// the domain's `Lifecycle::to_parts`.
     pub status: u8,
+    pub suspend_reason: u8,
+    pub reverify_deadline_ms: u64,
     pub registered_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The open dispute on this card, 0 when none.
+    pub open_dispute: u64,
+    /// Keyed hash of the holder's last six ID characters, so a linkage query
+    /// can check them without any plaintext ID at rest.
+    pub last6_tag: [u8; 16],
 }
 
 /// Per-identity summary under `h ‖ id_key`, updated in the same write batch as
-/// the card, so a count is one point read.
+/// the card, so a count is one point read. Counts held cards (active,
+/// suspended or pending re-verification).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderRecord {
-    /// Active cards by (carrier, province). Entries at zero are removed.
+    /// Held cards by (carrier, province). Entries at zero are removed.
     pub active: BTreeMap<(String, u8), u32>,
 }
 
@@ -76,12 +92,62 @@ impl HolderRecord {
 }
 
 /// The last holder of a number, under `m ‖ msisdn`. A number has at most one
-/// active holder; after cancellation the record stays (inactive) so a later
-/// cancel can say "already cancelled" rather than "not found".
+/// holder; after cancellation or stripping the record stays (not held) so a
+/// later cancel can say "already cancelled" rather than "not found".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MsisdnRecord {
     pub id_key: IdKey,
-    pub active: bool,
+    pub held: bool,
+}
+
+/// A card awaiting re-verification, under `p ‖ deadline ‖ msisdn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    pub id_key: IdKey,
+}
+
+/// A dispute under `x ‖ id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    pub id_key: IdKey,
+    pub msisdn: String,
+    pub carrier: String,
+    pub opened_at_ms: u64,
+    /// 0 while open, else the domain's `DisputeOutcome::code`.
+    pub outcome: u8,
+    pub resolved_by: String,
+    pub resolved_at_ms: u64,
+}
+
+/// A replicated sequence under `n ‖ name`: the next value to hand out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRecord {
+    pub next: u64,
+}
+
+/// A restriction on new cards under `r ‖ id_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestrictionRecord {
+    pub reason: String,
+    pub added_at_ms: u64,
+    /// 0: until lifted.
+    pub expires_at_ms: u64,
+}
+
+/// An account linked to a number, under `l ‖ msisdn ‖ platform ‖ account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub linked_at_ms: u64,
+    pub needs_reverify: bool,
+}
+
+/// An account its platform must re-verify, under
+/// `v ‖ platform ‖ msisdn ‖ account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReverifyRecord {
+    pub marked_at_ms: u64,
+    /// Card status name that caused it ("stripped", "cancelled", ...).
+    pub cause: String,
 }
 
 /// The first outcome of a request, under `d ‖ request_id`, as the opaque

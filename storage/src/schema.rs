@@ -4,11 +4,23 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
-    SliceTransform, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, SliceTransform, WriteOptions, DB,
 };
 
 use crate::StorageError;
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
 
 /// Raft log entries, keyed by big-endian log index.
 pub const CF_RAFT_LOG: &str = "raft_log";
@@ -122,6 +134,43 @@ impl Db {
     pub fn sync_wal(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true)?;
         Ok(())
+    }
+
+    /// Up to `limit` state machine entries whose keys start with `prefix`
+    /// and sort after `after` (exclusive), in key order. Values are raw
+    /// codec envelopes for the caller to decode.
+    pub fn scan_sm(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let cf = self.cf(CF_SM_DATA)?;
+        let mut opts = ReadOptions::default();
+        // Short prefixes are outside the bloom prefix extractor's domain.
+        opts.set_total_order_seek(true);
+        if let Some(end) = prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let start = after.unwrap_or(prefix);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(cf, opts, IteratorMode::From(start, Direction::Forward))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| &*k <= a) {
+                continue;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
     }
 
     /// Approximate on-disk size in bytes of live data in all column families.

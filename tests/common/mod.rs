@@ -19,6 +19,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// HOST:PORT of the node's HTTP port (`--http-addr`), when it has one.
+    pub http_addr: Option<String>,
 }
 
 pub struct Cluster {
@@ -37,6 +39,16 @@ pub fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Self::launch(n, extra, false)
+    }
+
+    /// Like [`Cluster::start`], and every node also serves HTTP (`/metrics`,
+    /// `/ready`, `/live`) on a port of its own.
+    pub fn start_with_http(n: u64, extra: &[&str]) -> Cluster {
+        Self::launch(n, extra, true)
+    }
+
+    fn launch(n: u64, extra: &[&str], http: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<Node> = (1..=n)
             .map(|id| {
@@ -48,6 +60,7 @@ impl Cluster {
                     data_dir: node_dir.join("data"),
                     log: node_dir.join("node.log"),
                     child: None,
+                    http_addr: http.then(|| format!("127.0.0.1:{}", free_port())),
                 }
             })
             .collect();
@@ -87,6 +100,11 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &spec])
+            .args(
+                node.http_addr
+                    .iter()
+                    .flat_map(|h| ["--http-addr".to_string(), h.clone()]),
+            )
             .args(&extra)
             .env("ONEID_PEPPER", PEPPER)
             .stdout(Stdio::null())
@@ -277,4 +295,26 @@ pub fn output_text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A plain HTTP/1.1 GET to node `id`'s HTTP port: (status, body), or None
+/// when the node does not answer (not up yet, or killed).
+pub async fn http_get(c: &Cluster, id: u64, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = c.node(id).http_addr.clone().expect("node has no HTTP port");
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
 }

@@ -1,0 +1,166 @@
+//! The `Linkage` service (一证通查 2.0): platforms link accounts to numbers; a
+//! person counts the accounts on their number with the last 6 characters of
+//! their ID number; platforms work through accounts to re-verify.
+
+use std::collections::BTreeMap;
+
+use tonic::{Request, Response, Status};
+
+use super::writer::{write_response, Writer};
+use super::{convert, ApiError};
+use crate::command::{Command, Link};
+use crate::domain::link::parse_last6;
+use crate::domain::{DomainError, Reason};
+use crate::idkey::IdHasher;
+use crate::pb;
+use crate::pb::linkage_server::Linkage;
+use crate::reader::Reader;
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub struct LinkageApi {
+    writer: Writer,
+    reader: Reader,
+    hasher: IdHasher,
+}
+
+impl LinkageApi {
+    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
+        LinkageApi {
+            writer,
+            reader,
+            hasher,
+        }
+    }
+
+    fn link_of(req: &pb::LinkAccountRequest) -> Result<Link, ApiError> {
+        Ok(Link {
+            msisdn: convert::msisdn(&req.msisdn)?.as_str().to_string(),
+            platform: convert::platform(&req.platform)?.as_str().to_string(),
+            account: convert::account(&req.account_id)?.as_str().to_string(),
+        })
+    }
+
+    async fn write(
+        &self,
+        req: Request<pb::LinkAccountRequest>,
+        command: fn(Link) -> Command,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let link = Self::link_of(&req)?;
+        let (index, applied) = self.writer.submit(&req.request_id, command(link)).await?;
+        Ok(write_response(index, applied.replayed))
+    }
+}
+
+#[tonic::async_trait]
+impl Linkage for LinkageApi {
+    async fn link_account(
+        &self,
+        req: Request<pb::LinkAccountRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.write(req, Command::Link).await
+    }
+
+    async fn unlink_account(
+        &self,
+        req: Request<pb::LinkAccountRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.write(req, Command::Unlink).await
+    }
+
+    async fn ack_reverify(
+        &self,
+        req: Request<pb::LinkAccountRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.write(req, Command::AckReverify).await
+    }
+
+    async fn count_linked_accounts(
+        &self,
+        req: Request<pb::CountLinkedAccountsRequest>,
+    ) -> Result<Response<pb::CountLinkedAccountsResponse>, Status> {
+        let req = req.into_inner();
+        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
+        let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
+        let tag = self.hasher.last6_tag(&last6);
+        self.writer.linearizable().await?;
+        let verified = self
+            .reader
+            .held_card(msisdn.as_str())
+            .map_err(ApiError::from)?
+            .is_some_and(|(_, card)| card.last6_tag == tag);
+        if !verified {
+            // Same answer for "no such number" and "wrong digits": the
+            // query must not reveal whether a number is registered.
+            return Err(ApiError::from(DomainError::new(
+                Reason::VerificationFailed,
+                "the number is not registered under an ID ending in these 6 characters",
+            ))
+            .into());
+        }
+        let mut by_platform: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        for (platform, _, link) in self.reader.links(msisdn.as_str()).map_err(ApiError::from)? {
+            let e = by_platform.entry(platform).or_default();
+            e.0 += 1;
+            e.1 += u32::from(link.needs_reverify);
+        }
+        Ok(Response::new(pb::CountLinkedAccountsResponse {
+            total: by_platform.values().map(|(n, _)| n).sum(),
+            by_platform: by_platform
+                .into_iter()
+                .map(|(platform, (accounts, needs_reverify))| pb::PlatformCount {
+                    platform,
+                    accounts,
+                    needs_reverify,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_reverify(
+        &self,
+        req: Request<pb::ListReverifyRequest>,
+    ) -> Result<Response<pb::ListReverifyResponse>, Status> {
+        let req = req.into_inner();
+        let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
+        let limit = match req.limit as usize {
+            0 => DEFAULT_PAGE,
+            n if n <= MAX_PAGE => n,
+            n => {
+                return Err(ApiError::from(DomainError::new(
+                    Reason::InvalidArgument,
+                    format!("limit {n} is above {MAX_PAGE}"),
+                ))
+                .into())
+            }
+        };
+        let after = convert::parse_page_token(&req.page_token).map_err(ApiError::from)?;
+        self.writer.linearizable().await?;
+        let rows = self
+            .reader
+            .reverify_queue(
+                platform.as_str(),
+                after.as_ref().map(|(m, a)| (m.as_str(), a.as_str())),
+                limit,
+            )
+            .map_err(ApiError::from)?;
+        let next_page_token = match rows.last() {
+            Some((m, a, _)) if rows.len() == limit => convert::page_token(m, a),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListReverifyResponse {
+            items: rows
+                .into_iter()
+                .map(|(msisdn, account_id, r)| pb::ReverifyItem {
+                    msisdn,
+                    account_id,
+                    cause: r.cause,
+                    marked_at_ms: r.marked_at_ms,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}

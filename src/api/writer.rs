@@ -1,0 +1,91 @@
+//! The path every API call shares: propose a command through raft and wait
+//! for its outcome, or pass a linearizable read barrier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oneid_raft::Replica;
+
+use super::ApiError;
+use crate::command::{self, Applied, Command, Envelope, COMMAND_VERSION};
+use crate::domain::{DomainError, Reason};
+
+#[derive(Clone)]
+pub struct Writer {
+    replica: Arc<Replica>,
+    /// Bound on how long a write waits for its outcome.
+    timeout: Duration,
+}
+
+impl Writer {
+    pub fn new(replica: Arc<Replica>, timeout: Duration) -> Self {
+        Writer { replica, timeout }
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Proposes one command; a domain rejection comes back as an error.
+    pub async fn execute(&self, envelope: Envelope) -> Result<(u64, Applied), ApiError> {
+        let bytes = command::encode(&envelope).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (index, result) = tokio::time::timeout(self.timeout, self.replica.propose(bytes))
+            .await
+            .map_err(|_| {
+                ApiError::Indeterminate(format!("no outcome within {:?}", self.timeout))
+            })??;
+        let applied: Applied =
+            command::decode(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(e) = applied.outcome.as_error() {
+            return Err(e.into());
+        }
+        Ok((index, applied))
+    }
+
+    /// Validates the request id and proposes `command` under it.
+    pub async fn submit(
+        &self,
+        request_id: &str,
+        command: Command,
+    ) -> Result<(u64, Applied), ApiError> {
+        let request_id = super::convert::request_id(request_id)?;
+        self.execute(Envelope {
+            version: COMMAND_VERSION,
+            request_id,
+            command,
+        })
+        .await
+    }
+
+    /// Waits until this node's state reflects every write acknowledged
+    /// before the call: reads after it are linearizable.
+    pub async fn linearizable(&self) -> Result<(), ApiError> {
+        if cfg!(feature = "unsafe-stale-reads") {
+            // Test-only build: deliberately skip the barrier so the chaos
+            // harness can prove its checker catches stale reads.
+            return Ok(());
+        }
+        self.replica.linearizable_barrier().await?;
+        Ok(())
+    }
+}
+
+/// An outcome of a kind the command cannot produce: a bug, not bad input.
+pub fn unexpected(what: &str, outcome: &crate::command::Outcome) -> ApiError {
+    ApiError::Internal(format!("{what} produced {outcome:?}"))
+}
+
+pub fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::Domain(DomainError::new(Reason::InvalidArgument, message))
+}
+
+pub fn write_response(index: u64, replayed: bool) -> tonic::Response<crate::pb::WriteResponse> {
+    tonic::Response::new(crate::pb::WriteResponse {
+        applied_index: index,
+        replayed,
+    })
+}

@@ -1,0 +1,261 @@
+//! Registration and every later change of a card's lifecycle. All status
+//! changes go through [`change_status`], which keeps the holder summary, the
+//! number index, the re-verification queue and linked accounts in step with
+//! the card in the same batch.
+
+use oneid_storage::keys::{self, IdKey};
+use oneid_storage::records::{
+    CardRecord, HolderRecord, MsisdnRecord, PendingRecord, RestrictionRecord, CARD_V, HOLDER_V,
+    MSISDN_V, PENDING_V, RESTRICTION_V,
+};
+use oneid_storage::StorageError;
+
+use super::{corrupt, links, not_found, Step, Tx};
+use crate::command::{Cancel, FlagHighRisk, Outcome, Register, Reverified};
+use crate::domain::{
+    check_carrier, check_registration, check_restriction, next_status, Carrier, Channel,
+    DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
+};
+
+/// A card as stored, with its key and decoded lifecycle.
+pub(super) struct LoadedCard {
+    pub id_key: IdKey,
+    pub msisdn: String,
+    pub key: Vec<u8>,
+    pub record: CardRecord,
+    pub status: Lifecycle,
+}
+
+impl LoadedCard {
+    fn carrier(&self) -> Result<Carrier, StorageError> {
+        Carrier::parse(&self.record.carrier).map_err(|e| corrupt(&self.key, e.to_string()))
+    }
+}
+
+fn status_of(key: &[u8], r: &CardRecord) -> Result<Lifecycle, StorageError> {
+    Lifecycle::from_parts(r.status, r.suspend_reason, r.reverify_deadline_ms).ok_or_else(|| {
+        corrupt(
+            key,
+            format!("unknown card status {}/{}", r.status, r.suspend_reason),
+        )
+    })
+}
+
+/// The card `msisdn` under `id_key`, if it exists.
+pub(super) fn load(tx: &Tx, id_key: &IdKey, msisdn: &str) -> Step<Option<LoadedCard>> {
+    let key = keys::card_key(id_key, msisdn);
+    let Some(record) = tx.get::<CardRecord>(CARD_V, &key)? else {
+        return Ok(None);
+    };
+    let status = status_of(&key, &record)?;
+    Ok(Some(LoadedCard {
+        id_key: *id_key,
+        msisdn: msisdn.to_string(),
+        key,
+        record,
+        status,
+    }))
+}
+
+/// The card a number was last registered as (held or not).
+pub(super) fn load_by_number(tx: &Tx, msisdn: &str) -> Step<LoadedCard> {
+    let number_key = keys::msisdn_key(msisdn);
+    let Some(number) = tx.get::<MsisdnRecord>(MSISDN_V, &number_key)? else {
+        return Err(not_found("no card with this number is registered"));
+    };
+    load(tx, &number.id_key, msisdn)?
+        .ok_or_else(|| corrupt(&number_key, "number index points at a missing card").into())
+}
+
+/// Moves `card` through `event`, or refuses with the card unchanged.
+pub(super) fn change_status(
+    tx: &mut Tx,
+    now_ms: u64,
+    card: LoadedCard,
+    event: Event,
+) -> Step<Lifecycle> {
+    let from = card.status;
+    let to = next_status(from, event)?;
+    if to == from {
+        return Ok(to);
+    }
+    let LoadedCard {
+        id_key,
+        msisdn,
+        key,
+        mut record,
+        ..
+    } = card;
+    if from.is_held() && !to.is_held() {
+        let holder_key = keys::holder_key(&id_key);
+        let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
+        holder.remove(&record.carrier, record.province);
+        tx.put(HOLDER_V, holder_key, &holder)?;
+        tx.put(
+            MSISDN_V,
+            keys::msisdn_key(&msisdn),
+            &MsisdnRecord {
+                id_key,
+                held: false,
+            },
+        )?;
+    }
+    if let Lifecycle::PendingReverify { deadline_ms } = from {
+        tx.delete(keys::pending_key(deadline_ms, &msisdn));
+    }
+    if let Lifecycle::PendingReverify { deadline_ms } = to {
+        tx.put(
+            PENDING_V,
+            keys::pending_key(deadline_ms, &msisdn),
+            &PendingRecord { id_key },
+        )?;
+    }
+    // Platforms must re-verify accounts on a number whose holder is in
+    // doubt (一证通查 2.0).
+    if matches!(
+        to,
+        Lifecycle::Stripped | Lifecycle::Cancelled | Lifecycle::PendingReverify { .. }
+    ) {
+        links::mark_for_reverify(tx, now_ms, &msisdn, to.name())?;
+    }
+    let (status, reason, deadline) = to.to_parts();
+    record.status = status;
+    record.suspend_reason = reason;
+    record.reverify_deadline_ms = deadline;
+    record.updated_at_ms = now_ms;
+    tx.put(CARD_V, key, &record)?;
+    Ok(to)
+}
+
+pub(super) fn status_outcome(s: Lifecycle) -> Outcome {
+    let (status, suspend_reason, deadline_ms) = s.to_parts();
+    Outcome::CardStatus {
+        status,
+        suspend_reason,
+        deadline_ms,
+    }
+}
+
+pub(super) fn register(tx: &mut Tx, policy: &Policy, now_ms: u64, r: &Register) -> Step<Outcome> {
+    let channel = Channel::from_code(r.channel as i32).ok_or_else(|| {
+        DomainError::new(
+            Reason::InvalidArgument,
+            format!("unknown channel code {}", r.channel),
+        )
+    })?;
+    let restriction: Option<RestrictionRecord> =
+        tx.get(RESTRICTION_V, &keys::restriction_key(&r.id_key))?;
+    check_restriction(
+        restriction
+            .as_ref()
+            .map(|x| (x.reason.as_str(), x.expires_at_ms)),
+        now_ms,
+    )?;
+    let msisdn_key = keys::msisdn_key(&r.msisdn);
+    let number = tx.get::<MsisdnRecord>(MSISDN_V, &msisdn_key)?;
+    let holder_key = keys::holder_key(&r.id_key);
+    let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
+    let ctx = RegistrationContext {
+        active_at_carrier_province: holder.at(&r.carrier, r.province),
+        channel,
+        strict_verification: r.strict_verification,
+        msisdn_active_holder: number
+            .as_ref()
+            .filter(|n| n.held)
+            .map(|n| n.id_key == r.id_key),
+    };
+    check_registration(policy, &ctx)?;
+    holder.add(&r.carrier, r.province);
+    let (status, suspend_reason, reverify_deadline_ms) = Lifecycle::Active.to_parts();
+    let card = CardRecord {
+        carrier: r.carrier.clone(),
+        province: r.province,
+        kind: r.kind,
+        channel: r.channel,
+        status,
+        suspend_reason,
+        reverify_deadline_ms,
+        registered_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        open_dispute: 0,
+        last6_tag: r.last6_tag,
+    };
+    let held = holder.at(&r.carrier, r.province);
+    tx.put(CARD_V, keys::card_key(&r.id_key, &r.msisdn), &card)?;
+    tx.put(HOLDER_V, holder_key, &holder)?;
+    tx.put(
+        MSISDN_V,
+        msisdn_key,
+        &MsisdnRecord {
+            id_key: r.id_key,
+            held: true,
+        },
+    )?;
+    Ok(Outcome::Registered {
+        active_at_carrier_province: held,
+    })
+}
+
+pub(super) fn cancel(tx: &mut Tx, now_ms: u64, c: &Cancel) -> Step<Outcome> {
+    let requester = Carrier::parse(&c.carrier)?;
+    let card = load_by_number(tx, &c.msisdn)?;
+    check_carrier(&card.carrier()?, &requester)?;
+    change_status(tx, now_ms, card, Event::Cancel)?;
+    Ok(Outcome::Cancelled)
+}
+
+pub(super) fn flag_high_risk(
+    tx: &mut Tx,
+    policy: &Policy,
+    now_ms: u64,
+    f: &FlagHighRisk,
+) -> Step<Outcome> {
+    let card = load_by_number(tx, &f.msisdn)?;
+    let window = if f.window_ms == 0 {
+        policy.reverify_window_ms
+    } else {
+        f.window_ms
+    };
+    let deadline_ms = now_ms.saturating_add(window);
+    let to = change_status(tx, now_ms, card, Event::FlagHighRisk { deadline_ms })?;
+    Ok(status_outcome(to))
+}
+
+pub(super) fn reverified(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outcome> {
+    let requester = Carrier::parse(&r.carrier)?;
+    let card = load_by_number(tx, &r.msisdn)?;
+    check_carrier(&card.carrier()?, &requester)?;
+    let to = change_status(tx, now_ms, card, Event::Reverified)?;
+    Ok(status_outcome(to))
+}
+
+/// Suspends cards whose re-verification deadline has passed on the
+/// replicated clock. The leader proposes it; every replica applies the same
+/// entries with the same clock and suspends the same cards.
+pub(super) fn sweep_overdue(tx: &mut Tx, now_ms: u64, limit: u32) -> Step<Outcome> {
+    let due: Vec<(Vec<u8>, PendingRecord)> =
+        tx.scan(PENDING_V, keys::PENDING_PREFIX, limit as usize)?;
+    let mut suspended = 0;
+    for (key, pending) in due {
+        let (deadline, msisdn) =
+            keys::parse_pending_key(&key).ok_or_else(|| corrupt(&key, "bad pending key"))?;
+        if deadline > now_ms {
+            break;
+        }
+        let msisdn = msisdn.to_string();
+        match load(tx, &pending.id_key, &msisdn)? {
+            Some(card)
+                if card.status
+                    == (Lifecycle::PendingReverify {
+                        deadline_ms: deadline,
+                    }) =>
+            {
+                change_status(tx, now_ms, card, Event::DeadlineCheck { now_ms })?;
+                suspended += 1;
+            }
+            // Not pending with this deadline any more: a stale queue entry.
+            _ => tx.delete(key),
+        }
+    }
+    Ok(Outcome::Swept { suspended })
+}

@@ -1,0 +1,150 @@
+//! What each replicated command does to the registry state. Everything here
+//! is deterministic: it reads only the command, the stored state and the
+//! replicated clock `now_ms`, and writes through a [`Tx`] that the state
+//! machine commits as one RocksDB batch.
+
+mod cards;
+mod disputes;
+mod links;
+#[cfg(test)]
+mod model_tests;
+mod tx;
+
+pub use tx::Tx;
+
+use oneid_storage::keys;
+use oneid_storage::records::{DedupRecord, RestrictionRecord, DEDUP_V, RESTRICTION_V};
+use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::{codec, StorageError};
+
+use crate::command::{self, Applied, Command, Envelope, Outcome, COMMAND_VERSION};
+use crate::domain::{DomainError, Policy, Reason};
+
+/// A rule's refusal, or a storage failure that stops the apply.
+pub(crate) enum Refusal {
+    Rule(DomainError),
+    Storage(StorageError),
+}
+
+impl From<DomainError> for Refusal {
+    fn from(e: DomainError) -> Self {
+        Refusal::Rule(e)
+    }
+}
+
+impl From<StorageError> for Refusal {
+    fn from(e: StorageError) -> Self {
+        Refusal::Storage(e)
+    }
+}
+
+pub(crate) type Step<T> = Result<T, Refusal>;
+
+fn not_found(what: impl Into<String>) -> Refusal {
+    Refusal::Rule(DomainError::new(Reason::NotFound, what))
+}
+
+/// A stored value that breaks an invariant: treated like a checksum failure.
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        cf: CF_SM_DATA,
+        key: codec::hex(key),
+        reason: reason.into(),
+    }
+}
+
+/// Applies one encoded command envelope.
+pub fn apply_envelope(
+    tx: &mut Tx,
+    policy: &Policy,
+    now_ms: u64,
+    bytes: &[u8],
+) -> Result<Applied, StorageError> {
+    let fresh = |outcome| Applied {
+        outcome,
+        replayed: false,
+    };
+    let envelope: Envelope = match command::decode(bytes) {
+        Ok(e) => e,
+        // Every replica decodes the same bytes the same way, so a rejection
+        // here is as deterministic as any other outcome.
+        Err(e) => {
+            return Ok(fresh(Outcome::rejected(DomainError::new(
+                Reason::InvalidArgument,
+                format!("undecodable command: {e}"),
+            ))))
+        }
+    };
+    if envelope.version != COMMAND_VERSION {
+        return Ok(fresh(Outcome::rejected(DomainError::new(
+            Reason::InvalidArgument,
+            format!("command version {} is not supported", envelope.version),
+        ))));
+    }
+    let dedup = !envelope.request_id.is_empty();
+    let dedup_key = keys::dedup_key(&envelope.request_id);
+    if dedup {
+        if let Some(first) = tx.get::<DedupRecord>(DEDUP_V, &dedup_key)? {
+            let outcome: Outcome =
+                command::decode(&first.outcome).map_err(|e| corrupt(&dedup_key, e.to_string()))?;
+            return Ok(Applied {
+                outcome,
+                replayed: true,
+            });
+        }
+    }
+    // A refused command writes nothing but its dedup record.
+    tx.begin();
+    let outcome = match dispatch(tx, policy, now_ms, &envelope.command) {
+        Ok(outcome) => outcome,
+        Err(Refusal::Rule(e)) => {
+            tx.rollback();
+            Outcome::rejected(e)
+        }
+        Err(Refusal::Storage(e)) => return Err(e),
+    };
+    if dedup {
+        let record = DedupRecord {
+            applied_at_ms: now_ms,
+            outcome: command::encode(&outcome).map_err(|e| StorageError::Encode(e.to_string()))?,
+        };
+        tx.put(DEDUP_V, dedup_key, &record)?;
+    }
+    Ok(fresh(outcome))
+}
+
+fn dispatch(tx: &mut Tx, policy: &Policy, now_ms: u64, command: &Command) -> Step<Outcome> {
+    match command {
+        Command::Register(r) => cards::register(tx, policy, now_ms, r),
+        Command::Cancel(c) => cards::cancel(tx, now_ms, c),
+        Command::FlagHighRisk(f) => cards::flag_high_risk(tx, policy, now_ms, f),
+        Command::Reverified(r) => cards::reverified(tx, now_ms, r),
+        Command::SweepOverdue(s) => cards::sweep_overdue(tx, now_ms, s.limit),
+        Command::OpenDispute(o) => disputes::open(tx, now_ms, o),
+        Command::ResolveDispute(r) => disputes::resolve(tx, now_ms, r),
+        Command::Restrict(r) => {
+            let record = RestrictionRecord {
+                reason: r.reason.clone(),
+                added_at_ms: now_ms,
+                expires_at_ms: if r.duration_ms == 0 {
+                    0
+                } else {
+                    now_ms.saturating_add(r.duration_ms)
+                },
+            };
+            tx.put(RESTRICTION_V, keys::restriction_key(&r.id_key), &record)?;
+            Ok(Outcome::Done)
+        }
+        Command::Unrestrict(u) => {
+            let key = keys::restriction_key(&u.id_key);
+            if tx.get::<RestrictionRecord>(RESTRICTION_V, &key)?.is_none() {
+                return Err(not_found("the identity is not restricted"));
+            }
+            tx.delete(key);
+            Ok(Outcome::Done)
+        }
+        Command::Link(l) => links::link(tx, now_ms, l),
+        Command::Unlink(l) => links::unlink(tx, l),
+        Command::AckReverify(l) => links::ack_reverify(tx, l),
+    }
+}

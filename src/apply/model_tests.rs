@@ -1,0 +1,550 @@
+//! Model-based test: random command sequences are applied to the real apply
+//! code on RocksDB and to a small in-memory model; after every step the
+//! outcomes agree and the stored indexes match the cards (holder summaries =
+//! held cards, one holder per number, the pending queue = pending cards,
+//! the re-verification queue = flagged links).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use oneid_storage::keys::{self, IdKey};
+use oneid_storage::records::{
+    CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord, ReverifyRecord, CARD_V,
+    HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V,
+};
+use oneid_storage::schema::{Tuning, CF_SM_DATA};
+use oneid_storage::{codec, Db};
+use proptest::prelude::*;
+
+use super::{apply_envelope, Tx};
+use crate::command::{self, *};
+use crate::domain::{next_status, Channel, DisputeOutcome, Event, Lifecycle, Policy, Reason};
+
+const NUMBERS: [&str; 5] = [
+    "13800000000",
+    "13800000001",
+    "13800000002",
+    "13800000003",
+    "13800000004",
+];
+const CARRIERS: [&str; 2] = ["CMCC", "CUCC"];
+const PLATFORMS: [&str; 2] = ["wechat", "alipay"];
+const THRESHOLD: u32 = 2;
+
+fn id(i: u8) -> IdKey {
+    [i + 1; 32]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register {
+        who: u8,
+        num: usize,
+        carrier: usize,
+        strict: bool,
+    },
+    Cancel {
+        num: usize,
+        carrier: usize,
+    },
+    Flag {
+        num: usize,
+        window: u64,
+    },
+    Reverified {
+        num: usize,
+        carrier: usize,
+    },
+    Tick {
+        ms: u64,
+    },
+    Sweep,
+    Open {
+        who: u8,
+        num: usize,
+    },
+    Resolve {
+        dispute: u64,
+        carrier: usize,
+        outcome: u8,
+    },
+    Restrict {
+        who: u8,
+    },
+    Unrestrict {
+        who: u8,
+    },
+    Link {
+        num: usize,
+        platform: usize,
+    },
+    Unlink {
+        num: usize,
+        platform: usize,
+    },
+    Ack {
+        num: usize,
+        platform: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let who = 0u8..3;
+    let num = 0usize..NUMBERS.len();
+    let carrier = 0usize..2;
+    prop_oneof![
+        4 => (who.clone(), num.clone(), carrier.clone(), any::<bool>())
+            .prop_map(|(who, num, carrier, strict)| Op::Register { who, num, carrier, strict }),
+        1 => (num.clone(), carrier.clone()).prop_map(|(num, carrier)| Op::Cancel { num, carrier }),
+        2 => (num.clone(), 1u64..50).prop_map(|(num, window)| Op::Flag { num, window }),
+        1 => (num.clone(), carrier.clone()).prop_map(|(num, carrier)| Op::Reverified { num, carrier }),
+        1 => (1u64..40).prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::Sweep),
+        2 => (who.clone(), num.clone()).prop_map(|(who, num)| Op::Open { who, num }),
+        2 => (1u64..5, carrier.clone(), 0u8..6)
+            .prop_map(|(dispute, carrier, outcome)| Op::Resolve { dispute, carrier, outcome }),
+        1 => who.clone().prop_map(|who| Op::Restrict { who }),
+        1 => who.prop_map(|who| Op::Unrestrict { who }),
+        2 => (num.clone(), 0usize..2).prop_map(|(num, platform)| Op::Link { num, platform }),
+        1 => (num.clone(), 0usize..2).prop_map(|(num, platform)| Op::Unlink { num, platform }),
+        1 => (num, 0usize..2).prop_map(|(num, platform)| Op::Ack { num, platform }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Card {
+    carrier: &'static str,
+    status: Lifecycle,
+    open_dispute: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Dispute {
+    who: IdKey,
+    num: &'static str,
+    carrier: &'static str,
+    closed: bool,
+}
+
+/// The reference: what the registry should contain, in plain maps.
+#[derive(Default)]
+struct Model {
+    clock: u64,
+    cards: BTreeMap<(IdKey, &'static str), Card>,
+    holder_of: BTreeMap<&'static str, IdKey>,
+    disputes: Vec<Dispute>,
+    restricted: BTreeSet<IdKey>,
+    /// (number, platform) → needs re-verification.
+    links: BTreeMap<(&'static str, &'static str), bool>,
+}
+
+type Expect = Result<(), Reason>;
+
+impl Model {
+    fn held(&self, who: IdKey, carrier: &str) -> u32 {
+        self.cards
+            .iter()
+            .filter(|((k, _), c)| *k == who && c.carrier == carrier && c.status.is_held())
+            .count() as u32
+    }
+
+    fn card_of(&self, num: &'static str) -> Option<(IdKey, Card)> {
+        // The number's last holder: the held one, else any (latest wins in
+        // the store's number index; the model tracks it the same way).
+        self.holder_of
+            .get(num)
+            .and_then(|k| self.cards.get(&(*k, num)).map(|c| (*k, c.clone())))
+    }
+
+    fn change(&mut self, who: IdKey, num: &'static str, event: Event) -> Expect {
+        let card = self
+            .cards
+            .get(&(who, num))
+            .cloned()
+            .ok_or(Reason::NotFound)?;
+        let to = next_status(card.status, event).map_err(|e| e.reason)?;
+        if matches!(
+            to,
+            Lifecycle::Stripped | Lifecycle::Cancelled | Lifecycle::PendingReverify { .. }
+        ) && to != card.status
+        {
+            for ((n, _), flag) in self.links.iter_mut() {
+                if *n == num {
+                    *flag = true;
+                }
+            }
+        }
+        if let Some(c) = self.cards.get_mut(&(who, num)) {
+            c.status = to;
+        }
+        Ok(())
+    }
+
+    fn is_held_number(&self, num: &'static str) -> bool {
+        self.holder_of.get(num).is_some_and(|k| {
+            self.cards
+                .get(&(*k, num))
+                .is_some_and(|c| c.status.is_held())
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Expect {
+        match *op {
+            Op::Register {
+                who,
+                num,
+                carrier,
+                strict,
+            } => {
+                let (who, num, carrier) = (id(who), NUMBERS[num], CARRIERS[carrier]);
+                if self.restricted.contains(&who) {
+                    return Err(Reason::Restricted);
+                }
+                if self.is_held_number(num) {
+                    return Err(Reason::NumberInUse);
+                }
+                if self.held(who, carrier) >= THRESHOLD && !strict {
+                    return Err(Reason::LimitExceeded);
+                }
+                self.cards.insert(
+                    (who, num),
+                    Card {
+                        carrier,
+                        status: Lifecycle::Active,
+                        open_dispute: 0,
+                    },
+                );
+                self.holder_of.insert(num, who);
+                Ok(())
+            }
+            Op::Cancel { num, carrier } => {
+                let num = NUMBERS[num];
+                let (who, card) = self.card_of(num).ok_or(Reason::NotFound)?;
+                if card.carrier != CARRIERS[carrier] {
+                    return Err(Reason::WrongCarrier);
+                }
+                self.change(who, num, Event::Cancel)
+            }
+            Op::Flag { num, window } => {
+                let num = NUMBERS[num];
+                let (who, _) = self.card_of(num).ok_or(Reason::NotFound)?;
+                self.change(
+                    who,
+                    num,
+                    Event::FlagHighRisk {
+                        deadline_ms: self.clock + window,
+                    },
+                )
+            }
+            Op::Reverified { num, carrier } => {
+                let num = NUMBERS[num];
+                let (who, card) = self.card_of(num).ok_or(Reason::NotFound)?;
+                if card.carrier != CARRIERS[carrier] {
+                    return Err(Reason::WrongCarrier);
+                }
+                self.change(who, num, Event::Reverified)
+            }
+            Op::Tick { ms } => {
+                self.clock += ms;
+                Ok(())
+            }
+            Op::Sweep => {
+                let due: Vec<_> = self
+                    .cards
+                    .iter()
+                    .filter(|(_, c)| matches!(c.status, Lifecycle::PendingReverify { deadline_ms } if deadline_ms <= self.clock))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for (who, num) in due {
+                    self.change(who, num, Event::DeadlineCheck { now_ms: self.clock })?;
+                }
+                Ok(())
+            }
+            Op::Open { who, num } => {
+                let (who, num) = (id(who), NUMBERS[num]);
+                let card = match self.cards.get(&(who, num)) {
+                    Some(c) if c.status.is_held() => c.clone(),
+                    _ => return Err(Reason::NotFound),
+                };
+                if card.open_dispute != 0 {
+                    return Err(Reason::DisputeOpen);
+                }
+                self.disputes.push(Dispute {
+                    who,
+                    num,
+                    carrier: card.carrier,
+                    closed: false,
+                });
+                let d = self.disputes.len() as u64;
+                if let Some(c) = self.cards.get_mut(&(who, num)) {
+                    c.open_dispute = d;
+                }
+                Ok(())
+            }
+            Op::Resolve {
+                dispute,
+                carrier,
+                outcome,
+            } => {
+                let Some(outcome) = DisputeOutcome::from_code(outcome as i32) else {
+                    return Err(Reason::InvalidArgument);
+                };
+                let Some(d) = self.disputes.get(dispute as usize - 1).cloned() else {
+                    return Err(Reason::NotFound);
+                };
+                if d.closed {
+                    return Err(Reason::DisputeClosed);
+                }
+                if d.carrier != CARRIERS[carrier] {
+                    return Err(Reason::WrongCarrier);
+                }
+                if let Some(ev) = outcome.event() {
+                    self.change(d.who, d.num, ev)?;
+                }
+                if let Some(c) = self.cards.get_mut(&(d.who, d.num)) {
+                    if c.open_dispute == dispute {
+                        c.open_dispute = 0;
+                    }
+                }
+                self.disputes[dispute as usize - 1].closed = true;
+                Ok(())
+            }
+            Op::Restrict { who } => {
+                self.restricted.insert(id(who));
+                Ok(())
+            }
+            Op::Unrestrict { who } => {
+                if self.restricted.remove(&id(who)) {
+                    Ok(())
+                } else {
+                    Err(Reason::NotFound)
+                }
+            }
+            Op::Link { num, platform } => {
+                let num = NUMBERS[num];
+                if !self.is_held_number(num) {
+                    return Err(Reason::NotFound);
+                }
+                self.links
+                    .entry((num, PLATFORMS[platform]))
+                    .or_insert(false);
+                Ok(())
+            }
+            Op::Unlink { num, platform } => self
+                .links
+                .remove(&(NUMBERS[num], PLATFORMS[platform]))
+                .map(|_| ())
+                .ok_or(Reason::NotFound),
+            Op::Ack { num, platform } => {
+                match self.links.get_mut(&(NUMBERS[num], PLATFORMS[platform])) {
+                    Some(flag) if *flag => {
+                        *flag = false;
+                        Ok(())
+                    }
+                    _ => Err(Reason::NotFound),
+                }
+            }
+        }
+    }
+}
+
+const ACCOUNT: &str = "acct";
+
+fn command_of(op: &Op) -> Option<Command> {
+    Some(match *op {
+        Op::Register {
+            who,
+            num,
+            carrier,
+            strict,
+        } => Command::Register(Register {
+            id_key: id(who),
+            msisdn: NUMBERS[num].into(),
+            carrier: CARRIERS[carrier].into(),
+            province: 11,
+            kind: 1,
+            channel: if strict {
+                Channel::OwnHall
+            } else {
+                Channel::Agent
+            }
+            .code() as u8,
+            strict_verification: strict,
+            last6_tag: [9; 16],
+        }),
+        Op::Cancel { num, carrier } => Command::Cancel(Cancel {
+            msisdn: NUMBERS[num].into(),
+            carrier: CARRIERS[carrier].into(),
+        }),
+        Op::Flag { num, window } => Command::FlagHighRisk(FlagHighRisk {
+            msisdn: NUMBERS[num].into(),
+            window_ms: window,
+        }),
+        Op::Reverified { num, carrier } => Command::Reverified(Reverified {
+            msisdn: NUMBERS[num].into(),
+            carrier: CARRIERS[carrier].into(),
+        }),
+        Op::Tick { .. } => return None,
+        Op::Sweep => Command::SweepOverdue(SweepOverdue { limit: 100 }),
+        Op::Open { who, num } => Command::OpenDispute(OpenDispute {
+            id_key: id(who),
+            msisdn: NUMBERS[num].into(),
+        }),
+        Op::Resolve {
+            dispute,
+            carrier,
+            outcome,
+        } => Command::ResolveDispute(ResolveDispute {
+            dispute_id: dispute,
+            carrier: CARRIERS[carrier].into(),
+            outcome,
+            operator: "op".into(),
+        }),
+        Op::Restrict { who } => Command::Restrict(Restrict {
+            id_key: id(who),
+            reason: "test".into(),
+            duration_ms: 0,
+        }),
+        Op::Unrestrict { who } => Command::Unrestrict(Unrestrict { id_key: id(who) }),
+        Op::Link { num, platform } | Op::Unlink { num, platform } | Op::Ack { num, platform } => {
+            let l = Link {
+                msisdn: NUMBERS[num].into(),
+                platform: PLATFORMS[platform].into(),
+                account: ACCOUNT.into(),
+            };
+            match op {
+                Op::Link { .. } => Command::Link(l),
+                Op::Unlink { .. } => Command::Unlink(l),
+                _ => Command::AckReverify(l),
+            }
+        }
+    })
+}
+
+fn scan<T: serde::de::DeserializeOwned>(db: &Db, version: u8, prefix: &[u8]) -> Vec<(Vec<u8>, T)> {
+    db.scan_sm(prefix, None, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            let value = codec::decode(version, &v, CF_SM_DATA, &k).unwrap();
+            (k, value)
+        })
+        .collect()
+}
+
+/// The stored state agrees with the model, and the indexes agree with the
+/// cards.
+fn check_store(db: &Db, m: &Model) {
+    let mut held_by: BTreeMap<(IdKey, String), u32> = BTreeMap::new();
+    let mut pending = BTreeSet::new();
+    let mut stored_cards = 0;
+    for who in 0..3u8 {
+        let k = id(who);
+        for (key, card) in scan::<CardRecord>(db, CARD_V, &keys::card_prefix(&k)) {
+            stored_cards += 1;
+            let num = keys::card_msisdn(&key).unwrap().to_string();
+            let status =
+                Lifecycle::from_parts(card.status, card.suspend_reason, card.reverify_deadline_ms)
+                    .unwrap();
+            let model = m
+                .cards
+                .iter()
+                .find(|((mk, mn), _)| *mk == k && *mn == num)
+                .map(|(_, c)| c)
+                .expect("stored card is in the model");
+            assert_eq!(status, model.status, "card {num} of {who}");
+            assert_eq!(card.open_dispute, model.open_dispute, "dispute on {num}");
+            if status.is_held() {
+                *held_by.entry((k, card.carrier.clone())).or_default() += 1;
+                let idx: MsisdnRecord = scan(db, MSISDN_V, &keys::msisdn_key(&num))
+                    .into_iter()
+                    .next()
+                    .expect("held number is indexed")
+                    .1;
+                assert!(idx.held && idx.id_key == k, "number index of {num}");
+            }
+            if let Lifecycle::PendingReverify { deadline_ms } = status {
+                pending.insert((deadline_ms, num.clone()));
+            }
+        }
+        let holder: HolderRecord = scan(db, HOLDER_V, &keys::holder_key(&k))
+            .into_iter()
+            .next()
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        for c in CARRIERS {
+            let want = held_by.get(&(k, c.to_string())).copied().unwrap_or(0);
+            assert_eq!(holder.at(c, 11), want, "summary of {who} at {c}");
+            assert_eq!(want, m.held(k, c), "model summary of {who} at {c}");
+        }
+    }
+    assert_eq!(stored_cards, m.cards.len());
+    let queued: BTreeSet<(u64, String)> =
+        scan::<PendingRecord>(db, PENDING_V, keys::PENDING_PREFIX)
+            .into_iter()
+            .map(|(k, _)| {
+                let (d, n) = keys::parse_pending_key(&k).unwrap();
+                (d, n.to_string())
+            })
+            .collect();
+    assert_eq!(queued, pending, "re-verification queue");
+    for num in NUMBERS {
+        let stored = scan::<LinkRecord>(db, LINK_V, &keys::link_prefix(num));
+        for p in PLATFORMS {
+            let model = m.links.get(&(num, p));
+            let row = stored
+                .iter()
+                .find(|(k, _)| *k == keys::link_key(num, p, ACCOUNT))
+                .map(|(_, l)| l.needs_reverify);
+            assert_eq!(row, model.copied(), "link {num}/{p}");
+            let queued =
+                !scan::<ReverifyRecord>(db, REVERIFY_V, &keys::reverify_key(p, num, ACCOUNT))
+                    .is_empty();
+            assert_eq!(queued, model == Some(&true), "reverify queue {num}/{p}");
+        }
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        own_hall_threshold: THRESHOLD,
+        ..Policy::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn state_machine_matches_the_model(ops in prop::collection::vec((op(), 1usize..4), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Tuning { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, max_write_buffers: 2 }).unwrap();
+        let mut model = Model::default();
+        let mut seq = 0u64;
+        // Ops are applied in groups sharing one transaction, like the
+        // commands of one log entry: later ones must see earlier writes.
+        let mut tx = Tx::new(&db);
+        for (op, group) in ops {
+            let want = model.apply(&op);
+            if let Some(cmd) = command_of(&op) {
+                seq += 1;
+                let bytes = command::encode(&Envelope {
+                    version: COMMAND_VERSION,
+                    request_id: format!("r{seq}"),
+                    command: cmd,
+                }).unwrap();
+                let got = apply_envelope(&mut tx, &policy(), model.clock, &bytes).unwrap();
+                let got = match got.outcome.as_error() {
+                    Some(e) => Err(e.reason),
+                    None => Ok(()),
+                };
+                prop_assert_eq!(got, want, "{:?}", op);
+            }
+            if seq as usize % group == 0 {
+                db.raw().write(std::mem::replace(&mut tx, Tx::new(&db)).into_batch().unwrap()).unwrap();
+                check_store(&db, &model);
+            }
+        }
+        db.raw().write(tx.into_batch().unwrap()).unwrap();
+        check_store(&db, &model);
+    }
+}

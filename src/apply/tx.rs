@@ -1,0 +1,172 @@
+//! The writes of one apply call, readable before they are committed so that
+//! later commands in the same batch see earlier ones, with an undo log so a
+//! refused command leaves no partial writes.
+
+use std::collections::BTreeMap;
+
+use oneid_storage::rocksdb::WriteBatch;
+use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::{codec, Db, StorageError};
+use serde::Serialize;
+
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+pub struct Tx<'a> {
+    db: &'a Db,
+    writes: Overlay,
+    /// (key, overlay entry before the write) for each write since `begin`.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(db: &'a Db) -> Tx<'a> {
+        Tx {
+            db,
+            writes: BTreeMap::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self
+                .db
+                .raw()
+                .get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?
+                .map(|v| v.to_vec())),
+        }
+    }
+
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        version: u8,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.raw(key)? {
+            None => Ok(None),
+            Some(v) => codec::decode(version, &v, CF_SM_DATA, key).map(Some),
+        }
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let before = self.writes.insert(key.clone(), value);
+        self.undo.push((key, before));
+    }
+
+    pub fn put<T: Serialize>(
+        &mut self,
+        version: u8,
+        key: Vec<u8>,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = codec::encode(version, value)?;
+        self.set(key, Some(bytes));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.set(key, None);
+    }
+
+    /// The first `limit` entries under `prefix` as this transaction sees
+    /// them, decoded.
+    pub fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        version: u8,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+        let overlay: Vec<_> = self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect();
+        // Each overlay delete can hide at most one stored key, so reading
+        // `limit + overlay` stored keys is enough to fill `limit`.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .db
+            .scan_sm(prefix, None, limit + overlay.len())?
+            .into_iter()
+            .collect();
+        for (k, v) in overlay {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        merged
+            .into_iter()
+            .take(limit)
+            .map(|(k, v)| {
+                let value = codec::decode(version, &v, CF_SM_DATA, &k)?;
+                Ok((k, value))
+            })
+            .collect()
+    }
+
+    /// Starts a command: `rollback` undoes writes made after this point.
+    pub fn begin(&mut self) {
+        self.undo.clear();
+    }
+
+    pub fn rollback(&mut self) {
+        while let Some((key, before)) = self.undo.pop() {
+            match before {
+                Some(v) => self.writes.insert(key, v),
+                None => self.writes.remove(&key),
+            };
+        }
+    }
+
+    /// The staged writes as one RocksDB batch.
+    pub fn into_batch(self) -> Result<WriteBatch, StorageError> {
+        let cf = self.db.cf(CF_SM_DATA)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oneid_storage::schema::Tuning;
+
+    #[test]
+    fn scan_merges_staged_writes_and_rollback_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Tuning::default()).unwrap();
+        let mut batch = WriteBatch::default();
+        let cf = db.cf(CF_SM_DATA).unwrap();
+        for k in [b"pa", b"pc", b"pe", b"qz"] {
+            batch.put_cf(cf, k, codec::encode(1, &k.to_vec()).unwrap());
+        }
+        db.raw().write(batch).unwrap();
+
+        let mut tx = Tx::new(&db);
+        tx.begin();
+        tx.delete(b"pa".to_vec());
+        tx.put(1, b"pb".to_vec(), &b"pb".to_vec()).unwrap();
+        let keys = |tx: &Tx, limit| -> Vec<Vec<u8>> {
+            tx.scan::<Vec<u8>>(1, b"p", limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(keys(&tx, 2), vec![b"pb".to_vec(), b"pc".to_vec()]);
+        assert_eq!(keys(&tx, 10).len(), 3);
+        tx.rollback();
+        assert_eq!(
+            keys(&tx, 10),
+            vec![b"pa".to_vec(), b"pc".to_vec(), b"pe".to_vec()]
+        );
+        assert!(tx.get::<Vec<u8>>(1, b"pb").unwrap().is_none());
+    }
+}

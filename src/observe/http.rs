@@ -1,0 +1,86 @@
+//! The operator HTTP port: `/metrics`, `/ready` and `/live`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::Observer;
+
+pub fn router(obs: Arc<Observer>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .route("/live", get(live))
+        .with_state(obs)
+}
+
+/// Serves until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    obs: Arc<Observer>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(obs))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
+    // RocksDB property reads take the DB mutex briefly; keep them off the
+    // async workers that also carry raft traffic.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let raft = obs.raft.metrics().borrow().clone();
+        obs.metrics.observe_raft(&raft);
+        obs.metrics.observe_storage(&obs.db);
+        obs.metrics.render()
+    })
+    .await;
+    match rendered {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("collecting metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn ready(State(obs): State<Arc<Observer>>) -> Response {
+    let r = obs.readiness();
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, &r)
+}
+
+async fn live() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "live": true }))
+}
+
+/// axum's own JSON support is a feature this build leaves out (it would pull
+/// more of the tree in for two tiny bodies).
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(mut text) => {
+            text.push('\n');
+            (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding json: {e}\n"),
+        )
+            .into_response(),
+    }
+}

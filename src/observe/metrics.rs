@@ -1,0 +1,306 @@
+//! The Prometheus metrics of one node, in a registry of its own (not the
+//! process-global default) so several nodes can live in one test process.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use oneid_storage::schema::ALL_CFS;
+use oneid_storage::Db;
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::api::cluster::role_name;
+
+/// gRPC latency buckets in seconds: sub-millisecond reads up to requests
+/// that ran into the server's 30 s timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Distinct `method` label values kept before the rest become "other": the
+/// path comes from the client, and unknown methods must not grow the
+/// registry without bound.
+const MAX_METHOD_LABELS: usize = 128;
+
+/// RocksDB properties exported per column family: (property, metric, help).
+const ROCKSDB_PROPERTIES: [(&str, &str, &str); 3] = [
+    (
+        "rocksdb.estimate-num-keys",
+        "oneid_rocksdb_estimate_num_keys",
+        "RocksDB's estimate of the keys in a column family",
+    ),
+    (
+        "rocksdb.total-sst-files-size",
+        "oneid_rocksdb_total_sst_files_size_bytes",
+        "Bytes of all SST files of a column family",
+    ),
+    (
+        "rocksdb.cur-size-all-mem-tables",
+        "oneid_rocksdb_cur_size_all_mem_tables_bytes",
+        "Bytes of the active and unflushed immutable memtables of a column family",
+    ),
+];
+
+const ROLES: [ServerState; 4] = [
+    ServerState::Leader,
+    ServerState::Follower,
+    ServerState::Candidate,
+    ServerState::Learner,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub raft_term: IntGauge,
+    pub raft_leader_id: IntGauge,
+    pub raft_is_leader: IntGauge,
+    pub raft_role: IntGaugeVec,
+    pub raft_last_log_index: IntGauge,
+    pub raft_last_applied_index: IntGauge,
+    pub raft_committed_index: IntGauge,
+    pub raft_snapshot_index: IntGauge,
+    pub raft_purged_index: IntGauge,
+    pub raft_voters: IntGauge,
+    pub raft_members: IntGauge,
+    pub raft_leader_changes: IntCounter,
+    pub ready: IntGauge,
+    pub grpc_requests: IntCounterVec,
+    pub grpc_duration: HistogramVec,
+    rocksdb: Vec<IntGaugeVec>,
+    process_rss: IntGauge,
+    method_labels: Mutex<HashSet<String>>,
+}
+
+/// Log indexes and sizes are u64; Prometheus' integer gauges are i64. A value
+/// past i64::MAX is not reachable in practice, so saturate rather than wrap.
+pub fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+
+        let node = gauge("oneid_node_id", "This node's raft id")?;
+        node.set(gauge_value(node_id));
+
+        let raft_role = IntGaugeVec::new(
+            Opts::new(
+                "oneid_raft_role",
+                "1 for this node's current raft role, 0 for the others",
+            ),
+            &["role"],
+        )?;
+        registry.register(Box::new(raft_role.clone()))?;
+
+        let raft_leader_changes = IntCounter::new(
+            "oneid_raft_leader_changes_total",
+            "Leader changes (new leader or new term) this node has seen since it started",
+        )?;
+        registry.register(Box::new(raft_leader_changes.clone()))?;
+
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "oneid_grpc_requests_total",
+                "gRPC requests served, by method and status code",
+            ),
+            &["method", "code"],
+        )?;
+        registry.register(Box::new(grpc_requests.clone()))?;
+
+        let grpc_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "oneid_grpc_request_duration_seconds",
+                "gRPC request latency until the response is complete, by method",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        registry.register(Box::new(grpc_duration.clone()))?;
+
+        let mut rocksdb = Vec::new();
+        for (_, name, help) in ROCKSDB_PROPERTIES {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["cf"])?;
+            registry.register(Box::new(g.clone()))?;
+            rocksdb.push(g);
+        }
+
+        Ok(Metrics {
+            raft_term: gauge("oneid_raft_term", "Current raft term")?,
+            raft_leader_id: gauge(
+                "oneid_raft_leader_id",
+                "Id of the leader this node knows, 0 if none",
+            )?,
+            raft_is_leader: gauge("oneid_raft_is_leader", "1 if this node is the raft leader")?,
+            raft_role,
+            raft_last_log_index: gauge(
+                "oneid_raft_last_log_index",
+                "Index of the last entry in this node's raft log",
+            )?,
+            raft_last_applied_index: gauge(
+                "oneid_raft_last_applied_index",
+                "Index of the last entry applied to this node's state machine",
+            )?,
+            raft_committed_index: gauge(
+                "oneid_raft_committed_index",
+                "Commit index as this node knows it",
+            )?,
+            raft_snapshot_index: gauge(
+                "oneid_raft_snapshot_index",
+                "Last log index covered by this node's snapshot",
+            )?,
+            raft_purged_index: gauge(
+                "oneid_raft_purged_index",
+                "Last log index purged from this node's raft log",
+            )?,
+            raft_voters: gauge("oneid_raft_voters", "Voters in the current membership")?,
+            raft_members: gauge(
+                "oneid_raft_members",
+                "Members (voters and learners) in the current membership",
+            )?,
+            raft_leader_changes,
+            ready: gauge(
+                "oneid_ready",
+                "1 when this node is ready for client traffic (as /ready reports)",
+            )?,
+            grpc_requests,
+            grpc_duration,
+            rocksdb,
+            process_rss: gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+            )?,
+            method_labels: Mutex::new(HashSet::new()),
+            registry,
+        })
+    }
+
+    pub fn observe_raft(&self, m: &RaftMetrics<u64, BasicNode>) {
+        self.raft_term.set(gauge_value(m.current_term));
+        self.raft_leader_id
+            .set(gauge_value(m.current_leader.unwrap_or(0)));
+        let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
+        self.raft_is_leader.set(i64::from(leading));
+        for role in ROLES {
+            self.raft_role
+                .with_label_values(&[role_name(role)])
+                .set(i64::from(m.state == role));
+        }
+        self.raft_last_log_index
+            .set(gauge_value(m.last_log_index.unwrap_or(0)));
+        self.raft_last_applied_index
+            .set(gauge_value(m.last_applied.map(|l| l.index).unwrap_or(0)));
+        self.raft_snapshot_index
+            .set(gauge_value(m.snapshot.map(|l| l.index).unwrap_or(0)));
+        self.raft_purged_index
+            .set(gauge_value(m.purged.map(|l| l.index).unwrap_or(0)));
+        let membership = m.membership_config.membership();
+        self.raft_voters
+            .set(gauge_value(membership.voter_ids().count() as u64));
+        self.raft_members
+            .set(gauge_value(membership.nodes().count() as u64));
+    }
+
+    /// Reads RocksDB properties and the process RSS; called per scrape, as
+    /// these are cheap in-memory reads with nothing to push them.
+    pub fn observe_storage(&self, db: &Db) {
+        let raw = db.raw();
+        for cf_name in ALL_CFS {
+            let Some(cf) = raw.cf_handle(cf_name) else {
+                continue;
+            };
+            for ((property, _, _), gauge) in ROCKSDB_PROPERTIES.iter().zip(&self.rocksdb) {
+                if let Ok(Some(v)) = raw.property_int_value_cf(cf, *property) {
+                    gauge.with_label_values(&[cf_name]).set(gauge_value(v));
+                }
+            }
+        }
+        if let Some(rss) = resident_bytes() {
+            self.process_rss.set(gauge_value(rss));
+        }
+    }
+
+    /// The label for a request path `/package.Service/Method`.
+    pub fn method_label(&self, path: &str) -> String {
+        let well_formed = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(service, method)| {
+                !service.is_empty() && !method.is_empty() && !method.contains('/')
+            });
+        if !well_formed {
+            return "other".into();
+        }
+        // A poisoned lock only means another request panicked mid-insert;
+        // the set is still a valid set.
+        let mut seen = self
+            .method_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.contains(path) {
+            return path.to_string();
+        }
+        if seen.len() >= MAX_METHOD_LABELS {
+            return "other".into();
+        }
+        seen.insert(path.to_string());
+        path.to_string()
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Resident set size from /proc (Linux); None where that is not available.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        let m = Metrics::new(1).expect("metrics");
+        assert_eq!(
+            m.method_label("/oneid.v1.Registry/CountCards"),
+            "/oneid.v1.Registry/CountCards"
+        );
+        assert_eq!(m.method_label("/nonsense"), "other");
+        assert_eq!(m.method_label("/a/b/c"), "other");
+        for i in 0..(2 * MAX_METHOD_LABELS) {
+            m.method_label(&format!("/x.Y/M{i}"));
+        }
+        assert_eq!(m.method_label("/x.Y/Fresh"), "other");
+        // Labels seen before the cap keep their name.
+        assert_eq!(
+            m.method_label("/oneid.v1.Registry/CountCards"),
+            "/oneid.v1.Registry/CountCards"
+        );
+    }
+
+    #[test]
+    fn renders_exposition_text() {
+        let m = Metrics::new(7).expect("metrics");
+        m.observe_raft(&RaftMetrics::new_initial(7));
+        let text = m.render().expect("render");
+        assert!(text.contains("oneid_node_id 7"), "{text}");
+        assert!(text.contains("oneid_raft_is_leader 0"), "{text}");
+        assert!(text.contains("# TYPE oneid_raft_leader_changes_total counter"));
+    }
+}

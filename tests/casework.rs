@@ -1,0 +1,417 @@
+//! A card's life after registration, end to end over a real 3-node cluster:
+//! carrier card lists, disputes (strip), high-risk flag with the leader's
+//! deadline sweep and re-verification, restrictions, linked accounts and the
+//! platform re-verification queue — plus bad input for each new field.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use oneid::pb;
+use oneid::pb::disputes_client::DisputesClient;
+use oneid::pb::linkage_client::LinkageClient;
+use oneid::pb::regulator_client::RegulatorClient;
+use tonic::Code;
+
+fn link_req(rid: &str, msisdn: &str, platform: &str, account: &str) -> pb::LinkAccountRequest {
+    pb::LinkAccountRequest {
+        request_id: rid.into(),
+        msisdn: msisdn.into(),
+        platform: platform.into(),
+        account_id: account.into(),
+    }
+}
+
+fn status_of(r: &pb::CardStatusResponse) -> pb::CardStatus {
+    pb::CardStatus::try_from(r.state.as_ref().map(|s| s.status).unwrap_or(0))
+        .unwrap_or(pb::CardStatus::Unspecified)
+}
+
+async fn carrier_cards(
+    c: &Cluster,
+    node: u64,
+    id: &pb::Identity,
+    carrier: &str,
+) -> Vec<pb::CarrierCard> {
+    c.registry(node)
+        .list_carrier_cards(pb::ListCarrierCardsRequest {
+            identity: Some(id.clone()),
+            carrier: carrier.into(),
+        })
+        .await
+        .expect("list carrier cards")
+        .into_inner()
+        .cards
+}
+
+fn expect_reason<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, why: &str) {
+    let s = r.expect_err(why);
+    assert_eq!(s.code(), code, "{why}: {s:?}");
+    assert!(!reason(&s).is_empty(), "{why}: no reason in {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disputes_high_risk_restrictions_and_links() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = [1u64, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    let a = resident_id("11010519491231002");
+    let b = resident_id("44030619800101123");
+    for (rid, m) in [("c-1", "13800000001"), ("c-2", "13800000002")] {
+        register_retrying(&c, leader, register_req(rid, &a, m))
+            .await
+            .expect("register");
+    }
+    let mut other = register_req("c-3", &a, "13900000003");
+    other.carrier = "CUCC".into();
+    register_retrying(&c, leader, other)
+        .await
+        .expect("register CUCC");
+
+    // A carrier sees only its own cards, masked; any node answers.
+    let cmcc = carrier_cards(&c, follower, &a, "CMCC").await;
+    assert_eq!(cmcc.len(), 2);
+    assert!(cmcc.iter().all(|x| x.masked_msisdn.contains("****")));
+    assert!(cmcc.iter().all(|x| !x.masked_msisdn.starts_with("139")));
+    assert_eq!(carrier_cards(&c, follower, &a, "CUCC").await.len(), 1);
+    assert_eq!(carrier_cards(&c, follower, &b, "CMCC").await.len(), 0);
+
+    // --- Disputes: open, refuse a second one, strip. ---
+    let mut disputes = DisputesClient::new(c.endpoint(follower));
+    let open = |rid: &str, id: &pb::Identity, m: &str| pb::OpenDisputeRequest {
+        request_id: rid.into(),
+        identity: Some(id.clone()),
+        msisdn: m.into(),
+    };
+    let d = disputes
+        .open_dispute(open("d-1", &a, "13800000002"))
+        .await
+        .expect("open dispute")
+        .into_inner()
+        .dispute_id;
+    assert!(d > 0);
+    expect_reason(
+        disputes.open_dispute(open("d-2", &a, "13800000002")).await,
+        Code::AlreadyExists,
+        "second open dispute",
+    );
+    expect_reason(
+        disputes.open_dispute(open("d-3", &b, "13800000002")).await,
+        Code::NotFound,
+        "dispute on someone else's card",
+    );
+    let resolve =
+        |rid: &str, carrier: &str, outcome: pb::DisputeOutcome| pb::ResolveDisputeRequest {
+            request_id: rid.into(),
+            dispute_id: d,
+            carrier: carrier.into(),
+            outcome: outcome as i32,
+            operator: "clerk-7".into(),
+        };
+    expect_reason(
+        disputes
+            .resolve_dispute(resolve("r-0", "CUCC", pb::DisputeOutcome::DisputeStripped))
+            .await,
+        Code::PermissionDenied,
+        "another carrier resolves",
+    );
+    let stripped = disputes
+        .resolve_dispute(resolve("r-1", "CMCC", pb::DisputeOutcome::DisputeStripped))
+        .await
+        .expect("strip")
+        .into_inner();
+    assert_eq!(status_of(&stripped), pb::CardStatus::CardStripped);
+    let again = disputes
+        .resolve_dispute(resolve("r-1", "CMCC", pb::DisputeOutcome::DisputeStripped))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(again.replayed);
+    expect_reason(
+        disputes
+            .resolve_dispute(resolve("r-2", "CMCC", pb::DisputeOutcome::DisputeCancelled))
+            .await,
+        Code::FailedPrecondition,
+        "resolving twice",
+    );
+    let shown = disputes
+        .get_dispute(pb::GetDisputeRequest { dispute_id: d })
+        .await
+        .expect("get dispute")
+        .into_inner();
+    assert!(!shown.open);
+    assert_eq!(shown.outcome, pb::DisputeOutcome::DisputeStripped as i32);
+    assert_eq!(shown.resolved_by, "clerk-7");
+    let cli = oneid_cli(&[
+        "dispute",
+        "show",
+        &d.to_string(),
+        "--endpoints",
+        &c.node(leader).addr,
+    ]);
+    assert!(cli.status.success(), "{}", output_text(&cli));
+    assert!(
+        output_text(&cli).contains("stripped by clerk-7"),
+        "{}",
+        output_text(&cli)
+    );
+
+    // The stripped card no longer counts, and its number is free again.
+    let n = c
+        .registry(follower)
+        .count_cards(count_req(&a, "13800000001"))
+        .await
+        .expect("count")
+        .into_inner()
+        .total;
+    assert_eq!(n, 2);
+    register_retrying(&c, follower, register_req("c-4", &b, "13800000002"))
+        .await
+        .expect("stripped number re-registered by its real owner");
+
+    // --- Linked accounts (一证通查 2.0). ---
+    let mut links = LinkageClient::new(c.endpoint(follower));
+    for (rid, p, acct) in [
+        ("l-1", "wechat", "wx-1"),
+        ("l-2", "alipay", "ali-1"),
+        ("l-3", "wechat", "wx-2"),
+    ] {
+        links
+            .link_account(link_req(rid, "13800000001", p, acct))
+            .await
+            .expect("link");
+    }
+    let a_last6 = a.number[a.number.len() - 6..].to_string();
+    let counted = links
+        .count_linked_accounts(pb::CountLinkedAccountsRequest {
+            msisdn: "13800000001".into(),
+            id_last6: a_last6.clone(),
+        })
+        .await
+        .expect("count links")
+        .into_inner();
+    assert_eq!(counted.total, 3);
+    assert_eq!(counted.by_platform.len(), 2);
+    expect_reason(
+        links
+            .count_linked_accounts(pb::CountLinkedAccountsRequest {
+                msisdn: "13800000001".into(),
+                id_last6: "000000".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "wrong last 6",
+    );
+    links
+        .unlink_account(link_req("l-4", "13800000001", "wechat", "wx-2"))
+        .await
+        .expect("unlink");
+    expect_reason(
+        links
+            .link_account(link_req("l-5", "13800000002", "we chat", "x"))
+            .await,
+        Code::InvalidArgument,
+        "bad platform",
+    );
+    expect_reason(
+        links
+            .link_account(link_req("l-6", "13700000009", "wechat", "x"))
+            .await,
+        Code::NotFound,
+        "link to an unregistered number",
+    );
+
+    // --- High risk: flag with a 1 s window; the leader's sweep suspends it. ---
+    let mut regulator = RegulatorClient::new(c.endpoint(follower));
+    let flagged = regulator
+        .flag_high_risk(pb::FlagHighRiskRequest {
+            request_id: "h-1".into(),
+            msisdn: "13800000001".into(),
+            reverify_within_seconds: 1,
+        })
+        .await
+        .expect("flag")
+        .into_inner();
+    assert_eq!(status_of(&flagged), pb::CardStatus::CardPendingReverify);
+    // A card pending re-verification proves nothing in a count query.
+    expect_reason(
+        c.registry(follower)
+            .count_cards(count_req(&a, "13800000001"))
+            .await,
+        Code::PermissionDenied,
+        "verify with a pending card",
+    );
+    let queue = links
+        .list_reverify(pb::ListReverifyRequest {
+            platform: "wechat".into(),
+            limit: 0,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list reverify")
+        .into_inner();
+    assert_eq!(queue.items.len(), 1, "{queue:?}");
+    assert_eq!(queue.items[0].account_id, "wx-1");
+    assert_eq!(queue.items[0].cause, "pending_reverify");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cards = carrier_cards(&c, follower, &a, "CMCC").await;
+        let state = cards
+            .iter()
+            .find(|x| x.masked_msisdn == "138****0001")
+            .and_then(|x| x.state.clone())
+            .expect("card listed");
+        if state.status == pb::CardStatus::CardSuspended as i32 {
+            assert_eq!(state.suspend_reason, "high_risk_unverified");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not suspended after its deadline: {state:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    expect_reason(
+        c.registry(follower)
+            .report_reverification(pb::ReportReverificationRequest {
+                request_id: "v-0".into(),
+                msisdn: "13800000001".into(),
+                carrier: "CUCC".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "another carrier re-verifies",
+    );
+    let restored = c
+        .registry(follower)
+        .report_reverification(pb::ReportReverificationRequest {
+            request_id: "v-1".into(),
+            msisdn: "13800000001".into(),
+            carrier: "CMCC".into(),
+        })
+        .await
+        .expect("reverified")
+        .into_inner();
+    assert_eq!(status_of(&restored), pb::CardStatus::CardActive);
+    links
+        .ack_reverify(link_req("a-1", "13800000001", "wechat", "wx-1"))
+        .await
+        .expect("ack");
+    expect_reason(
+        links
+            .ack_reverify(link_req("a-2", "13800000001", "wechat", "wx-1"))
+            .await,
+        Code::NotFound,
+        "ack twice",
+    );
+
+    // --- Restrictions (限制入网). ---
+    regulator
+        .restrict(pb::RestrictRequest {
+            request_id: "x-1".into(),
+            identity: Some(a.clone()),
+            reason: "card trading".into(),
+            duration_hours: 0,
+        })
+        .await
+        .expect("restrict");
+    let refused = register_retrying(&c, follower, register_req("c-5", &a, "13800000005")).await;
+    let s = refused.expect_err("restricted identity registers");
+    assert_eq!(reason(&s), "RESTRICTED", "{s:?}");
+    let shown = regulator
+        .get_restriction(pb::GetRestrictionRequest {
+            identity: Some(a.clone()),
+        })
+        .await
+        .expect("get restriction")
+        .into_inner();
+    assert!(shown.restricted && shown.reason == "card trading");
+    regulator
+        .unrestrict(pb::UnrestrictRequest {
+            request_id: "x-2".into(),
+            identity: Some(a.clone()),
+        })
+        .await
+        .expect("unrestrict");
+    register_retrying(&c, follower, register_req("c-6", &a, "13800000005"))
+        .await
+        .expect("registers once lifted");
+
+    // --- Bad input gets INVALID_ARGUMENT with a reason, and changes nothing. ---
+    expect_reason(
+        disputes
+            .resolve_dispute(resolve("r-9", "CMCC", pb::DisputeOutcome::Unspecified))
+            .await,
+        Code::InvalidArgument,
+        "no outcome",
+    );
+    expect_reason(
+        regulator
+            .restrict(pb::RestrictRequest {
+                request_id: "x-9".into(),
+                identity: Some(b.clone()),
+                reason: " ".into(),
+                duration_hours: 1,
+            })
+            .await,
+        Code::InvalidArgument,
+        "empty reason",
+    );
+    expect_reason(
+        links
+            .count_linked_accounts(pb::CountLinkedAccountsRequest {
+                msisdn: "13800000001".into(),
+                id_last6: "12".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "short last 6",
+    );
+    expect_reason(
+        links
+            .list_reverify(pb::ListReverifyRequest {
+                platform: "wechat".into(),
+                limit: 5000,
+                page_token: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "page too big",
+    );
+    expect_reason(
+        regulator
+            .flag_high_risk(pb::FlagHighRiskRequest {
+                request_id: String::new(),
+                msisdn: "13800000001".into(),
+                reverify_within_seconds: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        "no request id",
+    );
+    let bad_cli = oneid_cli(&[
+        "risk",
+        "flag",
+        "--msisdn",
+        "12",
+        "--endpoints",
+        &c.node(leader).addr,
+    ]);
+    assert!(!bad_cli.status.success());
+    assert!(
+        output_text(&bad_cli).contains("INVALID_MSISDN"),
+        "{}",
+        output_text(&bad_cli)
+    );
+
+    // Every replica applied the same commands to the same state.
+    let last = c.status(leader).await.expect("status").last_applied;
+    for id in [1, 2, 3] {
+        c.wait_applied(id, last).await;
+    }
+    let digests: Vec<String> = futures::future::join_all([1, 2, 3].map(|id| c.digest(id))).await;
+    assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+}
