@@ -173,7 +173,6 @@ pub async fn run(
     let (reflection_v1, reflection_v1alpha) =
         observe::health::reflection().context("building gRPC reflection")?;
     let watcher = tokio::spawn(observe::watch_raft(
-        replica.raft().clone(),
         obs.clone(),
         health,
         cfg.max_quorum_ack(),

@@ -181,6 +181,7 @@ async fn metrics_readiness_health_and_reflection() {
         assert_eq!(m["oneid_node_id"], id as f64);
         assert_eq!(m["oneid_raft_voters"], 3.0);
         assert!(m["oneid_raft_term"] >= 1.0);
+        assert!(m["oneid_raft_leader_changes_total"] >= 1.0);
         assert!(m["oneid_raft_last_applied_index"] >= applied as f64);
         assert!(m["oneid_rocksdb_cur_size_all_mem_tables_bytes{cf=\"sm_data\"}"] > 0.0);
         let is_leader = if id == leader { 1.0 } else { 0.0 };

@@ -9,13 +9,17 @@ use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db, StorageError};
 use serde::Serialize;
 
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// A staged value: `None` is a delete.
+type Staged = Option<Vec<u8>>;
+type Overlay = BTreeMap<Vec<u8>, Staged>;
+/// A key and its overlay entry before a write (`None`: it had none).
+type Undo = (Vec<u8>, Option<Staged>);
 
 pub struct Tx<'a> {
     db: &'a Db,
     writes: Overlay,
     /// (key, overlay entry before the write) for each write since `begin`.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
 
 impl<'a> Tx<'a> {

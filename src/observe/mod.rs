@@ -158,12 +158,12 @@ const CORE_ANSWER: Duration = Duration::from_secs(2);
 /// Follows raft until `stop` flips or raft shuts down, keeping the raft
 /// gauges, the leader-change counter, readiness and gRPC health current.
 pub async fn watch_raft(
-    raft: Raft,
     obs: Arc<Observer>,
     health: tonic_health::server::HealthReporter,
     max_quorum_ack: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let raft = obs.raft.clone();
     let mut changes = raft.metrics();
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,8 +173,10 @@ pub async fn watch_raft(
         let m = changes.borrow_and_update().clone();
         obs.metrics.observe_raft(&m);
         if let Some(leader) = m.current_leader {
-            // A new term with the same leader is still a new election.
-            if leader_seen.is_some_and(|seen| seen != (m.current_term, leader)) {
+            // Counted like etcd's leader_changes_seen: the first leader a
+            // node learns counts, and a new term with the same leader is
+            // still a new election.
+            if leader_seen != Some((m.current_term, leader)) {
                 obs.metrics.raft_leader_changes.inc();
             }
             leader_seen = Some((m.current_term, leader));

@@ -10,6 +10,9 @@ use rocksdb::{
 
 use crate::StorageError;
 
+/// A raw key and its raw (envelope-encoded) value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The smallest key greater than every key starting with `prefix`, if any.
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -144,7 +147,7 @@ impl Db {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<KeyValue>, StorageError> {
         let cf = self.cf(CF_SM_DATA)?;
         let mut opts = ReadOptions::default();
         // Short prefixes are outside the bloom prefix extractor's domain.
