@@ -4,11 +4,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the env concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/oneid/v1/registry.proto");
+    println!("cargo:rerun-if-changed=proto/oneid/v1/admin.proto");
     println!("cargo:rerun-if-changed=proto/etcd/kv.proto");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("oneid_descriptor.bin"))
-        .compile_protos(&["proto/oneid/v1/registry.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/oneid/v1/registry.proto",
+                "proto/oneid/v1/admin.proto",
+            ],
+            &["proto"],
+        )?;
     // etcd's KV client only, for side-by-side benchmarks.
     tonic_prost_build::configure()
         .build_server(false)

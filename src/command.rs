@@ -35,6 +35,21 @@ pub enum Command {
     Link(Link),
     Unlink(Link),
     AckReverify(Link),
+    SetPolicy(SetPolicy),
+    /// A count query's verification failed (proposed by the API).
+    FailedVerification(IdKey),
+    /// A count query verified after earlier failures: clears them.
+    VerificationPassed(IdKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPolicy {
+    pub own_hall_threshold: u32,
+    pub reverify_window_ms: u64,
+    pub max_per_carrier: u32,
+    pub max_total: u32,
+    pub max_failed_verifications: u32,
+    pub lockout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +152,10 @@ pub enum Outcome {
     },
     /// The command took effect and has nothing more to report.
     Done,
+    /// The identity is locked out of count queries until this time.
+    LockedOut {
+        until_ms: u64,
+    },
 }
 
 impl Outcome {

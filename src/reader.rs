@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    CardRecord, DisputeRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord,
-    RestrictionRecord, ReverifyRecord, CARD_V, DISPUTE_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V,
-    RESTRICTION_V, REVERIFY_V,
+    CardRecord, DisputeRecord, HolderRecord, LinkRecord, LockoutRecord, MsisdnRecord,
+    PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, CARD_V, DISPUTE_V, HOLDER_V,
+    LINK_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -85,6 +85,25 @@ impl Reader {
 
     pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {
         self.get(DISPUTE_V, &keys::dispute_key(id))
+    }
+
+    pub fn lockout(&self, id_key: &IdKey) -> Result<Option<LockoutRecord>, StorageError> {
+        self.get(LOCKOUT_V, &keys::lockout_key(id_key))
+    }
+
+    pub fn stats(&self) -> Result<StatsRecord, StorageError> {
+        Ok(self.get(STATS_V, keys::STATS)?.unwrap_or_default())
+    }
+
+    pub fn policy(&self) -> Result<crate::domain::Policy, StorageError> {
+        crate::apply::load_policy(&self.db)
+    }
+
+    pub fn applied_index(&self) -> Result<u64, StorageError> {
+        Ok(read_applied(&self.db)?
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0))
     }
 
     pub fn restriction(&self, id_key: &IdKey) -> Result<Option<RestrictionRecord>, StorageError> {

@@ -164,11 +164,12 @@ impl StateMachine {
             snapshot_file::install(&db, &path)?;
         }
         let applied = read_applied(&db)?;
+        let policy = apply::load_policy(&db)?;
         Ok(StateMachine {
             db,
             snapshots,
             applied,
-            policy: Policy::default(),
+            policy,
         })
     }
 
@@ -192,8 +193,12 @@ impl StateMachine {
                     applied.clock_ms = applied.clock_ms.max(p.stamp_ms);
                     let mut results = Vec::with_capacity(p.commands.len());
                     for cmd in &p.commands {
-                        let a =
-                            apply::apply_envelope(&mut tx, &self.policy, applied.clock_ms, cmd)?;
+                        let a = apply::apply_envelope(
+                            &mut tx,
+                            &mut self.policy,
+                            applied.clock_ms,
+                            cmd,
+                        )?;
                         let encoded =
                             command::encode(&a).map_err(|e| StorageError::Encode(e.to_string()))?;
                         results.push(encoded.into());
@@ -341,6 +346,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             snapshot_file::install(&self.db, &dest)?;
             self.applied = read_applied(&self.db)?;
+            self.policy = apply::load_policy(&self.db)?;
             self.snapshots.publish(meta.clone(), dest);
             Ok(())
         });

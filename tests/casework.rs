@@ -407,6 +407,99 @@ async fn disputes_high_risk_restrictions_and_links() {
         output_text(&bad_cli)
     );
 
+    // --- Lockout: 3 failed verifications lock the identity out. ---
+    let victim = resident_id("31010419751003456");
+    register_retrying(&c, leader, register_req("c-7", &victim, "13600000007"))
+        .await
+        .expect("register victim");
+    for i in 0..2 {
+        let s = c
+            .registry(1 + (i % 3))
+            .count_cards(count_req(&victim, "13600000008"))
+            .await
+            .expect_err("wrong verify number");
+        assert_eq!(reason(&s), "VERIFICATION_FAILED", "{s:?}");
+    }
+    let s = c
+        .registry(3)
+        .count_cards(count_req(&victim, "13600000008"))
+        .await
+        .expect_err("third failure");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert_eq!(reason(&s), "LOCKED_OUT");
+    let s = c
+        .registry(follower)
+        .count_cards(count_req(&victim, "13600000007"))
+        .await
+        .expect_err("locked out even with the right number");
+    assert_eq!(reason(&s), "LOCKED_OUT", "{s:?}");
+
+    // --- Policy: a national total limit binds even the own hall. ---
+    regulator
+        .set_policy(pb::SetPolicyRequest {
+            request_id: "p-1".into(),
+            policy: Some(pb::Policy {
+                own_hall_threshold: 5,
+                reverify_window_seconds: 86_400,
+                max_cards_per_carrier: 0,
+                max_cards_total: 3,
+                max_failed_verifications: 3,
+                lockout_seconds: 86_400,
+            }),
+        })
+        .await
+        .expect("set policy");
+    let mut strict = register_req("c-8", &a, "13800000008");
+    strict.channel = pb::Channel::OwnHall as i32;
+    strict.strict_verification = true;
+    let s = register_retrying(&c, follower, strict)
+        .await
+        .expect_err("over the national total");
+    assert_eq!(reason(&s), "LIMIT_EXCEEDED", "{s:?}");
+    let got = regulator
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .expect("get policy")
+        .into_inner();
+    assert_eq!(got.max_cards_total, 3);
+    expect_reason(
+        regulator
+            .set_policy(pb::SetPolicyRequest {
+                request_id: "p-2".into(),
+                policy: Some(pb::Policy::default()),
+            })
+            .await,
+        Code::InvalidArgument,
+        "a zero threshold",
+    );
+
+    // --- National statistics agree with what happened above. ---
+    let stats = regulator
+        .national_statistics(pb::StatisticsRequest {})
+        .await
+        .expect("statistics")
+        .into_inner();
+    // a: 0001, 0003 (CUCC), 0005; b: 0002; victim: 0007.
+    assert_eq!(stats.total_held, 5, "{stats:?}");
+    assert_eq!(stats.high_risk_flagged, 1);
+    assert_eq!(stats.high_risk_suspended, 1);
+    assert_eq!(stats.reverified, 1);
+    assert_eq!(stats.disputes_opened, 1);
+    assert_eq!(
+        stats.disputes_resolved,
+        vec![pb::OutcomeCount {
+            outcome: pb::DisputeOutcome::DisputeStripped as i32,
+            disputes: 1
+        }]
+    );
+    assert_eq!(stats.lockouts, 1);
+    let cli = oneid_cli(&["stats", "--endpoints", &c.node(leader).addr]);
+    assert!(
+        output_text(&cli).contains("5 card(s) held"),
+        "{}",
+        output_text(&cli)
+    );
+
     // Every replica applied the same commands to the same state.
     let last = c.status(leader).await.expect("status").last_applied;
     for id in [1, 2, 3] {

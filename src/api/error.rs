@@ -76,6 +76,7 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::Restricted
         | Reason::DisputeClosed => Code::FailedPrecondition,
         Reason::NumberInUse | Reason::DisputeOpen => Code::AlreadyExists,
+        Reason::LockedOut => Code::ResourceExhausted,
         Reason::NotFound => Code::NotFound,
         Reason::WrongCarrier | Reason::VerificationFailed => Code::PermissionDenied,
     }

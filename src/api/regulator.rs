@@ -6,7 +6,8 @@ use tonic::{Request, Response, Status};
 use super::registry::card_status_response;
 use super::writer::{write_response, Writer};
 use super::{convert, ApiError};
-use crate::command::{Command, FlagHighRisk, Restrict, Unrestrict};
+use crate::command::{Command, FlagHighRisk, Restrict, SetPolicy, Unrestrict};
+use crate::domain::{DomainError, Reason};
 use crate::idkey::IdHasher;
 use crate::pb;
 use crate::pb::regulator_server::Regulator;
@@ -100,4 +101,80 @@ impl Regulator for RegulatorApi {
             },
         }))
     }
+
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let p = req
+            .policy
+            .ok_or_else(|| ApiError::from(invalid_arg("policy is required")))?;
+        let command = Command::SetPolicy(SetPolicy {
+            own_hall_threshold: p.own_hall_threshold,
+            reverify_window_ms: p.reverify_window_seconds.saturating_mul(1000),
+            max_per_carrier: p.max_cards_per_carrier,
+            max_total: p.max_cards_total,
+            max_failed_verifications: p.max_failed_verifications,
+            lockout_ms: p.lockout_seconds.saturating_mul(1000),
+        });
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        Ok(write_response(index, applied.replayed))
+    }
+
+    async fn get_policy(
+        &self,
+        _req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        self.writer.linearizable().await?;
+        let p = self.reader.policy().map_err(ApiError::from)?;
+        Ok(Response::new(pb::Policy {
+            own_hall_threshold: p.own_hall_threshold,
+            reverify_window_seconds: p.reverify_window_ms / 1000,
+            max_cards_per_carrier: p.max_per_carrier,
+            max_cards_total: p.max_total,
+            max_failed_verifications: p.max_failed_verifications,
+            lockout_seconds: p.lockout_ms / 1000,
+        }))
+    }
+
+    async fn national_statistics(
+        &self,
+        _req: Request<pb::StatisticsRequest>,
+    ) -> Result<Response<pb::Statistics>, Status> {
+        self.writer.linearizable().await?;
+        // Index first: the statistics read after it include at least that much.
+        let applied_index = self.reader.applied_index().map_err(ApiError::from)?;
+        let s = self.reader.stats().map_err(ApiError::from)?;
+        Ok(Response::new(pb::Statistics {
+            total_held: s.held.values().sum(),
+            held: s
+                .held
+                .into_iter()
+                .map(|((carrier, province), cards)| pb::HeldCount {
+                    carrier,
+                    province: format!("{province:02}"),
+                    cards,
+                })
+                .collect(),
+            high_risk_flagged: s.high_risk_flagged,
+            reverified: s.reverified,
+            high_risk_suspended: s.high_risk_suspended,
+            disputes_opened: s.disputes_opened,
+            disputes_resolved: s
+                .disputes_resolved
+                .into_iter()
+                .map(|(outcome, disputes)| pb::OutcomeCount {
+                    outcome: i32::from(outcome),
+                    disputes,
+                })
+                .collect(),
+            lockouts: s.lockouts,
+            applied_index,
+        }))
+    }
+}
+
+fn invalid_arg(m: &str) -> DomainError {
+    DomainError::new(Reason::InvalidArgument, m)
 }

@@ -5,8 +5,8 @@
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    CardRecord, HolderRecord, MsisdnRecord, PendingRecord, RestrictionRecord, CARD_V, HOLDER_V,
-    MSISDN_V, PENDING_V, RESTRICTION_V,
+    CardRecord, HolderRecord, MsisdnRecord, PendingRecord, RestrictionRecord, StatDelta, CARD_V,
+    HOLDER_V, MSISDN_V, PENDING_V, RESTRICTION_V,
 };
 use oneid_storage::StorageError;
 
@@ -91,6 +91,11 @@ pub(super) fn change_status(
         let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
         holder.remove(&record.carrier, record.province);
         tx.put(HOLDER_V, holder_key, &holder)?;
+        tx.stat(StatDelta::Held {
+            carrier: record.carrier.clone(),
+            province: record.province,
+            delta: -1,
+        });
         tx.put(
             MSISDN_V,
             keys::msisdn_key(&msisdn),
@@ -157,6 +162,12 @@ pub(super) fn register(tx: &mut Tx, policy: &Policy, now_ms: u64, r: &Register) 
     let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
     let ctx = RegistrationContext {
         active_at_carrier_province: holder.at(&r.carrier, r.province),
+        held_at_carrier: holder
+            .by_carrier()
+            .get(r.carrier.as_str())
+            .copied()
+            .unwrap_or(0),
+        held_total: holder.total(),
         channel,
         strict_verification: r.strict_verification,
         msisdn_active_holder: number
@@ -166,6 +177,11 @@ pub(super) fn register(tx: &mut Tx, policy: &Policy, now_ms: u64, r: &Register) 
     };
     check_registration(policy, &ctx)?;
     holder.add(&r.carrier, r.province);
+    tx.stat(StatDelta::Held {
+        carrier: r.carrier.clone(),
+        province: r.province,
+        delta: 1,
+    });
     let (status, suspend_reason, reverify_deadline_ms) = Lifecycle::Active.to_parts();
     let card = CardRecord {
         carrier: r.carrier.clone(),
@@ -218,6 +234,7 @@ pub(super) fn flag_high_risk(
     };
     let deadline_ms = now_ms.saturating_add(window);
     let to = change_status(tx, now_ms, card, Event::FlagHighRisk { deadline_ms })?;
+    tx.stat(StatDelta::HighRiskFlagged);
     Ok(status_outcome(to))
 }
 
@@ -226,6 +243,7 @@ pub(super) fn reverified(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outco
     let card = load_by_number(tx, &r.msisdn)?;
     check_carrier(&card.carrier()?, &requester)?;
     let to = change_status(tx, now_ms, card, Event::Reverified)?;
+    tx.stat(StatDelta::Reverified);
     Ok(status_outcome(to))
 }
 
@@ -251,6 +269,7 @@ pub(super) fn sweep_overdue(tx: &mut Tx, now_ms: u64, limit: u32) -> Step<Outcom
                     }) =>
             {
                 change_status(tx, now_ms, card, Event::DeadlineCheck { now_ms })?;
+                tx.stat(StatDelta::HighRiskSuspended);
                 suspended += 1;
             }
             // Not pending with this deadline any more: a stale queue entry.

@@ -4,7 +4,7 @@
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    CardRecord, CounterRecord, DisputeRecord, CARD_V, COUNTER_V, DISPUTE_V,
+    CardRecord, CounterRecord, DisputeRecord, StatDelta, CARD_V, COUNTER_V, DISPUTE_V,
 };
 
 use super::cards::{self, change_status};
@@ -39,6 +39,7 @@ pub(super) fn open(tx: &mut Tx, now_ms: u64, o: &OpenDispute) -> Step<Outcome> {
     let id = seq.next;
     seq.next += 1;
     tx.put(COUNTER_V, seq_key, &seq)?;
+    tx.stat(StatDelta::DisputeOpened);
     tx.put(
         DISPUTE_V,
         keys::dispute_key(id),
@@ -95,6 +96,7 @@ pub(super) fn resolve(tx: &mut Tx, now_ms: u64, r: &ResolveDispute) -> Step<Outc
             tx.put(CARD_V, card_key, &record)?;
         }
     }
+    tx.stat(StatDelta::DisputeResolved(outcome.code()));
     dispute.outcome = outcome.code();
     dispute.resolved_by = r.operator.clone();
     dispute.resolved_at_ms = now_ms;

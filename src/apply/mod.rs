@@ -13,12 +13,15 @@ mod tx;
 pub use tx::Tx;
 
 use oneid_storage::keys;
-use oneid_storage::records::{DedupRecord, RestrictionRecord, DEDUP_V, RESTRICTION_V};
+use oneid_storage::records::{
+    DedupRecord, LockoutRecord, PolicyRecord, RestrictionRecord, StatDelta, DEDUP_V, LOCKOUT_V,
+    POLICY_V, RESTRICTION_V,
+};
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
 
 use crate::command::{self, Applied, Command, Envelope, Outcome, COMMAND_VERSION};
-use crate::domain::{DomainError, Policy, Reason};
+use crate::domain::{record_failed_verification, DomainError, Policy, Reason};
 
 /// A rule's refusal, or a storage failure that stops the apply.
 pub(crate) enum Refusal {
@@ -56,7 +59,7 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> StorageError {
 /// Applies one encoded command envelope.
 pub fn apply_envelope(
     tx: &mut Tx,
-    policy: &Policy,
+    policy: &mut Policy,
     now_ms: u64,
     bytes: &[u8],
 ) -> Result<Applied, StorageError> {
@@ -113,7 +116,37 @@ pub fn apply_envelope(
     Ok(fresh(outcome))
 }
 
-fn dispatch(tx: &mut Tx, policy: &Policy, now_ms: u64, command: &Command) -> Step<Outcome> {
+/// The stored form of a policy.
+pub fn policy_record(p: &Policy, now_ms: u64) -> PolicyRecord {
+    PolicyRecord {
+        own_hall_threshold: p.own_hall_threshold,
+        reverify_window_ms: p.reverify_window_ms,
+        max_per_carrier: p.max_per_carrier,
+        max_total: p.max_total,
+        max_failed_verifications: p.max_failed_verifications,
+        lockout_ms: p.lockout_ms,
+        set_at_ms: now_ms,
+    }
+}
+
+/// The policy stored in `db`, or the defaults when none was ever set.
+pub fn load_policy(db: &oneid_storage::Db) -> Result<Policy, StorageError> {
+    Ok(
+        match Tx::new(db).get::<PolicyRecord>(POLICY_V, keys::POLICY)? {
+            None => Policy::default(),
+            Some(r) => Policy {
+                own_hall_threshold: r.own_hall_threshold,
+                reverify_window_ms: r.reverify_window_ms,
+                max_per_carrier: r.max_per_carrier,
+                max_total: r.max_total,
+                max_failed_verifications: r.max_failed_verifications,
+                lockout_ms: r.lockout_ms,
+            },
+        },
+    )
+}
+
+fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) -> Step<Outcome> {
     match command {
         Command::Register(r) => cards::register(tx, policy, now_ms, r),
         Command::Cancel(c) => cards::cancel(tx, now_ms, c),
@@ -141,6 +174,56 @@ fn dispatch(tx: &mut Tx, policy: &Policy, now_ms: u64, command: &Command) -> Ste
                 return Err(not_found("the identity is not restricted"));
             }
             tx.delete(key);
+            Ok(Outcome::Done)
+        }
+        Command::SetPolicy(p) => {
+            let next = Policy {
+                own_hall_threshold: p.own_hall_threshold,
+                reverify_window_ms: p.reverify_window_ms,
+                max_per_carrier: p.max_per_carrier,
+                max_total: p.max_total,
+                max_failed_verifications: p.max_failed_verifications,
+                lockout_ms: p.lockout_ms,
+            };
+            next.validate()?;
+            tx.put(
+                POLICY_V,
+                keys::POLICY.to_vec(),
+                &policy_record(&next, now_ms),
+            )?;
+            *policy = next;
+            Ok(Outcome::Done)
+        }
+        Command::FailedVerification(id_key) => {
+            let key = keys::lockout_key(id_key);
+            let rec: LockoutRecord = tx.get(LOCKOUT_V, &key)?.unwrap_or_default();
+            let (failures, locked_until_ms, locked_now) =
+                record_failed_verification(policy, rec.failures, rec.locked_until_ms, now_ms);
+            if locked_now {
+                tx.stat(StatDelta::Lockout);
+            }
+            tx.put(
+                LOCKOUT_V,
+                key,
+                &LockoutRecord {
+                    failures,
+                    locked_until_ms,
+                },
+            )?;
+            Ok(if locked_until_ms > now_ms {
+                Outcome::LockedOut {
+                    until_ms: locked_until_ms,
+                }
+            } else {
+                Outcome::Done
+            })
+        }
+        Command::VerificationPassed(id_key) => {
+            let key = keys::lockout_key(id_key);
+            match tx.get::<LockoutRecord>(LOCKOUT_V, &key)? {
+                Some(rec) if rec.locked_until_ms <= now_ms => tx.delete(key),
+                _ => {}
+            }
             Ok(Outcome::Done)
         }
         Command::Link(l) => links::link(tx, now_ms, l),

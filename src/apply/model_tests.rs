@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord, ReverifyRecord, CARD_V,
-    HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V,
+    CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord, ReverifyRecord, StatsRecord,
+    CARD_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::schema::{Tuning, CF_SM_DATA};
 use oneid_storage::{codec, Db};
@@ -478,6 +478,16 @@ fn check_store(db: &Db, m: &Model) {
         }
     }
     assert_eq!(stored_cards, m.cards.len());
+    let stats: StatsRecord = scan(db, STATS_V, keys::STATS)
+        .into_iter()
+        .next()
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    for c in CARRIERS {
+        let want: u32 = (0..3u8).map(|w| m.held(id(w), c)).sum();
+        let got = stats.held.get(&(c.to_string(), 11)).copied().unwrap_or(0);
+        assert_eq!(got, u64::from(want), "national statistics at {c}");
+    }
     let queued: BTreeSet<(u64, String)> =
         scan::<PendingRecord>(db, PENDING_V, keys::PENDING_PREFIX)
             .into_iter()
@@ -519,6 +529,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), Tuning { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, max_write_buffers: 2 }).unwrap();
         let mut model = Model::default();
+        let mut pol = policy();
         let mut seq = 0u64;
         // Ops are applied in groups sharing one transaction, like the
         // commands of one log entry: later ones must see earlier writes.
@@ -532,7 +543,7 @@ proptest! {
                     request_id: format!("r{seq}"),
                     command: cmd,
                 }).unwrap();
-                let got = apply_envelope(&mut tx, &policy(), model.clock, &bytes).unwrap();
+                let got = apply_envelope(&mut tx, &mut pol, model.clock, &bytes).unwrap();
                 let got = match got.outcome.as_error() {
                     Some(e) => Err(e.reason),
                     None => Ok(()),

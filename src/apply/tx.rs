@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use oneid_storage::keys;
+use oneid_storage::records::{StatDelta, StatsRecord, STATS_V};
 use oneid_storage::rocksdb::WriteBatch;
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db, StorageError};
@@ -20,6 +22,11 @@ pub struct Tx<'a> {
     writes: Overlay,
     /// (key, overlay entry before the write) for each write since `begin`.
     undo: Vec<Undo>,
+    /// Statistics changes, folded into the one stats record at commit so a
+    /// batch of thousands of commands rewrites it once.
+    stats: Vec<StatDelta>,
+    /// `stats.len()` when the current command began.
+    stats_mark: usize,
 }
 
 impl<'a> Tx<'a> {
@@ -28,6 +35,8 @@ impl<'a> Tx<'a> {
             db,
             writes: BTreeMap::new(),
             undo: Vec::new(),
+            stats: Vec::new(),
+            stats_mark: 0,
         }
     }
 
@@ -112,9 +121,15 @@ impl<'a> Tx<'a> {
     /// Starts a command: `rollback` undoes writes made after this point.
     pub fn begin(&mut self) {
         self.undo.clear();
+        self.stats_mark = self.stats.len();
+    }
+
+    pub fn stat(&mut self, delta: StatDelta) {
+        self.stats.push(delta);
     }
 
     pub fn rollback(&mut self) {
+        self.stats.truncate(self.stats_mark);
         while let Some((key, before)) = self.undo.pop() {
             match before {
                 Some(v) => self.writes.insert(key, v),
@@ -124,7 +139,14 @@ impl<'a> Tx<'a> {
     }
 
     /// The staged writes as one RocksDB batch.
-    pub fn into_batch(self) -> Result<WriteBatch, StorageError> {
+    pub fn into_batch(mut self) -> Result<WriteBatch, StorageError> {
+        if !self.stats.is_empty() {
+            let mut stats: StatsRecord = self.get(STATS_V, keys::STATS)?.unwrap_or_default();
+            for d in &self.stats {
+                stats.apply(d);
+            }
+            self.put(STATS_V, keys::STATS.to_vec(), &stats)?;
+        }
         let cf = self.db.cf(CF_SM_DATA)?;
         let mut batch = WriteBatch::default();
         for (k, v) in self.writes {

@@ -134,6 +134,48 @@ pub enum RestrictCmd {
 }
 
 #[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub cmd: PolicyCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Show the policy in force.
+    Get,
+    /// Replace the policy (every value; unspecified ones take the defaults).
+    Set {
+        #[arg(long, default_value_t = 5)]
+        own_hall_threshold: u32,
+        #[arg(long, default_value_t = 86_400)]
+        reverify_window_secs: u64,
+        /// 0: no national per-carrier limit.
+        #[arg(long, default_value_t = 0)]
+        max_per_carrier: u32,
+        /// 0: no national total limit.
+        #[arg(long, default_value_t = 0)]
+        max_total: u32,
+        #[arg(long, default_value_t = 3)]
+        max_failed_verifications: u32,
+        #[arg(long, default_value_t = 86_400)]
+        lockout_secs: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct LinkArgs {
     #[command(flatten)]
     pub target: Target,
@@ -487,5 +529,124 @@ pub async fn link(a: LinkArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+pub async fn policy(a: PolicyArgs) -> anyhow::Result<()> {
+    let mut client = RegulatorClient::new(connect(&a.target).await?);
+    match a.cmd {
+        PolicyCmd::Get => {
+            let p = client
+                .get_policy(pb::GetPolicyRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "own_hall_threshold {}  reverify_window {} s  max_per_carrier {}  max_total {}  max_failed_verifications {}  lockout {} s",
+                p.own_hall_threshold,
+                p.reverify_window_seconds,
+                p.max_cards_per_carrier,
+                p.max_cards_total,
+                p.max_failed_verifications,
+                p.lockout_seconds
+            );
+        }
+        PolicyCmd::Set {
+            own_hall_threshold,
+            reverify_window_secs,
+            max_per_carrier,
+            max_total,
+            max_failed_verifications,
+            lockout_secs,
+            request_id,
+        } => {
+            let r = client
+                .set_policy(pb::SetPolicyRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    policy: Some(pb::Policy {
+                        own_hall_threshold,
+                        reverify_window_seconds: reverify_window_secs,
+                        max_cards_per_carrier: max_per_carrier,
+                        max_cards_total: max_total,
+                        max_failed_verifications,
+                        lockout_seconds: lockout_secs,
+                    }),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_write("policy set", r.applied_index, r.replayed);
+        }
+    }
+    Ok(())
+}
+
+pub async fn stats(a: StatsArgs) -> anyhow::Result<()> {
+    let mut client = RegulatorClient::new(connect(&a.target).await?);
+    let s = client
+        .national_statistics(pb::StatisticsRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let outcome_name = |o: i32| {
+        pb::DisputeOutcome::try_from(o)
+            .map(|o| {
+                o.as_str_name()
+                    .trim_start_matches("DISPUTE_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| o.to_string())
+    };
+    if a.json {
+        let held: Vec<serde_json::Value> = s
+            .held
+            .iter()
+            .map(|h| serde_json::json!({"carrier": h.carrier, "province": h.province, "cards": h.cards}))
+            .collect();
+        let resolved: serde_json::Map<String, serde_json::Value> = s
+            .disputes_resolved
+            .iter()
+            .map(|o| (outcome_name(o.outcome), serde_json::json!(o.disputes)))
+            .collect();
+        let v = serde_json::json!({
+            "total_held": s.total_held, "held": held,
+            "high_risk_flagged": s.high_risk_flagged, "reverified": s.reverified,
+            "high_risk_suspended": s.high_risk_suspended,
+            "disputes_opened": s.disputes_opened, "disputes_resolved": resolved,
+            "lockouts": s.lockouts, "applied_index": s.applied_index,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{} card(s) held (as of index {})",
+        s.total_held, s.applied_index
+    );
+    let mut by_carrier: std::collections::BTreeMap<&str, u64> = Default::default();
+    for h in &s.held {
+        *by_carrier.entry(h.carrier.as_str()).or_default() += h.cards;
+    }
+    for (carrier, n) in by_carrier {
+        println!("  {carrier} {n}");
+    }
+    println!(
+        "high-risk: {} flagged, {} suspended unverified; {} re-verified",
+        s.high_risk_flagged, s.high_risk_suspended, s.reverified
+    );
+    let resolved: Vec<String> = s
+        .disputes_resolved
+        .iter()
+        .map(|o| format!("{} {}", outcome_name(o.outcome), o.disputes))
+        .collect();
+    println!(
+        "disputes: {} opened; resolved: {}",
+        s.disputes_opened,
+        if resolved.is_empty() {
+            "none".into()
+        } else {
+            resolved.join(", ")
+        }
+    );
+    println!("lockouts: {}", s.lockouts);
     Ok(())
 }

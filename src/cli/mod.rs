@@ -57,6 +57,10 @@ pub enum Cmd {
     Restrict(casework::RestrictArgs),
     /// Linked internet accounts (一证通查 2.0): add, remove, count, pending, ack.
     Link(casework::LinkArgs),
+    /// The replicated policy (limits, windows): get, set.
+    Policy(casework::PolicyArgs),
+    /// National statistics (one linearizable read).
+    Stats(casework::StatsArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -76,5 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Risk(a) => casework::risk(a).await,
         Cmd::Restrict(a) => casework::restrict(a).await,
         Cmd::Link(a) => casework::link(a).await,
+        Cmd::Policy(a) => casework::policy(a).await,
+        Cmd::Stats(a) => casework::stats(a).await,
     }
 }

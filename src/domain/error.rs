@@ -16,10 +16,11 @@ pub enum Reason {
     Restricted,
     DisputeOpen,
     DisputeClosed,
+    LockedOut,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::InvalidArgument,
         Reason::InvalidId,
         Reason::InvalidMsisdn,
@@ -35,6 +36,7 @@ impl Reason {
         Reason::Restricted,
         Reason::DisputeOpen,
         Reason::DisputeClosed,
+        Reason::LockedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Reason {
             Reason::Restricted => "RESTRICTED",
             Reason::DisputeOpen => "DISPUTE_OPEN",
             Reason::DisputeClosed => "DISPUTE_CLOSED",
+            Reason::LockedOut => "LOCKED_OUT",
         }
     }
 

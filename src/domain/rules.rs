@@ -12,6 +12,15 @@ pub struct Policy {
     pub own_hall_threshold: u32,
     /// Time a card flagged high-risk has to pass in-person re-verification.
     pub reverify_window_ms: u64,
+    /// Hard limit on cards one identity holds at one carrier nationwide; no
+    /// channel exceeds it. 0: none.
+    pub max_per_carrier: u32,
+    /// Hard limit on cards one identity holds in all; 0: none.
+    pub max_total: u32,
+    /// Failed count verifications that lock an identity out.
+    pub max_failed_verifications: u32,
+    /// How long a lockout lasts.
+    pub lockout_ms: u64,
 }
 
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -21,12 +30,20 @@ impl Default for Policy {
         Policy {
             own_hall_threshold: 5,
             reverify_window_ms: DAY_MS,
+            max_per_carrier: 0,
+            max_total: 0,
+            max_failed_verifications: 3,
+            lockout_ms: DAY_MS,
         }
     }
 }
 
 pub struct RegistrationContext {
     pub active_at_carrier_province: u32,
+    /// Held at the same carrier in all provinces.
+    pub held_at_carrier: u32,
+    /// Held in all.
+    pub held_total: u32,
     pub channel: Channel,
     pub strict_verification: bool,
     /// None: the number is free; Some(true): already active under this
@@ -50,6 +67,21 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         }
         None => {}
     }
+    for (held, limit, scope) in [
+        (
+            ctx.held_at_carrier,
+            policy.max_per_carrier,
+            "at this carrier nationwide",
+        ),
+        (ctx.held_total, policy.max_total, "in all"),
+    ] {
+        if limit > 0 && held >= limit {
+            return Err(DomainError::new(
+                Reason::LimitExceeded,
+                format!("the identity holds {held} cards {scope}; the national limit is {limit}"),
+            ));
+        }
+    }
     let strict_own_hall = ctx.channel == Channel::OwnHall && ctx.strict_verification;
     if ctx.active_at_carrier_province >= policy.own_hall_threshold && !strict_own_hall {
         return Err(DomainError::new(
@@ -61,6 +93,46 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         ));
     }
     Ok(())
+}
+
+impl Policy {
+    /// Refuses a policy that could not be enforced sensibly.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        let bad = |m: &str| Err(DomainError::new(Reason::InvalidArgument, m));
+        if self.own_hall_threshold == 0 {
+            return bad("own_hall_threshold must be at least 1");
+        }
+        if self.reverify_window_ms == 0 || self.lockout_ms == 0 {
+            return bad("time windows must be positive");
+        }
+        if self.max_failed_verifications == 0 {
+            return bad("max_failed_verifications must be at least 1");
+        }
+        if self.max_total > 0 && self.max_per_carrier > self.max_total {
+            return bad("max_per_carrier cannot exceed max_total");
+        }
+        Ok(())
+    }
+}
+
+/// A failed verification against an identity's lockout state
+/// `(failures so far, locked until)`: the new state, and whether this
+/// failure locked it.
+pub fn record_failed_verification(
+    policy: &Policy,
+    failures: u32,
+    locked_until_ms: u64,
+    now_ms: u64,
+) -> (u32, u64, bool) {
+    if locked_until_ms > now_ms {
+        return (failures, locked_until_ms, false);
+    }
+    let failures = failures + 1;
+    if failures >= policy.max_failed_verifications {
+        (0, now_ms.saturating_add(policy.lockout_ms), true)
+    } else {
+        (failures, 0, false)
+    }
 }
 
 /// Only the carrier holding a card may change it.
@@ -104,6 +176,8 @@ mod tests {
     fn ctx(active: u32, channel: Channel, strict: bool) -> RegistrationContext {
         RegistrationContext {
             active_at_carrier_province: active,
+            held_at_carrier: active,
+            held_total: active,
             channel,
             strict_verification: strict,
             msisdn_active_holder: None,
@@ -134,6 +208,63 @@ mod tests {
                 Reason::NumberInUse
             );
         }
+    }
+
+    #[test]
+    fn national_limits_bind_every_channel() {
+        let p = Policy {
+            max_per_carrier: 3,
+            max_total: 4,
+            ..Policy::default()
+        };
+        let strict = |c: u32, t: u32| RegistrationContext {
+            active_at_carrier_province: 0,
+            held_at_carrier: c,
+            held_total: t,
+            channel: Channel::OwnHall,
+            strict_verification: true,
+            msisdn_active_holder: None,
+        };
+        assert!(check_registration(&p, &strict(2, 3)).is_ok());
+        assert_eq!(
+            check_registration(&p, &strict(3, 3)).unwrap_err().reason,
+            Reason::LimitExceeded
+        );
+        assert_eq!(
+            check_registration(&p, &strict(0, 4)).unwrap_err().reason,
+            Reason::LimitExceeded
+        );
+        assert!(p.validate().is_ok());
+        assert!(Policy {
+            max_per_carrier: 5,
+            ..p
+        }
+        .validate()
+        .is_err());
+        assert!(Policy {
+            own_hall_threshold: 0,
+            ..p
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn lockout_after_max_failures() {
+        let p = Policy::default();
+        let (f, until, locked) = record_failed_verification(&p, 0, 0, 100);
+        assert_eq!((f, until, locked), (1, 0, false));
+        let (f, _, locked) = record_failed_verification(&p, f, 0, 101);
+        assert!(!locked);
+        let (f, until, locked) = record_failed_verification(&p, f, 0, 102);
+        assert!(locked);
+        assert_eq!((f, until), (0, 102 + DAY_MS));
+        // While locked, failures do not extend the lockout.
+        assert_eq!(
+            record_failed_verification(&p, 0, until, 200),
+            (0, until, false)
+        );
+        assert_eq!(record_failed_verification(&p, 0, until, until).0, 1);
     }
 
     #[test]

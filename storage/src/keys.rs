@@ -44,6 +44,13 @@ const TAG_COUNTER: u8 = b'n';
 const TAG_RESTRICTION: u8 = b'r';
 const TAG_LINK: u8 = b'l';
 const TAG_REVERIFY: u8 = b'v';
+const TAG_LOCKOUT: u8 = b'f';
+
+/// The policy in force (limits, windows): replicated state, so every replica
+/// enforces the same numbers.
+pub const POLICY: &[u8] = b"P";
+/// National statistics, updated in the same batch as the changes they count.
+pub const STATS: &[u8] = b"S";
 
 /// Separates variable-length parts; the parts never contain it (platforms,
 /// accounts and numbers are validated printable ASCII).
@@ -87,6 +94,14 @@ pub fn dedup_key(request_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + request_id.len());
     k.push(TAG_DEDUP);
     k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+/// `f ‖ id_key`: failed count verifications and lockout of an identity.
+pub fn lockout_key(id_key: &IdKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + ID_KEY_LEN);
+    k.push(TAG_LOCKOUT);
+    k.extend_from_slice(id_key);
     k
 }
 
@@ -237,6 +252,9 @@ mod tests {
             restriction_key(&id),
             link_key("1", "2", "3"),
             reverify_key("1", "2", "3"),
+            lockout_key(&id),
+            POLICY.to_vec(),
+            STATS.to_vec(),
         ];
         let tags: std::collections::BTreeSet<u8> = keys.iter().map(|k| k[0]).collect();
         assert_eq!(tags.len(), keys.len());

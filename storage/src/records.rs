@@ -14,6 +14,9 @@ pub const COUNTER_V: u8 = 1;
 pub const RESTRICTION_V: u8 = 1;
 pub const LINK_V: u8 = 1;
 pub const REVERIFY_V: u8 = 1;
+pub const POLICY_V: u8 = 1;
+pub const STATS_V: u8 = 1;
+pub const LOCKOUT_V: u8 = 1;
 pub const HOLDER_V: u8 = 1;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
@@ -156,6 +159,81 @@ pub struct ReverifyRecord {
 pub struct DedupRecord {
     pub applied_at_ms: u64,
     pub outcome: Vec<u8>,
+}
+
+/// The policy in force, under `P`; absent means the built-in defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub own_hall_threshold: u32,
+    pub reverify_window_ms: u64,
+    pub max_per_carrier: u32,
+    pub max_total: u32,
+    pub max_failed_verifications: u32,
+    pub lockout_ms: u64,
+    pub set_at_ms: u64,
+}
+
+/// National statistics under `S`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRecord {
+    /// Held cards by (carrier, province).
+    pub held: BTreeMap<(String, u8), u64>,
+    pub high_risk_flagged: u64,
+    pub reverified: u64,
+    pub high_risk_suspended: u64,
+    pub disputes_opened: u64,
+    /// Resolved disputes by outcome code.
+    pub disputes_resolved: BTreeMap<u8, u64>,
+    pub lockouts: u64,
+}
+
+/// One change to the statistics, applied when its command commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatDelta {
+    Held {
+        carrier: String,
+        province: u8,
+        delta: i64,
+    },
+    HighRiskFlagged,
+    Reverified,
+    HighRiskSuspended,
+    DisputeOpened,
+    DisputeResolved(u8),
+    Lockout,
+}
+
+impl StatsRecord {
+    pub fn apply(&mut self, d: &StatDelta) {
+        match d {
+            StatDelta::Held {
+                carrier,
+                province,
+                delta,
+            } => {
+                let key = (carrier.clone(), *province);
+                let n = self.held.entry(key.clone()).or_insert(0);
+                *n = n.saturating_add_signed(*delta);
+                if *n == 0 {
+                    self.held.remove(&key);
+                }
+            }
+            StatDelta::HighRiskFlagged => self.high_risk_flagged += 1,
+            StatDelta::Reverified => self.reverified += 1,
+            StatDelta::HighRiskSuspended => self.high_risk_suspended += 1,
+            StatDelta::DisputeOpened => self.disputes_opened += 1,
+            StatDelta::DisputeResolved(o) => *self.disputes_resolved.entry(*o).or_insert(0) += 1,
+            StatDelta::Lockout => self.lockouts += 1,
+        }
+    }
+}
+
+/// Failed count verifications of an identity under `f ‖ id_key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutRecord {
+    pub failures: u32,
+    /// 0 when not locked.
+    pub locked_until_ms: u64,
 }
 
 #[cfg(test)]
