@@ -30,6 +30,7 @@ fn card() -> CardRecord {
         updated_at_ms: 1_700_000_000_000,
         open_dispute: 0,
         last6_tag: [0; 16],
+        unit_key: None,
     }
 }
 
@@ -77,6 +78,7 @@ fn register_command(i: u64) -> Vec<u8> {
             channel: 2,
             strict_verification: false,
             last6_tag: [0; 16],
+            unit_key: None,
         }),
     })
     .expect("encode")

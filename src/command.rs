@@ -63,6 +63,8 @@ pub struct Register {
     pub strict_verification: bool,
     /// Keyed hash of the identity's last six characters (linkage queries).
     pub last6_tag: [u8; 16],
+    /// IoT cards: keyed hash of the responsible unit's credit code.
+    pub unit_key: Option<IdKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use oneid_storage::Db;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
+use crate::api::admin::AdminApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::disputes::DisputesApi;
 use crate::api::linkage::LinkageApi;
@@ -23,6 +24,7 @@ use crate::api::regulator::RegulatorApi;
 use crate::api::writer::Writer;
 use crate::idkey::IdHasher;
 use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
+use crate::pb::admin_server::AdminServer;
 use crate::pb::cluster_server::ClusterServer;
 use crate::pb::disputes_server::DisputesServer;
 use crate::pb::linkage_server::LinkageServer;
@@ -214,6 +216,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let cluster = ClusterServer::new(ClusterApi::new(replica.clone(), reader));
+    let admin = AdminServer::new(AdminApi::new(replica.clone()));
     let raft_rpc = RaftServiceServer::new(RaftRpc::new(replica.clone(), snapshot_dir))
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
@@ -227,6 +230,7 @@ pub async fn run(
         .add_service(regulator)
         .add_service(linkage)
         .add_service(cluster)
+        .add_service(admin)
         .add_service(raft_rpc)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -363,6 +363,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Backups (`oneid snapshot save|verify|restore`).
+
+/// What a verified snapshot file holds.
+#[derive(Debug, Clone)]
+pub struct SnapshotFileInfo {
+    pub meta: Meta,
+    /// Key-value entries (both state machine column families).
+    pub entries: u64,
+}
+
+/// Reads a snapshot file end to end, checking its crc32 and entry count,
+/// and decodes the raft snapshot meta from its header. Nothing else reads
+/// a backup before this has passed on it.
+pub fn verify_snapshot_file(path: &Path) -> Result<SnapshotFileInfo, StorageError> {
+    let (reader, header) = snapshot_file::SnapshotReader::open(path)?;
+    let entries = reader.for_each(|_, _, _| Ok(()))?;
+    let meta = codec::decode(
+        SNAPSHOT_HEADER_V,
+        &header,
+        "snapshot",
+        path.to_string_lossy().as_bytes(),
+    )?;
+    Ok(SnapshotFileInfo { meta, entries })
+}
+
+/// Seeds the empty state machine in `db` with a backup, for a new cluster
+/// whose members are `membership`, and publishes a snapshot of the result
+/// in `snapshot_dir`. Returns that snapshot's meta.
+///
+/// The data keeps the backup's last applied log id: the new node's raft log
+/// then starts after it (the caller marks it purged), so any member that
+/// joins empty is sent this data as a raft snapshot instead of replaying a
+/// log that does not contain it. Only the membership is replaced: the old
+/// cluster's members and addresses mean nothing to the new one.
+pub fn restore_backup(
+    db: &Arc<Db>,
+    snapshot_dir: &Path,
+    backup: &Path,
+    membership: openraft::Membership<u64, BasicNode>,
+) -> Result<Meta, StorageError> {
+    let bad = |reason: String| StorageError::BadSnapshot {
+        path: backup.to_path_buf(),
+        reason,
+    };
+    // `install` checks the whole file before it touches anything.
+    let header = read_header(backup)?;
+    let last = header.last_log_id.ok_or_else(|| {
+        bad("it covers no log entry (taken from a node that never joined a cluster)".into())
+    })?;
+    snapshot_file::install(db, backup)?;
+    let mut applied = read_applied(db)?;
+    if applied.last_applied != Some(last) {
+        return Err(bad(format!(
+            "header says it covers {last}, its data was applied up to {:?}",
+            applied.last_applied
+        )));
+    }
+    applied.last_membership = StoredMembership::new(Some(last), membership);
+    let meta_cf = db.cf(CF_SM_META)?;
+    db.raw().put_cf_opt(
+        meta_cf,
+        SM_APPLIED,
+        codec::encode(SM_META_V, &applied)?,
+        &Db::sync_write(),
+    )?;
+    // Built from the restored data, so its header carries the new
+    // membership: this is what the node sends to members that join empty.
+    let builder = SnapshotBuilder {
+        db: db.clone(),
+        snapshots: Arc::new(SnapshotStore::open(snapshot_dir)?),
+    };
+    Ok(builder.build()?.meta)
+}
+
 #[cfg(test)]
 mod suite {
     //! openraft's own conformance suite for the log store and state machine.

@@ -407,6 +407,33 @@ async fn disputes_high_risk_restrictions_and_links() {
         output_text(&bad_cli)
     );
 
+    // --- IoT cards: a responsible unit is required; counted apart. ---
+    let mut iot = register_req("c-9", &b, "1440000000001");
+    iot.kind = pb::CardKind::Iot as i32;
+    let s = c
+        .registry(follower)
+        .register_card(iot.clone())
+        .await
+        .expect_err("IoT card without a unit");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    iot.responsible_unit = Some(pb::Identity {
+        doc_type: pb::DocType::UnifiedSocialCreditCode as i32,
+        number: oneid::cli::sample::SampleGen::new(7)
+            .unit()
+            .number()
+            .to_string(),
+    });
+    register_retrying(&c, follower, iot)
+        .await
+        .expect("IoT card");
+    let counted = c
+        .registry(leader)
+        .count_cards(count_req(&b, "13800000002"))
+        .await
+        .expect("count b")
+        .into_inner();
+    assert_eq!((counted.total, counted.iot_total), (1, 1), "{counted:?}");
+
     // --- Lockout: 3 failed verifications lock the identity out. ---
     let victim = resident_id("31010419751003456");
     register_retrying(&c, leader, register_req("c-7", &victim, "13600000007"))
@@ -479,8 +506,8 @@ async fn disputes_high_risk_restrictions_and_links() {
         .await
         .expect("statistics")
         .into_inner();
-    // a: 0001, 0003 (CUCC), 0005; b: 0002; victim: 0007.
-    assert_eq!(stats.total_held, 5, "{stats:?}");
+    // a: 0001, 0003 (CUCC), 0005; b: 0002 and an IoT card; victim: 0007.
+    assert_eq!(stats.total_held, 6, "{stats:?}");
     assert_eq!(stats.high_risk_flagged, 1);
     assert_eq!(stats.high_risk_suspended, 1);
     assert_eq!(stats.reverified, 1);
@@ -495,7 +522,7 @@ async fn disputes_high_risk_restrictions_and_links() {
     assert_eq!(stats.lockouts, 1);
     let cli = oneid_cli(&["stats", "--endpoints", &c.node(leader).addr]);
     assert!(
-        output_text(&cli).contains("5 card(s) held"),
+        output_text(&cli).contains("6 card(s) held"),
         "{}",
         output_text(&cli)
     );

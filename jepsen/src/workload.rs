@@ -165,6 +165,7 @@ impl Client {
                     kind: pb::CardKind::Personal as i32,
                     channel: pb::Channel::Agent as i32,
                     strict_verification: false,
+                    responsible_unit: None,
                 };
                 let a = self
                     .write(|mut c| {
@@ -306,6 +307,7 @@ pub async fn register_anchors(keys: &[Key], nodes: usize) -> anyhow::Result<()> 
             kind: pb::CardKind::Personal as i32,
             channel: pb::Channel::OwnHall as i32,
             strict_verification: true,
+            responsible_unit: None,
         };
         let mut node = 1;
         loop {

@@ -2,8 +2,8 @@
 //! caller can act on; nothing unvalidated reaches a command.
 
 use crate::domain::{
-    AccountId, CardKind, Carrier, Channel, DisputeOutcome, DocType, DomainError, Identity,
-    Lifecycle, Msisdn, Platform, Province, Reason,
+    check_responsible_unit, AccountId, CardKind, Carrier, Channel, DisputeOutcome, DocType,
+    DomainError, Identity, Lifecycle, Msisdn, Platform, Province, Reason,
 };
 use crate::pb;
 
@@ -62,18 +62,27 @@ pub struct Registration {
     pub kind: CardKind,
     pub channel: Channel,
     pub strict_verification: bool,
+    pub responsible_unit: Option<Identity>,
 }
 
 pub fn registration(req: &pb::RegisterCardRequest) -> Result<Registration, DomainError> {
+    let holder = identity(req.identity.as_ref())?;
+    let kind = kind(req.kind)?;
+    let unit = match &req.responsible_unit {
+        None => None,
+        Some(u) => Some(identity(Some(u))?),
+    };
+    check_responsible_unit(kind, &holder, unit.as_ref())?;
     Ok(Registration {
         request_id: request_id(&req.request_id)?,
-        identity: identity(req.identity.as_ref())?,
+        identity: holder,
         msisdn: msisdn(&req.msisdn)?,
         carrier: carrier(&req.carrier)?,
         province: province(&req.province)?,
-        kind: kind(req.kind)?,
+        kind,
         channel: channel(req.channel)?,
         strict_verification: req.strict_verification,
+        responsible_unit: unit,
     })
 }
 

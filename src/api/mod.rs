@@ -1,6 +1,7 @@
 //! The public gRPC API: request validation, proto <-> domain conversion and
 //! the single mapping of errors to gRPC statuses.
 
+pub mod admin;
 pub mod cluster;
 pub mod convert;
 pub mod disputes;

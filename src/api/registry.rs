@@ -60,6 +60,7 @@ impl RegistryApi {
                 channel: r.channel.code() as u8,
                 strict_verification: r.strict_verification,
                 last6_tag: self.hasher.last6_tag(r.identity.last6()),
+                unit_key: r.responsible_unit.as_ref().map(|u| self.hasher.id_key(u)),
             }),
         })
     }
@@ -211,16 +212,19 @@ impl Registry for RegistryApi {
                 .await?;
         }
         let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
-        Ok(Response::new(pb::CountCardsResponse {
-            total: holder.total(),
-            by_carrier: holder
-                .by_carrier()
-                .into_iter()
+        let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
+            m.into_iter()
                 .map(|(carrier, count)| pb::CarrierCount {
                     carrier: carrier.to_string(),
                     count,
                 })
-                .collect(),
+                .collect()
+        };
+        Ok(Response::new(pb::CountCardsResponse {
+            total: holder.total(),
+            by_carrier: counts(holder.by_carrier()),
+            iot_total: holder.iot.values().sum(),
+            iot_by_carrier: counts(holder.iot_by_carrier()),
         }))
     }
 

@@ -13,7 +13,7 @@ use oneid_storage::StorageError;
 use super::{corrupt, links, not_found, Step, Tx};
 use crate::command::{Cancel, FlagHighRisk, Outcome, Register, Reverified};
 use crate::domain::{
-    check_carrier, check_registration, check_restriction, next_status, Carrier, Channel,
+    check_carrier, check_registration, check_restriction, next_status, CardKind, Carrier, Channel,
     DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
 };
 
@@ -89,7 +89,7 @@ pub(super) fn change_status(
     if from.is_held() && !to.is_held() {
         let holder_key = keys::holder_key(&id_key);
         let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
-        holder.remove(&record.carrier, record.province);
+        holder.remove_kind(is_iot(&record), &record.carrier, record.province);
         tx.put(HOLDER_V, holder_key, &holder)?;
         tx.stat(StatDelta::Held {
             carrier: record.carrier.clone(),
@@ -130,6 +130,10 @@ pub(super) fn change_status(
     record.updated_at_ms = now_ms;
     tx.put(CARD_V, key, &record)?;
     Ok(to)
+}
+
+fn is_iot(r: &CardRecord) -> bool {
+    r.kind == CardKind::Iot.code() as u8
 }
 
 pub(super) fn status_outcome(s: Lifecycle) -> Outcome {
@@ -175,8 +179,15 @@ pub(super) fn register(tx: &mut Tx, policy: &Policy, now_ms: u64, r: &Register) 
             .filter(|n| n.held)
             .map(|n| n.id_key == r.id_key),
     };
-    check_registration(policy, &ctx)?;
-    holder.add(&r.carrier, r.province);
+    let iot = r.kind == CardKind::Iot.code() as u8;
+    if iot {
+        // IoT cards fall outside the personal-card limits; only the number
+        // rule applies.
+        check_registration(&Policy::unlimited(), &ctx)?;
+    } else {
+        check_registration(policy, &ctx)?;
+    }
+    holder.add_kind(iot, &r.carrier, r.province);
     tx.stat(StatDelta::Held {
         carrier: r.carrier.clone(),
         province: r.province,
@@ -195,8 +206,17 @@ pub(super) fn register(tx: &mut Tx, policy: &Policy, now_ms: u64, r: &Register) 
         updated_at_ms: now_ms,
         open_dispute: 0,
         last6_tag: r.last6_tag,
+        unit_key: r.unit_key,
     };
-    let held = holder.at(&r.carrier, r.province);
+    let held = if iot {
+        holder
+            .iot
+            .get(&(r.carrier.clone(), r.province))
+            .copied()
+            .unwrap_or(0)
+    } else {
+        holder.at(&r.carrier, r.province)
+    };
     tx.put(CARD_V, keys::card_key(&r.id_key, &r.msisdn), &card)?;
     tx.put(HOLDER_V, holder_key, &holder)?;
     tx.put(

@@ -370,6 +370,7 @@ fn command_of(op: &Op) -> Option<Command> {
             .code() as u8,
             strict_verification: strict,
             last6_tag: [9; 16],
+            unit_key: None,
         }),
         Op::Cancel { num, carrier } => Command::Cancel(Cancel {
             msisdn: NUMBERS[num].into(),

@@ -121,6 +121,7 @@ impl Workload {
             kind: pb::CardKind::Personal as i32,
             channel: pb::Channel::Agent as i32,
             strict_verification: false,
+            responsible_unit: None,
         }
     }
 }
@@ -245,6 +246,7 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
                             kind: pb::CardKind::Personal as i32,
                             channel: pb::Channel::Agent as i32,
                             strict_verification: false,
+                            responsible_unit: None,
                         })
                         .await
                         .map(|_| ()),

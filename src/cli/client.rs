@@ -102,6 +102,10 @@ pub struct RegisterArgs {
     /// The carrier performed strict in-person verification.
     #[arg(long)]
     pub strict: bool,
+    /// IoT cards: the responsible unit's unified social credit code (`--id`
+    /// is then the responsible person).
+    #[arg(long)]
+    pub unit: Option<String>,
     /// Idempotency key; a fresh one is generated when omitted.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -208,6 +212,10 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
             kind: kind as i32,
             channel: channel as i32,
             strict_verification: a.strict,
+            responsible_unit: a.unit.map(|number| pb::Identity {
+                doc_type: pb::DocType::UnifiedSocialCreditCode as i32,
+                number,
+            }),
         })
         .await
         .map_err(explain)?

@@ -183,6 +183,7 @@ async fn load_sample(target: &Target, n: u32) -> anyhow::Result<((String, String
                 kind: pb::CardKind::Personal as i32,
                 channel: pb::Channel::Agent as i32,
                 strict_verification: false,
+                responsible_unit: None,
             });
         }
     }

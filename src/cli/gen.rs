@@ -81,20 +81,21 @@ pub fn run(a: GenArgs) -> anyhow::Result<()> {
                 ("online", false)
             };
             *n += 1;
+            let iot = rng.gen_bool(0.03);
             let row = Row {
                 doc_type: "RESIDENT_ID".into(),
                 number: identity.number().to_string(),
                 msisdn: sample.msisdn(a.first_serial + written),
                 carrier: carrier.into(),
                 province,
-                kind: if rng.gen_bool(0.03) {
-                    "iot"
-                } else {
-                    "personal"
-                }
-                .into(),
+                kind: if iot { "iot" } else { "personal" }.into(),
                 channel: channel.into(),
                 strict,
+                unit: if iot {
+                    sample.unit().number().to_string()
+                } else {
+                    String::new()
+                },
             };
             match format {
                 Format::Csv => writeln!(out, "{}", row.to_csv())?,

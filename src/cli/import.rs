@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::client::{leader_target, Target};
-use super::rows::{Format, Row, CSV_HEADER};
+use super::rows::{Format, Row, CSV_HEADER, CSV_HEADER_PERSONAL};
 use crate::api::error::reason_of;
 use crate::pb;
 use crate::pb::registry_client::RegistryClient;
@@ -318,8 +318,8 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
         let mut first = String::new();
         BufReader::new(std::fs::File::open(&a.file)?).read_line(&mut first)?;
         anyhow::ensure!(
-            first.trim() == CSV_HEADER,
-            "{}:1: the first line must be the header {CSV_HEADER}",
+            first.trim() == CSV_HEADER || first.trim() == CSV_HEADER_PERSONAL,
+            "{}:1: the first line must be the header {CSV_HEADER} (the unit column may be left out)",
             a.file.display()
         );
     }

@@ -11,6 +11,7 @@ pub mod member;
 pub mod rows;
 pub mod sample;
 pub mod serve;
+pub mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,8 @@ pub enum Cmd {
     Restrict(casework::RestrictArgs),
     /// Linked internet accounts (一证通查 2.0): add, remove, count, pending, ack.
     Link(casework::LinkArgs),
+    /// Backups: save a consistent snapshot, verify it, restore it as a new cluster.
+    Snapshot(snapshot::SnapshotArgs),
     /// The replicated policy (limits, windows): get, set.
     Policy(casework::PolicyArgs),
     /// National statistics (one linearizable read).
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Risk(a) => casework::risk(a).await,
         Cmd::Restrict(a) => casework::restrict(a).await,
         Cmd::Link(a) => casework::link(a).await,
+        Cmd::Snapshot(a) => snapshot::run(a).await,
         Cmd::Policy(a) => casework::policy(a).await,
         Cmd::Stats(a) => casework::stats(a).await,
     }

@@ -1,7 +1,9 @@
 //! The import file formats, shared by `oneid import` and `oneid gen`.
 //!
-//! CSV: a header line `doc_type,number,msisdn,carrier,province,kind,channel,strict`
+//! CSV: a header line `doc_type,number,msisdn,carrier,province,kind,channel,strict,unit`
 //! then one card per line; no quoting (no field may contain a comma or quote).
+//! The `unit` column (an IoT card's responsible unit, by unified social
+//! credit code; empty for personal cards) may be left out entirely.
 //! JSON Lines: one object per line with the same field names.
 //! `doc_type` is a proto name (RESIDENT_ID, PASSPORT, ...), `kind` is
 //! personal|iot, `channel` own_hall|agent|online, `strict` true|false.
@@ -11,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::convert;
 use crate::pb;
 
-pub const CSV_HEADER: &str = "doc_type,number,msisdn,carrier,province,kind,channel,strict";
+pub const CSV_HEADER: &str = "doc_type,number,msisdn,carrier,province,kind,channel,strict,unit";
+/// The header of files without the `unit` column (personal cards only).
+pub const CSV_HEADER_PERSONAL: &str = "doc_type,number,msisdn,carrier,province,kind,channel,strict";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -41,6 +45,8 @@ pub struct Row {
     pub channel: String,
     #[serde(default)]
     pub strict: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 impl Row {
@@ -49,9 +55,9 @@ impl Row {
             return Err("quoted CSV fields are not supported".into());
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 8 {
+        if f.len() != 8 && f.len() != 9 {
             return Err(format!(
-                "expected 8 fields ({CSV_HEADER}), found {}",
+                "expected 8 or 9 fields ({CSV_HEADER}), found {}",
                 f.len()
             ));
         }
@@ -69,6 +75,7 @@ impl Row {
             kind: f[5].into(),
             channel: f[6].into(),
             strict,
+            unit: f.get(8).map(|u| u.to_string()).unwrap_or_default(),
         })
     }
 
@@ -78,7 +85,7 @@ impl Row {
 
     pub fn to_csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             self.doc_type,
             self.number,
             self.msisdn,
@@ -86,7 +93,8 @@ impl Row {
             self.province,
             self.kind,
             self.channel,
-            self.strict
+            self.strict,
+            self.unit
         )
     }
 
@@ -119,6 +127,10 @@ impl Row {
             kind: kind as i32,
             channel: channel as i32,
             strict_verification: self.strict,
+            responsible_unit: (!self.unit.is_empty()).then(|| pb::Identity {
+                doc_type: pb::DocType::UnifiedSocialCreditCode as i32,
+                number: self.unit.clone(),
+            }),
         };
         convert::registration(&req).map_err(|e| format!("{}: {}", e.reason.as_str(), e.message))?;
         Ok(req)
@@ -139,6 +151,7 @@ mod tests {
             kind: "personal".into(),
             channel: "own_hall".into(),
             strict: false,
+            unit: String::new(),
         }
     }
 
@@ -155,7 +168,7 @@ mod tests {
     fn bad_rows_say_why() {
         assert!(Row::parse_csv("a,b")
             .unwrap_err()
-            .contains("expected 8 fields"));
+            .contains("expected 8 or 9 fields"));
         assert!(Row::parse_csv("\"a\",b,c,d,e,f,g,h")
             .unwrap_err()
             .contains("quoted"));

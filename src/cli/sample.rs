@@ -50,6 +50,25 @@ impl SampleGen {
         }
     }
 
+    /// A unit's unified social credit code (an enterprise registered in a
+    /// random region), with its GB 32100 check character.
+    pub fn unit(&mut self) -> Identity {
+        loop {
+            let body = format!(
+                "91{:02}{:04}{:09}",
+                self.province().code(),
+                self.rng.gen_range(100..9999),
+                self.rng.gen_range(0..1_000_000_000u64)
+            );
+            if let Some(check) = crate::domain::identity::uscc_check(body.as_bytes()) {
+                let code = format!("{body}{check}");
+                if let Ok(id) = Identity::parse(DocType::UnifiedSocialCreditCode, &code) {
+                    return id;
+                }
+            }
+        }
+    }
+
     pub fn carrier(&mut self) -> &'static str {
         let mut roll = self.rng.gen_range(0..100);
         for (name, share) in CARRIERS {

@@ -15,6 +15,6 @@ pub use identity::{DocType, Identity};
 pub use lifecycle::{next_status, Event, Lifecycle, SuspendReason};
 pub use link::{AccountId, DisputeOutcome, Platform};
 pub use rules::{
-    check_carrier, check_registration, check_restriction, record_failed_verification, Policy,
-    RegistrationContext, DAY_MS,
+    check_carrier, check_registration, check_responsible_unit, check_restriction,
+    record_failed_verification, Policy, RegistrationContext, DAY_MS,
 };

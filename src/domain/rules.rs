@@ -1,7 +1,8 @@
 //! The registration and cancellation rules (工信部网安〔2016〕182号).
 
-use super::card::{Carrier, Channel};
+use super::card::{CardKind, Carrier, Channel};
 use super::error::{DomainError, Reason};
+use super::identity::{DocType, Identity};
 
 /// Limits in force. Replicated state decides which policy applies, so every
 /// replica enforces the same numbers.
@@ -96,6 +97,16 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
 }
 
 impl Policy {
+    /// No limits at all: for cards the personal-card limits do not cover.
+    pub fn unlimited() -> Policy {
+        Policy {
+            own_hall_threshold: u32::MAX,
+            max_per_carrier: 0,
+            max_total: 0,
+            ..Policy::default()
+        }
+    }
+
     /// Refuses a policy that could not be enforced sensibly.
     pub fn validate(&self) -> Result<(), DomainError> {
         let bad = |m: &str| Err(DomainError::new(Reason::InvalidArgument, m));
@@ -132,6 +143,30 @@ pub fn record_failed_verification(
         (0, now_ms.saturating_add(policy.lockout_ms), true)
     } else {
         (failures, 0, false)
+    }
+}
+
+/// An IoT card names the unit responsible for it (by unified social credit
+/// code) and is held by a responsible person; a personal card names no unit.
+pub fn check_responsible_unit(
+    kind: CardKind,
+    holder: &Identity,
+    unit: Option<&Identity>,
+) -> Result<(), DomainError> {
+    let bad = |m: &str| Err(DomainError::new(Reason::InvalidArgument, m));
+    match (kind, unit) {
+        (CardKind::Personal, None) => Ok(()),
+        (CardKind::Personal, Some(_)) => bad("responsible_unit is only for IOT cards"),
+        (CardKind::Iot, None) => {
+            bad("an IOT card needs a responsible_unit (unified social credit code)")
+        }
+        (CardKind::Iot, Some(u)) if u.doc_type() != DocType::UnifiedSocialCreditCode => {
+            bad("responsible_unit must be a UNIFIED_SOCIAL_CREDIT_CODE")
+        }
+        (CardKind::Iot, Some(_)) if holder.doc_type() == DocType::UnifiedSocialCreditCode => {
+            bad("an IOT card's identity is its responsible person, not a unit")
+        }
+        (CardKind::Iot, Some(_)) => Ok(()),
     }
 }
 
@@ -247,6 +282,30 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn iot_cards_need_a_unit_and_a_person() {
+        let person = Identity::parse(DocType::ResidentId, "11010519491231002X").unwrap();
+        let body = "91350100M000100Y4";
+        let code = format!(
+            "{body}{}",
+            crate::domain::identity::uscc_check(body.as_bytes()).unwrap()
+        );
+        let unit = Identity::parse(DocType::UnifiedSocialCreditCode, &code).unwrap();
+        assert!(check_responsible_unit(CardKind::Personal, &person, None).is_ok());
+        assert!(check_responsible_unit(CardKind::Iot, &person, Some(&unit)).is_ok());
+        for (kind, holder, u) in [
+            (CardKind::Personal, &person, Some(&unit)),
+            (CardKind::Iot, &person, None),
+            (CardKind::Iot, &person, Some(&person)),
+            (CardKind::Iot, &unit, Some(&unit)),
+        ] {
+            assert_eq!(
+                check_responsible_unit(kind, holder, u).unwrap_err().reason,
+                Reason::InvalidArgument
+            );
+        }
     }
 
     #[test]

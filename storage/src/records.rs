@@ -17,7 +17,7 @@ pub const REVERIFY_V: u8 = 1;
 pub const POLICY_V: u8 = 1;
 pub const STATS_V: u8 = 1;
 pub const LOCKOUT_V: u8 = 1;
-pub const HOLDER_V: u8 = 1;
+pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
 pub const SM_META_V: u8 = 1;
@@ -45,6 +45,8 @@ pub struct CardRecord {
     /// Keyed hash of the holder's last six ID characters, so a linkage query
     /// can check them without any plaintext ID at rest.
     pub last6_tag: [u8; 16],
+    /// IoT cards: keyed hash of the responsible unit.
+    pub unit_key: Option<IdKey>,
 }
 
 /// Per-identity summary under `h ‖ id_key`, updated in the same write batch as
@@ -52,8 +54,12 @@ pub struct CardRecord {
 /// suspended or pending re-verification).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderRecord {
-    /// Held cards by (carrier, province). Entries at zero are removed.
+    /// Held personal cards by (carrier, province). Entries at zero are
+    /// removed.
     pub active: BTreeMap<(String, u8), u32>,
+    /// Held IoT cards the identity is the responsible person for, likewise;
+    /// counted and reported apart, outside the personal-card limits.
+    pub iot: BTreeMap<(String, u8), u32>,
 }
 
 impl HolderRecord {
@@ -69,29 +75,54 @@ impl HolderRecord {
     }
 
     pub fn by_carrier(&self) -> BTreeMap<&str, u32> {
-        let mut out = BTreeMap::new();
-        for ((carrier, _), n) in &self.active {
-            *out.entry(carrier.as_str()).or_insert(0) += n;
+        sum_by_carrier(&self.active)
+    }
+
+    pub fn iot_by_carrier(&self) -> BTreeMap<&str, u32> {
+        sum_by_carrier(&self.iot)
+    }
+
+    fn counts(&mut self, iot: bool) -> &mut BTreeMap<(String, u8), u32> {
+        if iot {
+            &mut self.iot
+        } else {
+            &mut self.active
         }
-        out
     }
 
     pub fn add(&mut self, carrier: &str, province: u8) {
+        self.add_kind(false, carrier, province);
+    }
+
+    pub fn remove(&mut self, carrier: &str, province: u8) {
+        self.remove_kind(false, carrier, province);
+    }
+
+    pub fn add_kind(&mut self, iot: bool, carrier: &str, province: u8) {
         *self
-            .active
+            .counts(iot)
             .entry((carrier.to_string(), province))
             .or_insert(0) += 1;
     }
 
-    pub fn remove(&mut self, carrier: &str, province: u8) {
+    pub fn remove_kind(&mut self, iot: bool, carrier: &str, province: u8) {
         let key = (carrier.to_string(), province);
-        if let Some(n) = self.active.get_mut(&key) {
+        let counts = self.counts(iot);
+        if let Some(n) = counts.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.active.remove(&key);
+                counts.remove(&key);
             }
         }
     }
+}
+
+fn sum_by_carrier(m: &BTreeMap<(String, u8), u32>) -> BTreeMap<&str, u32> {
+    let mut out = BTreeMap::new();
+    for ((carrier, _), n) in m {
+        *out.entry(carrier.as_str()).or_insert(0) += n;
+    }
+    out
 }
 
 /// The last holder of a number, under `m ‖ msisdn`. A number has at most one

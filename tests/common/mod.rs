@@ -248,6 +248,7 @@ pub fn register_req(
         kind: pb::CardKind::Personal as i32,
         channel: pb::Channel::Agent as i32,
         strict_verification: false,
+        responsible_unit: None,
     }
 }
 
