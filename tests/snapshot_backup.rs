@@ -22,19 +22,24 @@ struct Server {
 }
 
 impl Server {
+    /// Node 1 of the restored cluster, at `addr`.
     fn start(addr: &str, data_dir: &Path, log: &Path) -> Server {
+        // What an operator would pass on a first start; the restored node is
+        // already initialized and must ignore it.
+        Self::spawn(1, addr, data_dir, log, &format!("1={addr}"))
+    }
+
+    fn spawn(id: u64, addr: &str, data_dir: &Path, log: &Path, initial_cluster: &str) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_oneid"))
-            .args(["serve", "--node-id", "1", "--addr", addr])
+            .args(["serve", "--node-id", &id.to_string(), "--addr", addr])
             .arg("--data-dir")
             .arg(data_dir)
-            // What an operator would pass on a first start; the restored
-            // node is already initialized and must ignore it.
-            .args(["--initial-cluster", &format!("1={addr}")])
+            .args(["--initial-cluster", initial_cluster])
             .env("ONEID_PEPPER", PEPPER)
             .stdout(Stdio::null())
             .stderr(log)
@@ -193,7 +198,6 @@ async fn save_verify_and_restore_into_a_new_cluster() {
     ]);
     let save_text = output_text(&save);
     assert!(save.status.success(), "{save_text}");
-    eprintln!("DEBUG {save_text}");
     for field in ["last_log_index=", "bytes=", "sha256="] {
         assert!(save_text.contains(field), "{save_text}");
     }
@@ -291,7 +295,6 @@ async fn save_verify_and_restore_into_a_new_cluster() {
         &new_addr,
     ]);
     assert!(restore.status.success(), "{}", output_text(&restore));
-    eprintln!("DEBUG {}", output_text(&restore));
 
     let server = Server::start(&new_addr, &new_dir, &new_log);
     let status = wait_self_leader(&new_addr, &new_log).await;
@@ -329,6 +332,23 @@ async fn save_verify_and_restore_into_a_new_cluster() {
         count_on(&new_addr, id1, &numbers1[0]).await.total,
         after.total + 1
     );
+
+    // A member that joins empty gets the restored data from raft as a
+    // snapshot: the restored log starts after the backup's last index.
+    let addr2 = format!("127.0.0.1:{}", free_port());
+    let log2 = work.join("joined.log");
+    let _joined = Server::spawn(2, &addr2, &work.join("joined"), &log2, "");
+    let add = oneid_cli(&["member", "add", "2", &addr2, "--endpoints", &new_addr]);
+    assert!(
+        add.status.success(),
+        "{}\n{}",
+        output_text(&add),
+        log_tail(&log2)
+    );
+    assert_eq!(
+        count_on(&addr2, id1, &numbers1[0]).await.total,
+        after.total + 1
+    );
+    assert_eq!(digest_on(&addr2).await, digest_on(&new_addr).await);
     drop(server);
-    eprintln!("DEBUGLOG {}", std::fs::read_to_string(&new_log).unwrap_or_default());
 }

@@ -115,7 +115,7 @@ async fn stream_snapshot(
         sent += filled as u64;
         let piece = pb::SnapshotPiece {
             info: None,
-            data: buf.into(),
+            data: buf,
         };
         if tx.send(Ok(piece)).await.is_err() {
             return Ok(());

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
 use super::writer::{write_response, Writer};
-use super::{convert, ApiError};
+use super::{convert, verify, ApiError};
 use crate::command::{Command, Link};
 use crate::domain::link::parse_last6;
 use crate::domain::{DomainError, Reason};
@@ -86,19 +86,31 @@ impl Linkage for LinkageApi {
         let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
         let tag = self.hasher.last6_tag(&last6);
         self.writer.linearizable().await?;
-        let verified = self
+        let holder = self
             .reader
             .held_card(msisdn.as_str())
-            .map_err(ApiError::from)?
-            .is_some_and(|(_, card)| card.last6_tag == tag);
-        if !verified {
-            // Same answer for "no such number" and "wrong digits": the
-            // query must not reveal whether a number is registered.
-            return Err(ApiError::from(DomainError::new(
-                Reason::VerificationFailed,
-                "the number is not registered under an ID ending in these 6 characters",
-            ))
-            .into());
+            .map_err(ApiError::from)?;
+        // Same answer for "no such number" and "wrong digits": the query must
+        // not reveal whether a number is registered. Guesses against a held
+        // number count toward its holder's lockout.
+        let failure = "the number is not registered under an ID ending in these 6 characters";
+        match holder {
+            None => {
+                return Err(
+                    ApiError::from(DomainError::new(Reason::VerificationFailed, failure)).into(),
+                )
+            }
+            Some((id_key, card)) => {
+                let lockout = verify::check_lockout(&self.reader, &id_key)?;
+                verify::settle(
+                    &self.writer,
+                    id_key,
+                    lockout,
+                    card.last6_tag == tag,
+                    failure,
+                )
+                .await?;
+            }
         }
         let mut by_platform: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for (platform, _, link) in self.reader.links(msisdn.as_str()).map_err(ApiError::from)? {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod linkage;
 pub mod registry;
 pub mod regulator;
+pub mod verify;
 pub mod writer;
 
 pub use error::ApiError;

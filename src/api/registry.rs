@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 
 use super::writer::{unexpected, Writer};
-use super::{convert, ApiError};
+use super::{convert, verify, ApiError};
 use crate::command::{
     self, Applied, Cancel, Command, Envelope, Outcome, Register, Reverified, COMMAND_VERSION,
 };
@@ -180,37 +180,19 @@ impl Registry for RegistryApi {
         let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
         let id_key = self.hasher.id_key(&identity);
         self.writer.linearizable().await?;
-        let lockout = self.reader.lockout(&id_key).map_err(ApiError::from)?;
-        if let Some(l) = &lockout {
-            if l.locked_until_ms > oneid_raft::replica::leader_stamp_ms() {
-                return Err(locked_out(l.locked_until_ms).into());
-            }
-        }
+        let lockout = verify::check_lockout(&self.reader, &id_key)?;
         let verified = self
             .reader
             .is_active_under(verify.as_str(), &id_key)
             .map_err(ApiError::from)?;
-        if !verified {
-            // Failures are replicated state, so guessing through different
-            // nodes counts against the same limit.
-            let (_, applied) = self
-                .writer
-                .execute(internal(Command::FailedVerification(id_key)))
-                .await?;
-            if let Outcome::LockedOut { until_ms } = applied.outcome {
-                return Err(locked_out(until_ms).into());
-            }
-            return Err(ApiError::Domain(crate::domain::DomainError::new(
-                crate::domain::Reason::VerificationFailed,
-                "the verification number is not an active card under this identity",
-            ))
-            .into());
-        }
-        if lockout.is_some_and(|l| l.failures > 0) {
-            self.writer
-                .execute(internal(Command::VerificationPassed(id_key)))
-                .await?;
-        }
+        verify::settle(
+            &self.writer,
+            id_key,
+            lockout,
+            verified,
+            "the verification number is not an active card under this identity",
+        )
+        .await?;
         let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
         let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
             m.into_iter()
@@ -280,23 +262,6 @@ impl Registry for RegistryApi {
             applied,
         )?))
     }
-}
-
-/// A command the server proposes on its own behalf: no request id, so no
-/// dedup record (each attempt is a new event).
-fn internal(command: Command) -> Envelope {
-    Envelope {
-        version: COMMAND_VERSION,
-        request_id: String::new(),
-        command,
-    }
-}
-
-fn locked_out(until_ms: u64) -> ApiError {
-    ApiError::Domain(crate::domain::DomainError::new(
-        crate::domain::Reason::LockedOut,
-        format!("too many failed verifications; retry after {until_ms} ms since the epoch"),
-    ))
 }
 
 /// The response of a write that changes one card's status.

@@ -160,11 +160,10 @@ async fn save(a: SaveArgs) -> anyhow::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    let (size, sha) = result?;
+    let (size, sha, info) = result?;
     std::fs::rename(&tmp, &a.file)
         .with_context(|| format!("renaming {} to {}", tmp.display(), a.file.display()))?;
     sync_parent(&a.file)?;
-    let info = check(&a.file)?;
     println!(
         "saved {}: {} bytes={size} sha256={sha}",
         a.file.display(),
@@ -173,9 +172,9 @@ async fn save(a: SaveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Receives the snapshot into `tmp`, synced and verified; returns its length
-/// and SHA-256.
-async fn save_to(a: &SaveArgs, tmp: &Path) -> anyhow::Result<(u64, String)> {
+/// Receives the snapshot into `tmp`, synced and verified; returns its
+/// length, SHA-256 and contents.
+async fn save_to(a: &SaveArgs, tmp: &Path) -> anyhow::Result<(u64, String, SnapshotFileInfo)> {
     let mut client = AdminClient::new(connect(&a.target).await?);
     let mut stream = client
         .save_snapshot(pb::SaveSnapshotRequest { local: a.local })
@@ -232,7 +231,7 @@ async fn save_to(a: &SaveArgs, tmp: &Path) -> anyhow::Result<(u64, String)> {
         "the received file covers index {got}, the node announced {}",
         info.last_log_index
     );
-    Ok((len, hex::encode(h.finalize())))
+    Ok((len, hex::encode(h.finalize()), checked))
 }
 
 fn verify(file: &Path) -> anyhow::Result<()> {

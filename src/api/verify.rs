@@ -1,0 +1,72 @@
+//! Proof-of-possession checks shared by the count queries (一证通查 and its
+//! linked-account variant). Failures are replicated state: three through
+//! any mix of nodes lock the identity out for the policy's lockout time.
+
+use oneid_storage::records::LockoutRecord;
+
+use super::writer::Writer;
+use super::ApiError;
+use crate::command::{Command, Envelope, IdKey, Outcome, COMMAND_VERSION};
+use crate::domain::{DomainError, Reason};
+use crate::reader::Reader;
+
+/// A command the server proposes on its own behalf: no request id, so no
+/// dedup record (each attempt is a new event).
+fn internal(command: Command) -> Envelope {
+    Envelope {
+        version: COMMAND_VERSION,
+        request_id: String::new(),
+        command,
+    }
+}
+
+fn locked_out(until_ms: u64) -> ApiError {
+    ApiError::Domain(DomainError::new(
+        Reason::LockedOut,
+        format!("too many failed verifications; retry after {until_ms} ms since the epoch"),
+    ))
+}
+
+/// Refuses an identity that is locked out now; returns its failure record
+/// for [`settle`].
+pub fn check_lockout(reader: &Reader, id_key: &IdKey) -> Result<Option<LockoutRecord>, ApiError> {
+    let lockout = reader.lockout(id_key)?;
+    if let Some(l) = &lockout {
+        // A read may use the local clock: it decides nothing that replicas
+        // must agree on, and the lockout itself was set from the log.
+        if l.locked_until_ms > oneid_raft::replica::leader_stamp_ms() {
+            return Err(locked_out(l.locked_until_ms));
+        }
+    }
+    Ok(lockout)
+}
+
+/// Records the outcome of a verification: a failure is counted (and may
+/// lock the identity out); a success after earlier failures clears them.
+/// Returns the error to answer a failure with.
+pub async fn settle(
+    writer: &Writer,
+    id_key: IdKey,
+    lockout: Option<LockoutRecord>,
+    verified: bool,
+    failure: &str,
+) -> Result<(), ApiError> {
+    if verified {
+        if lockout.is_some_and(|l| l.failures > 0) {
+            writer
+                .execute(internal(Command::VerificationPassed(id_key)))
+                .await?;
+        }
+        return Ok(());
+    }
+    let (_, applied) = writer
+        .execute(internal(Command::FailedVerification(id_key)))
+        .await?;
+    if let Outcome::LockedOut { until_ms } = applied.outcome {
+        return Err(locked_out(until_ms));
+    }
+    Err(ApiError::Domain(DomainError::new(
+        Reason::VerificationFailed,
+        failure,
+    )))
+}
