@@ -42,15 +42,7 @@ pub enum Command {
     VerificationPassed(IdKey),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetPolicy {
-    pub own_hall_threshold: u32,
-    pub reverify_window_ms: u64,
-    pub max_per_carrier: u32,
-    pub max_total: u32,
-    pub max_failed_verifications: u32,
-    pub lockout_ms: u64,
-}
+pub use oneid_storage::records::PolicyValues as SetPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Register {

@@ -14,8 +14,8 @@ pub use tx::Tx;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    DedupRecord, LockoutRecord, PolicyRecord, RestrictionRecord, StatDelta, DEDUP_V, LOCKOUT_V,
-    POLICY_V, RESTRICTION_V,
+    DedupRecord, LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, StatDelta, DEDUP_V,
+    LOCKOUT_V, POLICY_V, RESTRICTION_V,
 };
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
@@ -116,34 +116,22 @@ pub fn apply_envelope(
     Ok(fresh(outcome))
 }
 
-/// The stored form of a policy.
-pub fn policy_record(p: &Policy, now_ms: u64) -> PolicyRecord {
-    PolicyRecord {
-        own_hall_threshold: p.own_hall_threshold,
-        reverify_window_ms: p.reverify_window_ms,
-        max_per_carrier: p.max_per_carrier,
-        max_total: p.max_total,
-        max_failed_verifications: p.max_failed_verifications,
-        lockout_ms: p.lockout_ms,
-        set_at_ms: now_ms,
+/// The domain's view of stored or commanded policy values.
+pub fn policy_of(v: &PolicyValues) -> Policy {
+    Policy {
+        own_hall_threshold: v.own_hall_threshold,
+        reverify_window_ms: v.reverify_window_ms,
+        max_per_carrier: v.max_per_carrier,
+        max_total: v.max_total,
+        max_failed_verifications: v.max_failed_verifications,
+        lockout_ms: v.lockout_ms,
     }
 }
 
 /// The policy stored in `db`, or the defaults when none was ever set.
 pub fn load_policy(db: &oneid_storage::Db) -> Result<Policy, StorageError> {
-    Ok(
-        match Tx::new(db).get::<PolicyRecord>(POLICY_V, keys::POLICY)? {
-            None => Policy::default(),
-            Some(r) => Policy {
-                own_hall_threshold: r.own_hall_threshold,
-                reverify_window_ms: r.reverify_window_ms,
-                max_per_carrier: r.max_per_carrier,
-                max_total: r.max_total,
-                max_failed_verifications: r.max_failed_verifications,
-                lockout_ms: r.lockout_ms,
-            },
-        },
-    )
+    let stored = Tx::new(db).get::<PolicyRecord>(POLICY_V, keys::POLICY)?;
+    Ok(stored.map_or_else(Policy::default, |r| policy_of(&r.values)))
 }
 
 fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) -> Step<Outcome> {
@@ -176,21 +164,14 @@ fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) ->
             tx.delete(key);
             Ok(Outcome::Done)
         }
-        Command::SetPolicy(p) => {
-            let next = Policy {
-                own_hall_threshold: p.own_hall_threshold,
-                reverify_window_ms: p.reverify_window_ms,
-                max_per_carrier: p.max_per_carrier,
-                max_total: p.max_total,
-                max_failed_verifications: p.max_failed_verifications,
-                lockout_ms: p.lockout_ms,
-            };
+        Command::SetPolicy(values) => {
+            let next = policy_of(values);
             next.validate()?;
-            tx.put(
-                POLICY_V,
-                keys::POLICY.to_vec(),
-                &policy_record(&next, now_ms),
-            )?;
+            let record = PolicyRecord {
+                values: values.clone(),
+                set_at_ms: now_ms,
+            };
+            tx.put(POLICY_V, keys::POLICY.to_vec(), &record)?;
             *policy = next;
             Ok(Outcome::Done)
         }

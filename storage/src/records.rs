@@ -192,15 +192,21 @@ pub struct DedupRecord {
     pub outcome: Vec<u8>,
 }
 
-/// The policy in force, under `P`; absent means the built-in defaults.
+/// Policy values as commands carry them and the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyRecord {
+pub struct PolicyValues {
     pub own_hall_threshold: u32,
     pub reverify_window_ms: u64,
     pub max_per_carrier: u32,
     pub max_total: u32,
     pub max_failed_verifications: u32,
     pub lockout_ms: u64,
+}
+
+/// The policy in force, under `P`; absent means the built-in defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub values: PolicyValues,
     pub set_at_ms: u64,
 }
 
