@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    CardRecord, DisputeRecord, HolderRecord, LinkRecord, LockoutRecord, MsisdnRecord,
-    PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, CARD_V, DISPUTE_V, HOLDER_V,
-    LINK_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
+    AuditRecord, CardRecord, DisputeRecord, HolderRecord, LinkRecord, LockoutRecord, MsisdnRecord,
+    PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, AUDIT_V, CARD_V, DISPUTE_V,
+    HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -97,6 +97,29 @@ impl Reader {
 
     pub fn policy(&self) -> Result<crate::domain::Policy, StorageError> {
         crate::apply::load_policy(&self.db)
+    }
+
+    /// Audit records after (`index`, `position`), oldest first.
+    pub fn audit(
+        &self,
+        after: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, u32, AuditRecord)>, StorageError> {
+        let after = after.map(|(i, p)| keys::audit_key(i, p));
+        self.db
+            .scan_sm(keys::AUDIT_PREFIX, after.as_deref(), limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let rec = codec::decode(AUDIT_V, &v, CF_SM_DATA, &k)?;
+                let (index, position) =
+                    keys::parse_audit_key(&k).ok_or_else(|| StorageError::Corrupt {
+                        cf: CF_SM_DATA,
+                        key: codec::hex(&k),
+                        reason: "malformed audit key".into(),
+                    })?;
+                Ok((index, position, rec))
+            })
+            .collect()
     }
 
     pub fn applied_index(&self) -> Result<u64, StorageError> {

@@ -192,10 +192,11 @@ impl StateMachine {
                     // Leaders' clocks differ; the replicated clock never runs back.
                     applied.clock_ms = applied.clock_ms.max(p.stamp_ms);
                     let mut results = Vec::with_capacity(p.commands.len());
-                    for cmd in &p.commands {
+                    for (position, cmd) in p.commands.iter().enumerate() {
                         let a = apply::apply_envelope(
                             &mut tx,
                             &mut self.policy,
+                            (entry.log_id.index, position as u32),
                             applied.clock_ms,
                             cmd,
                         )?;

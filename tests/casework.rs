@@ -527,6 +527,53 @@ async fn disputes_high_risk_restrictions_and_links() {
         output_text(&cli)
     );
 
+    // --- The audit trail: every write, accepted or refused, in log order. ---
+    let mut trail = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = regulator
+            .list_audit(pb::ListAuditRequest {
+                limit: 7,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("audit page")
+            .into_inner();
+        assert!(page.entries.len() <= 7);
+        trail.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(trail
+        .windows(2)
+        .all(|w| (w[0].log_index, w[0].position) < (w[1].log_index, w[1].position)));
+    let find = |action: &str, outcome: &str| {
+        trail
+            .iter()
+            .find(|e| e.action == action && e.outcome == outcome)
+            .unwrap_or_else(|| panic!("no {action}/{outcome} in the trail"))
+    };
+    assert_eq!(find("resolve_dispute", "ok").actor, "CMCC/clerk-7");
+    assert_eq!(find("open_dispute", "DISPUTE_OPEN").subject, "138****0002");
+    assert_eq!(find("restrict", "ok").actor, "regulator");
+    assert_eq!(find("register", "RESTRICTED").request_id, "c-5");
+    for e in &trail {
+        for secret in [&a.number, &b.number] {
+            assert!(
+                !format!("{e:?}").contains(secret.as_str()),
+                "plaintext ID in {e:?}"
+            );
+        }
+    }
+    let cli = oneid_cli(&["audit", "--limit", "3", "--endpoints", &c.node(leader).addr]);
+    assert!(
+        output_text(&cli).contains("next page: --page-token"),
+        "{}",
+        output_text(&cli)
+    );
+
     // Every replica applied the same commands to the same state.
     let last = c.status(leader).await.expect("status").last_applied;
     for id in [1, 2, 3] {

@@ -173,6 +173,53 @@ impl Regulator for RegulatorApi {
             applied_index,
         }))
     }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit as usize {
+            0 => 100,
+            n if n <= 1000 => n,
+            n => {
+                return Err(ApiError::from(invalid_arg(&format!("limit {n} is above 1000"))).into())
+            }
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let parsed = req
+                .page_token
+                .split_once('.')
+                .and_then(|(i, p)| Some((i.parse::<u64>().ok()?, p.parse::<u32>().ok()?)));
+            Some(parsed.ok_or_else(|| {
+                ApiError::from(invalid_arg("page_token is not one this server returned"))
+            })?)
+        };
+        self.writer.linearizable().await?;
+        let rows = self.reader.audit(after, limit).map_err(ApiError::from)?;
+        let next_page_token = match rows.last() {
+            Some((i, p, _)) if rows.len() == limit => format!("{i}.{p}"),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: rows
+                .into_iter()
+                .map(|(log_index, position, r)| pb::AuditEntry {
+                    log_index,
+                    position,
+                    at_ms: r.at_ms,
+                    actor: r.actor,
+                    action: r.action,
+                    subject: r.subject,
+                    request_id: r.request_id,
+                    outcome: r.outcome,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
 }
 
 fn invalid_arg(m: &str) -> DomainError {

@@ -3,6 +3,7 @@
 //! replicated clock `now_ms`, and writes through a [`Tx`] that the state
 //! machine commits as one RocksDB batch.
 
+mod audit;
 mod cards;
 mod disputes;
 mod links;
@@ -56,10 +57,12 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> StorageError {
     }
 }
 
-/// Applies one encoded command envelope.
+/// Applies one encoded command envelope, found at `position` in the entry
+/// at log `index`.
 pub fn apply_envelope(
     tx: &mut Tx,
     policy: &mut Policy,
+    (index, position): (u64, u32),
     now_ms: u64,
     bytes: &[u8],
 ) -> Result<Applied, StorageError> {
@@ -106,6 +109,15 @@ pub fn apply_envelope(
         }
         Err(Refusal::Storage(e)) => return Err(e),
     };
+    audit::record(
+        tx,
+        index,
+        position,
+        now_ms,
+        &envelope.request_id,
+        &envelope.command,
+        &outcome,
+    )?;
     if dedup {
         let record = DedupRecord {
             applied_at_ms: now_ms,

@@ -544,7 +544,7 @@ proptest! {
                     request_id: format!("r{seq}"),
                     command: cmd,
                 }).unwrap();
-                let got = apply_envelope(&mut tx, &mut pol, model.clock, &bytes).unwrap();
+                let got = apply_envelope(&mut tx, &mut pol, (seq, 0), model.clock, &bytes).unwrap();
                 let got = match got.outcome.as_error() {
                     Some(e) => Err(e.reason),
                     None => Ok(()),

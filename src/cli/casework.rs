@@ -176,6 +176,17 @@ pub struct StatsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// From the previous page's output; empty for the start of the trail.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+}
+
+#[derive(Args, Debug)]
 pub struct LinkArgs {
     #[command(flatten)]
     pub target: Target,
@@ -648,5 +659,27 @@ pub async fn stats(a: StatsArgs) -> anyhow::Result<()> {
         }
     );
     println!("lockouts: {}", s.lockouts);
+    Ok(())
+}
+
+pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
+    let mut client = RegulatorClient::new(connect(&a.target).await?);
+    let r = client
+        .list_audit(pb::ListAuditRequest {
+            limit: a.limit,
+            page_token: a.page_token,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    for e in &r.entries {
+        println!(
+            "{}.{}  {} ms  {}  {}  {}  {}  {}",
+            e.log_index, e.position, e.at_ms, e.actor, e.action, e.subject, e.outcome, e.request_id
+        );
+    }
+    if !r.next_page_token.is_empty() {
+        println!("next page: --page-token {}", r.next_page_token);
+    }
     Ok(())
 }

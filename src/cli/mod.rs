@@ -64,6 +64,8 @@ pub enum Cmd {
     Policy(casework::PolicyArgs),
     /// National statistics (one linearizable read).
     Stats(casework::StatsArgs),
+    /// The audit trail of writes, oldest first, paged.
+    Audit(casework::AuditArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -86,5 +88,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Snapshot(a) => snapshot::run(a).await,
         Cmd::Policy(a) => casework::policy(a).await,
         Cmd::Stats(a) => casework::stats(a).await,
+        Cmd::Audit(a) => casework::audit(a).await,
     }
 }

@@ -45,6 +45,7 @@ const TAG_RESTRICTION: u8 = b'r';
 const TAG_LINK: u8 = b'l';
 const TAG_REVERIFY: u8 = b'v';
 const TAG_LOCKOUT: u8 = b'f';
+const TAG_AUDIT: u8 = b'A';
 
 /// The policy in force (limits, windows): replicated state, so every replica
 /// enforces the same numbers.
@@ -95,6 +96,27 @@ pub fn dedup_key(request_id: &str) -> Vec<u8> {
     k.push(TAG_DEDUP);
     k.extend_from_slice(request_id.as_bytes());
     k
+}
+
+/// `A ‖ log index (BE) ‖ position in the entry (BE)`: the audit record of
+/// one applied command, in log order.
+pub fn audit_key(index: u64, position: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(TAG_AUDIT);
+    k.extend_from_slice(&index.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub const AUDIT_PREFIX: &[u8] = &[TAG_AUDIT];
+
+pub fn parse_audit_key(key: &[u8]) -> Option<(u64, u32)> {
+    let rest = key.strip_prefix(AUDIT_PREFIX)?;
+    let (index, position) = rest.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(index.try_into().ok()?),
+        u32::from_be_bytes(position.try_into().ok()?),
+    ))
 }
 
 /// `f ‖ id_key`: failed count verifications and lockout of an identity.
@@ -229,6 +251,12 @@ mod tests {
         }
 
         #[test]
+        fn audit_keys_sort_in_log_order(a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
+            prop_assert_eq!(a.cmp(&b), audit_key(a.0, a.1).cmp(&audit_key(b.0, b.1)));
+            prop_assert_eq!(parse_audit_key(&audit_key(a.0, a.1)), Some(a));
+        }
+
+        #[test]
         fn pair_keys_split_back(m in "[0-9]{11}", p in "[a-z_]{1,32}", a in "[!-~]{1,64}") {
             let k = link_key(&m, &p, &a);
             prop_assert!(k.starts_with(&link_prefix(&m)));
@@ -253,6 +281,7 @@ mod tests {
             link_key("1", "2", "3"),
             reverify_key("1", "2", "3"),
             lockout_key(&id),
+            audit_key(1, 0),
             POLICY.to_vec(),
             STATS.to_vec(),
         ];

@@ -17,6 +17,7 @@ pub const REVERIFY_V: u8 = 1;
 pub const POLICY_V: u8 = 1;
 pub const STATS_V: u8 = 1;
 pub const LOCKOUT_V: u8 = 1;
+pub const AUDIT_V: u8 = 1;
 pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
@@ -263,6 +264,23 @@ impl StatsRecord {
             StatDelta::Lockout => self.lockouts += 1,
         }
     }
+}
+
+/// One applied command, under `A ‖ index ‖ position`. Holds no plaintext
+/// identity: identities appear as a short prefix of their keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    /// Who acted, as the command names it (a carrier, "regulator", a
+    /// platform, "holder", "system"); authenticated principals are not
+    /// built yet.
+    pub actor: String,
+    pub action: String,
+    /// What it acted on: a masked number, an id-key prefix, a dispute id.
+    pub subject: String,
+    pub request_id: String,
+    /// "ok" or the rejection reason.
+    pub outcome: String,
 }
 
 /// Failed count verifications of an identity under `f ‖ id_key`.
