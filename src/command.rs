@@ -40,6 +40,17 @@ pub enum Command {
     FailedVerification(IdKey),
     /// A count query verified after earlier failures: clears them.
     VerificationPassed(IdKey),
+    /// 一证通查 as the real service answers it: by SMS. Apply verifies
+    /// possession and writes the count into the outbox.
+    NotifyCount(NotifyCount),
+    /// The SMS gateway delivered a notification.
+    AckNotification(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyCount {
+    pub id_key: IdKey,
+    pub verify_msisdn: String,
 }
 
 pub use oneid_storage::records::PolicyValues as SetPolicy;
@@ -88,6 +99,9 @@ pub struct SweepOverdue {
 pub struct OpenDispute {
     pub id_key: IdKey,
     pub msisdn: String,
+    /// Where to send the outcome: an active card under `id_key`; empty for
+    /// none.
+    pub contact: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +157,9 @@ pub enum Outcome {
     },
     DisputeOpened {
         dispute_id: u64,
+    },
+    Notified {
+        notification_id: u64,
     },
     /// The command took effect and has nothing more to report.
     Done,

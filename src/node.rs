@@ -19,6 +19,7 @@ use crate::api::admin::AdminApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::disputes::DisputesApi;
 use crate::api::linkage::LinkageApi;
+use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
 use crate::api::regulator::RegulatorApi;
 use crate::api::writer::Writer;
@@ -28,6 +29,7 @@ use crate::pb::admin_server::AdminServer;
 use crate::pb::cluster_server::ClusterServer;
 use crate::pb::disputes_server::DisputesServer;
 use crate::pb::linkage_server::LinkageServer;
+use crate::pb::notifications_server::NotificationsServer;
 use crate::pb::registry_server::RegistryServer;
 use crate::pb::regulator_server::RegulatorServer;
 use crate::reader::Reader;
@@ -209,7 +211,12 @@ pub async fn run(
         reader.clone(),
         cfg.hasher.clone(),
     ));
-    let linkage = LinkageServer::new(LinkageApi::new(writer, reader.clone(), cfg.hasher.clone()));
+    let linkage = LinkageServer::new(LinkageApi::new(
+        writer.clone(),
+        reader.clone(),
+        cfg.hasher.clone(),
+    ));
+    let notifications = NotificationsServer::new(NotificationsApi::new(writer, reader.clone()));
     let sweeper = tokio::spawn(crate::sweeper::run(
         replica.clone(),
         reader.clone(),
@@ -229,6 +236,7 @@ pub async fn run(
         .add_service(disputes)
         .add_service(regulator)
         .add_service(linkage)
+        .add_service(notifications)
         .add_service(cluster)
         .add_service(admin)
         .add_service(raft_rpc)

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use oneid_storage::keys;
 use oneid_storage::records::{
     AuditRecord, CardRecord, DisputeRecord, HolderRecord, LinkRecord, LockoutRecord, MsisdnRecord,
-    PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, AUDIT_V, CARD_V, DISPUTE_V,
-    HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
+    OutboxRecord, PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, AUDIT_V, CARD_V,
+    DISPUTE_V, HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V, RESTRICTION_V,
+    REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -118,6 +119,28 @@ impl Reader {
                         reason: "malformed audit key".into(),
                     })?;
                 Ok((index, position, rec))
+            })
+            .collect()
+    }
+
+    /// Outbox notifications with ids above `after`, oldest first.
+    pub fn outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxRecord)>, StorageError> {
+        let after = keys::outbox_key(after);
+        self.db
+            .scan_sm(keys::OUTBOX_PREFIX, Some(&after), limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let rec = codec::decode(OUTBOX_V, &v, CF_SM_DATA, &k)?;
+                let id = keys::parse_outbox_key(&k).ok_or_else(|| StorageError::Corrupt {
+                    cf: CF_SM_DATA,
+                    key: codec::hex(&k),
+                    reason: "malformed outbox key".into(),
+                })?;
+                Ok((id, rec))
             })
             .collect()
     }

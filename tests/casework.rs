@@ -11,6 +11,7 @@ use common::*;
 use oneid::pb;
 use oneid::pb::disputes_client::DisputesClient;
 use oneid::pb::linkage_client::LinkageClient;
+use oneid::pb::notifications_client::NotificationsClient;
 use oneid::pb::regulator_client::RegulatorClient;
 use tonic::Code;
 
@@ -83,6 +84,7 @@ async fn disputes_high_risk_restrictions_and_links() {
         request_id: rid.into(),
         identity: Some(id.clone()),
         msisdn: m.into(),
+        contact_msisdn: "13800000001".into(),
     };
     let d = disputes
         .open_dispute(open("d-1", &a, "13800000002"))
@@ -525,6 +527,73 @@ async fn disputes_high_risk_restrictions_and_links() {
         output_text(&cli).contains("6 card(s) held"),
         "{}",
         output_text(&cli)
+    );
+
+    // --- The outbox: count results and dispute outcomes, acked once. ---
+    let queued = c
+        .registry(follower)
+        .request_count_notification(pb::CountNotificationRequest {
+            request_id: "n-1".into(),
+            identity: Some(a.clone()),
+            verify_msisdn: "13800000001".into(),
+        })
+        .await
+        .expect("count by SMS")
+        .into_inner();
+    let mut gateway = NotificationsClient::new(c.endpoint(leader));
+    let outbox = gateway
+        .list_outbox(pb::ListOutboxRequest {
+            after_id: 0,
+            limit: 0,
+        })
+        .await
+        .expect("list outbox")
+        .into_inner()
+        .notifications;
+    let outcome = outbox
+        .iter()
+        .find(|n| n.kind == "dispute_outcome")
+        .expect("dispute outcome queued");
+    assert_eq!(outcome.to, "13800000001");
+    assert!(outcome.text.contains("stripped"), "{outcome:?}");
+    let count = outbox
+        .iter()
+        .find(|n| n.notification_id == queued.notification_id)
+        .expect("count result queued");
+    assert!(count.text.contains("3 card(s)"), "{count:?}");
+    let ack = |rid: &str, id: u64| pb::AckNotificationRequest {
+        request_id: rid.into(),
+        notification_id: id,
+    };
+    gateway
+        .ack_notification(ack("k-1", count.notification_id))
+        .await
+        .expect("ack");
+    assert!(
+        gateway
+            .ack_notification(ack("k-1", count.notification_id))
+            .await
+            .expect("ack retry")
+            .into_inner()
+            .replayed
+    );
+    expect_reason(
+        gateway
+            .ack_notification(ack("k-2", count.notification_id))
+            .await,
+        Code::NotFound,
+        "a second acknowledgement",
+    );
+    expect_reason(
+        c.registry(follower)
+            .request_count_notification(pb::CountNotificationRequest {
+                request_id: "n-2".into(),
+                identity: Some(b.clone()),
+                verify_msisdn: "13800000001".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "count by SMS with someone else's number",
     );
 
     // --- The audit trail: every write, accepted or refused, in log order. ---

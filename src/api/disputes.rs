@@ -41,9 +41,18 @@ impl Disputes for DisputesApi {
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
+        let contact = if req.contact_msisdn.is_empty() {
+            String::new()
+        } else {
+            convert::msisdn(&req.contact_msisdn)
+                .map_err(ApiError::from)?
+                .as_str()
+                .to_string()
+        };
         let command = Command::OpenDispute(OpenDispute {
             id_key: self.hasher.id_key(&identity),
             msisdn: msisdn.as_str().to_string(),
+            contact,
         });
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         match applied.outcome {

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod disputes;
 pub mod error;
 pub mod linkage;
+pub mod notifications;
 pub mod registry;
 pub mod regulator;
 pub mod verify;

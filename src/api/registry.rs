@@ -7,7 +7,8 @@ use tonic::{Request, Response, Status};
 use super::writer::{unexpected, Writer};
 use super::{convert, verify, ApiError};
 use crate::command::{
-    self, Applied, Cancel, Command, Envelope, Outcome, Register, Reverified, COMMAND_VERSION,
+    self, Applied, Cancel, Command, Envelope, NotifyCount, Outcome, Register, Reverified,
+    COMMAND_VERSION,
 };
 use crate::idkey::IdHasher;
 use crate::pb;
@@ -261,6 +262,46 @@ impl Registry for RegistryApi {
             index,
             applied,
         )?))
+    }
+
+    async fn request_count_notification(
+        &self,
+        req: Request<pb::CountNotificationRequest>,
+    ) -> Result<Response<pb::NotificationResponse>, Status> {
+        let req = req.into_inner();
+        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+        let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
+        let id_key = self.hasher.id_key(&identity);
+        // Checked here first so failures count toward the lockout (a refused
+        // command leaves no writes); apply checks again against the state it
+        // writes into.
+        self.writer.linearizable().await?;
+        let lockout = verify::check_lockout(&self.reader, &id_key)?;
+        let verified = self
+            .reader
+            .is_active_under(verify.as_str(), &id_key)
+            .map_err(ApiError::from)?;
+        verify::settle(
+            &self.writer,
+            id_key,
+            lockout,
+            verified,
+            "the verification number is not an active card under this identity",
+        )
+        .await?;
+        let command = Command::NotifyCount(NotifyCount {
+            id_key,
+            verify_msisdn: verify.as_str().to_string(),
+        });
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        match applied.outcome {
+            Outcome::Notified { notification_id } => Ok(Response::new(pb::NotificationResponse {
+                notification_id,
+                applied_index: index,
+                replayed: applied.replayed,
+            })),
+            other => Err(unexpected("count notification", &other).into()),
+        }
     }
 }
 

@@ -44,6 +44,12 @@ fn describe(c: &Command) -> (String, &'static str, String) {
         Command::SetPolicy(_) => ("regulator".into(), "set_policy", String::new()),
         Command::FailedVerification(k) => ("system".into(), "failed_verification", id(k)),
         Command::VerificationPassed(k) => ("system".into(), "verification_passed", id(k)),
+        Command::NotifyCount(n) => ("holder".into(), "notify_count", id(&n.id_key)),
+        Command::AckNotification(n) => (
+            "sms_gateway".into(),
+            "ack_notification",
+            format!("notification:{n}"),
+        ),
     }
 }
 

@@ -8,7 +8,7 @@ use oneid_storage::records::{
 };
 
 use super::cards::{self, change_status};
-use super::{not_found, Step, Tx};
+use super::{not_found, outbox, Step, Tx};
 use crate::command::{OpenDispute, Outcome, ResolveDispute};
 use crate::domain::{check_carrier, Carrier, DisputeOutcome, DomainError, Reason};
 
@@ -23,6 +23,13 @@ pub(super) fn open(tx: &mut Tx, now_ms: u64, o: &OpenDispute) -> Step<Outcome> {
             ))
         }
     };
+    if !o.contact.is_empty() && !outbox::is_active_under(tx, &o.id_key, &o.contact)? {
+        return Err(DomainError::new(
+            Reason::VerificationFailed,
+            "the contact number is not an active card under this identity",
+        )
+        .into());
+    }
     if card.record.open_dispute != 0 {
         return Err(DomainError::new(
             Reason::DisputeOpen,
@@ -51,6 +58,7 @@ pub(super) fn open(tx: &mut Tx, now_ms: u64, o: &OpenDispute) -> Step<Outcome> {
             outcome: 0,
             resolved_by: String::new(),
             resolved_at_ms: 0,
+            contact: o.contact.clone(),
         },
     )?;
     let mut record: CardRecord = card.record;
@@ -100,6 +108,18 @@ pub(super) fn resolve(tx: &mut Tx, now_ms: u64, r: &ResolveDispute) -> Step<Outc
     dispute.outcome = outcome.code();
     dispute.resolved_by = r.operator.clone();
     dispute.resolved_at_ms = now_ms;
+    if !dispute.contact.is_empty() {
+        let text = format!(
+            "[一证通查] your dispute {} about {} was resolved by {}: {}",
+            r.dispute_id,
+            crate::domain::Msisdn::parse(&dispute.msisdn)
+                .map(|m| m.masked())
+                .unwrap_or_default(),
+            dispute.carrier,
+            outcome.as_str()
+        );
+        outbox::push(tx, now_ms, &dispute.contact, "dispute_outcome", text)?;
+    }
     tx.put(DISPUTE_V, key, &dispute)?;
     let after = cards::load(tx, &dispute.id_key, &dispute.msisdn)?
         .map(|c| c.status)

@@ -9,6 +9,7 @@ mod disputes;
 mod links;
 #[cfg(test)]
 mod model_tests;
+mod outbox;
 mod tx;
 
 pub use tx::Tx;
@@ -219,6 +220,8 @@ fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) ->
             }
             Ok(Outcome::Done)
         }
+        Command::NotifyCount(n) => outbox::notify_count(tx, now_ms, n),
+        Command::AckNotification(id) => outbox::ack(tx, *id),
         Command::Link(l) => links::link(tx, now_ms, l),
         Command::Unlink(l) => links::unlink(tx, l),
         Command::AckReverify(l) => links::ack_reverify(tx, l),

@@ -389,6 +389,7 @@ fn command_of(op: &Op) -> Option<Command> {
         Op::Open { who, num } => Command::OpenDispute(OpenDispute {
             id_key: id(who),
             msisdn: NUMBERS[num].into(),
+            contact: String::new(),
         }),
         Op::Resolve {
             dispute,

@@ -8,6 +8,7 @@ use super::client::{connect, explain, fresh_request_id, IdentityArgs, Target};
 use crate::pb;
 use crate::pb::disputes_client::DisputesClient;
 use crate::pb::linkage_client::LinkageClient;
+use crate::pb::notifications_client::NotificationsClient;
 use crate::pb::registry_client::RegistryClient;
 use crate::pb::regulator_client::RegulatorClient;
 
@@ -46,6 +47,9 @@ pub enum DisputeCmd {
         identity: IdentityArgs,
         #[arg(long)]
         msisdn: String,
+        /// An active card of the person's, to receive the outcome by SMS.
+        #[arg(long, default_value = "")]
+        contact: String,
         #[arg(long)]
         request_id: Option<String>,
     },
@@ -187,6 +191,40 @@ pub struct AuditArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct OutboxArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub cmd: OutboxCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCmd {
+    /// Person: have the count sent by SMS to the verify phone (like 一证通查).
+    Request {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        #[arg(long)]
+        verify_msisdn: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// SMS gateway: notifications waiting to be sent.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// SMS gateway: a notification was sent.
+    Ack {
+        notification_id: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct LinkArgs {
     #[command(flatten)]
     pub target: Target,
@@ -309,6 +347,7 @@ pub async fn dispute(a: DisputeArgs) -> anyhow::Result<()> {
         DisputeCmd::Open {
             identity,
             msisdn,
+            contact,
             request_id,
         } => {
             let r = client
@@ -316,6 +355,7 @@ pub async fn dispute(a: DisputeArgs) -> anyhow::Result<()> {
                     request_id: request_id.unwrap_or_else(fresh_request_id),
                     identity: Some(identity.proto()),
                     msisdn,
+                    contact_msisdn: contact,
                 })
                 .await
                 .map_err(explain)?
@@ -680,6 +720,60 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
     }
     if !r.next_page_token.is_empty() {
         println!("next page: --page-token {}", r.next_page_token);
+    }
+    Ok(())
+}
+
+pub async fn outbox(a: OutboxArgs) -> anyhow::Result<()> {
+    let channel = connect(&a.target).await?;
+    match a.cmd {
+        OutboxCmd::Request {
+            identity,
+            verify_msisdn,
+            request_id,
+        } => {
+            let r = RegistryClient::new(channel)
+                .request_count_notification(pb::CountNotificationRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    identity: Some(identity.proto()),
+                    verify_msisdn,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_write(
+                &format!("notification {} queued", r.notification_id),
+                r.applied_index,
+                r.replayed,
+            );
+        }
+        OutboxCmd::List { after, limit } => {
+            let r = NotificationsClient::new(channel)
+                .list_outbox(pb::ListOutboxRequest {
+                    after_id: after,
+                    limit,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for n in r.notifications {
+                println!("{}  to {}  {}  {}", n.notification_id, n.to, n.kind, n.text);
+            }
+        }
+        OutboxCmd::Ack {
+            notification_id,
+            request_id,
+        } => {
+            let r = NotificationsClient::new(channel)
+                .ack_notification(pb::AckNotificationRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    notification_id,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_write("acknowledged", r.applied_index, r.replayed);
+        }
     }
     Ok(())
 }

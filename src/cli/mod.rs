@@ -66,6 +66,8 @@ pub enum Cmd {
     Stats(casework::StatsArgs),
     /// The audit trail of writes, oldest first, paged.
     Audit(casework::AuditArgs),
+    /// Notifications (SMS outbox): request a count by SMS, list, ack.
+    Outbox(casework::OutboxArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -89,5 +91,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Policy(a) => casework::policy(a).await,
         Cmd::Stats(a) => casework::stats(a).await,
         Cmd::Audit(a) => casework::audit(a).await,
+        Cmd::Outbox(a) => casework::outbox(a).await,
     }
 }

@@ -46,6 +46,7 @@ const TAG_LINK: u8 = b'l';
 const TAG_REVERIFY: u8 = b'v';
 const TAG_LOCKOUT: u8 = b'f';
 const TAG_AUDIT: u8 = b'A';
+const TAG_OUTBOX: u8 = b'o';
 
 /// The policy in force (limits, windows): replicated state, so every replica
 /// enforces the same numbers.
@@ -116,6 +117,22 @@ pub fn parse_audit_key(key: &[u8]) -> Option<(u64, u32)> {
     Some((
         u64::from_be_bytes(index.try_into().ok()?),
         u32::from_be_bytes(position.try_into().ok()?),
+    ))
+}
+
+/// `o ‖ notification id (BE)`: a notification waiting for its consumer.
+pub fn outbox_key(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(TAG_OUTBOX);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub const OUTBOX_PREFIX: &[u8] = &[TAG_OUTBOX];
+
+pub fn parse_outbox_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        key.strip_prefix(OUTBOX_PREFIX)?.try_into().ok()?,
     ))
 }
 
@@ -282,6 +299,7 @@ mod tests {
             reverify_key("1", "2", "3"),
             lockout_key(&id),
             audit_key(1, 0),
+            outbox_key(1),
             POLICY.to_vec(),
             STATS.to_vec(),
         ];

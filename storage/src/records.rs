@@ -18,6 +18,7 @@ pub const POLICY_V: u8 = 1;
 pub const STATS_V: u8 = 1;
 pub const LOCKOUT_V: u8 = 1;
 pub const AUDIT_V: u8 = 1;
+pub const OUTBOX_V: u8 = 1;
 pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
@@ -152,6 +153,9 @@ pub struct DisputeRecord {
     pub outcome: u8,
     pub resolved_by: String,
     pub resolved_at_ms: u64,
+    /// Where the outcome is sent (an active card of the person at opening);
+    /// empty: no notification.
+    pub contact: String,
 }
 
 /// A replicated sequence under `n ‖ name`: the next value to hand out.
@@ -281,6 +285,18 @@ pub struct AuditRecord {
     pub request_id: String,
     /// "ok" or the rejection reason.
     pub outcome: String,
+}
+
+/// A notification for the SMS gateway, under `o ‖ id`, removed when the
+/// consumer acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The number to send to.
+    pub to: String,
+    /// "count_result" or "dispute_outcome".
+    pub kind: String,
+    pub text: String,
+    pub created_at_ms: u64,
 }
 
 /// Failed count verifications of an identity under `f ‖ id_key`.

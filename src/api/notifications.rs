@@ -1,0 +1,85 @@
+//! The `Notifications` service: the SMS gateway drains the outbox and
+//! acknowledges what it sent.
+
+use tonic::{Request, Response, Status};
+
+use super::writer::{write_response, Writer};
+use super::ApiError;
+use crate::command::Command;
+use crate::domain::{DomainError, Reason};
+use crate::pb;
+use crate::pb::notifications_server::Notifications;
+use crate::reader::Reader;
+
+const MAX_PAGE: usize = 1000;
+
+pub struct NotificationsApi {
+    writer: Writer,
+    reader: Reader,
+}
+
+impl NotificationsApi {
+    pub fn new(writer: Writer, reader: Reader) -> Self {
+        NotificationsApi { writer, reader }
+    }
+}
+
+#[tonic::async_trait]
+impl Notifications for NotificationsApi {
+    async fn list_outbox(
+        &self,
+        req: Request<pb::ListOutboxRequest>,
+    ) -> Result<Response<pb::ListOutboxResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit as usize {
+            0 => 100,
+            n if n <= MAX_PAGE => n,
+            n => {
+                return Err(ApiError::from(DomainError::new(
+                    Reason::InvalidArgument,
+                    format!("limit {n} is above {MAX_PAGE}"),
+                ))
+                .into())
+            }
+        };
+        self.writer.linearizable().await?;
+        let rows = self
+            .reader
+            .outbox(req.after_id, limit)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListOutboxResponse {
+            notifications: rows
+                .into_iter()
+                .map(|(id, r)| pb::Notification {
+                    notification_id: id,
+                    to: r.to,
+                    kind: r.kind,
+                    text: r.text,
+                    created_at_ms: r.created_at_ms,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn ack_notification(
+        &self,
+        req: Request<pb::AckNotificationRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        if req.notification_id == 0 {
+            return Err(ApiError::from(DomainError::new(
+                Reason::InvalidArgument,
+                "notification_id is required",
+            ))
+            .into());
+        }
+        let (index, applied) = self
+            .writer
+            .submit(
+                &req.request_id,
+                Command::AckNotification(req.notification_id),
+            )
+            .await?;
+        Ok(write_response(index, applied.replayed))
+    }
+}
