@@ -9,6 +9,7 @@ pub mod domain;
 pub mod idkey;
 pub mod node;
 pub mod observe;
+pub mod query_audit;
 pub mod reader;
 pub mod state_machine;
 pub mod sweeper;

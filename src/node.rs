@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,6 +33,7 @@ use crate::pb::linkage_server::LinkageServer;
 use crate::pb::notifications_server::NotificationsServer;
 use crate::pb::registry_server::RegistryServer;
 use crate::pb::regulator_server::RegulatorServer;
+use crate::query_audit::QueryAudit;
 use crate::reader::Reader;
 use crate::state_machine::StateMachine;
 
@@ -194,7 +196,8 @@ pub async fn run(
     });
 
     let reader = Reader::new(db.clone());
-    let writer = Writer::new(replica.clone(), cfg.request_timeout * 2);
+    let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
+    let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
     let registry = RegistryServer::new(RegistryApi::new(
         writer.clone(),
         reader.clone(),

@@ -604,6 +604,7 @@ async fn disputes_high_risk_restrictions_and_links() {
             .list_audit(pb::ListAuditRequest {
                 limit: 7,
                 page_token: token.clone(),
+                queries: false,
             })
             .await
             .expect("audit page")
@@ -635,6 +636,29 @@ async fn disputes_high_risk_restrictions_and_links() {
                 "plaintext ID in {e:?}"
             );
         }
+    }
+    // Queries are audited by the node that answered them.
+    let served = RegulatorClient::new(c.endpoint(3))
+        .list_audit(pb::ListAuditRequest {
+            limit: 1000,
+            page_token: String::new(),
+            queries: true,
+        })
+        .await
+        .expect("query trail")
+        .into_inner()
+        .entries;
+    assert!(
+        served
+            .iter()
+            .any(|e| e.action == "count_cards" && e.outcome == "LOCKED_OUT"),
+        "{served:?}"
+    );
+    for e in &served {
+        assert!(
+            !format!("{e:?}").contains(victim.number.as_str()),
+            "plaintext ID in {e:?}"
+        );
     }
     let cli = oneid_cli(&["audit", "--limit", "3", "--endpoints", &c.node(leader).addr]);
     assert!(

@@ -99,27 +99,33 @@ impl Disputes for DisputesApi {
         &self,
         req: Request<pb::GetDisputeRequest>,
     ) -> Result<Response<pb::Dispute>, Status> {
-        let id = req.into_inner().dispute_id;
-        self.writer.linearizable().await?;
-        let Some(d) = self.reader.dispute(id).map_err(ApiError::from)? else {
-            return Err(ApiError::from(DomainError::new(
-                Reason::NotFound,
-                format!("no dispute {id}"),
-            ))
-            .into());
-        };
-        let outcome = DisputeOutcome::from_code(d.outcome as i32);
-        Ok(Response::new(pb::Dispute {
-            dispute_id: id,
-            masked_msisdn: Msisdn::parse(&d.msisdn)
-                .map(|m| m.masked())
-                .unwrap_or_default(),
-            carrier: d.carrier,
-            opened_at_ms: d.opened_at_ms,
-            open: outcome.is_none(),
-            outcome: outcome.map(|o| o.code() as i32).unwrap_or(0),
-            resolved_by: d.resolved_by,
-            resolved_at_ms: d.resolved_at_ms,
-        }))
+        let subject = format!("dispute:{}", req.get_ref().dispute_id);
+        let result: Result<Response<pb::Dispute>, Status> = async {
+            let id = req.into_inner().dispute_id;
+            self.writer.linearizable().await?;
+            let Some(d) = self.reader.dispute(id).map_err(ApiError::from)? else {
+                return Err(ApiError::from(DomainError::new(
+                    Reason::NotFound,
+                    format!("no dispute {id}"),
+                ))
+                .into());
+            };
+            let outcome = DisputeOutcome::from_code(d.outcome as i32);
+            Ok(Response::new(pb::Dispute {
+                dispute_id: id,
+                masked_msisdn: Msisdn::parse(&d.msisdn)
+                    .map(|m| m.masked())
+                    .unwrap_or_default(),
+                carrier: d.carrier,
+                opened_at_ms: d.opened_at_ms,
+                open: outcome.is_none(),
+                outcome: outcome.map(|o| o.code() as i32).unwrap_or(0),
+                resolved_by: d.resolved_by,
+                resolved_at_ms: d.resolved_at_ms,
+            }))
+        }
+        .await;
+        self.writer
+            .audited("caller", "get_dispute", &subject, result)
     }
 }

@@ -81,98 +81,113 @@ impl Linkage for LinkageApi {
         &self,
         req: Request<pb::CountLinkedAccountsRequest>,
     ) -> Result<Response<pb::CountLinkedAccountsResponse>, Status> {
-        let req = req.into_inner();
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
-        let tag = self.hasher.last6_tag(&last6);
-        self.writer.linearizable().await?;
-        let holder = self
-            .reader
-            .held_card(msisdn.as_str())
-            .map_err(ApiError::from)?;
-        // Same answer for "no such number" and "wrong digits": the query must
-        // not reveal whether a number is registered. Guesses against a held
-        // number count toward its holder's lockout.
-        let failure = "the number is not registered under an ID ending in these 6 characters";
-        match holder {
-            None => {
-                return Err(
-                    ApiError::from(DomainError::new(Reason::VerificationFailed, failure)).into(),
-                )
+        let subject = super::verify::msisdn_subject(&req.get_ref().msisdn);
+        let result: Result<Response<pb::CountLinkedAccountsResponse>, Status> = async {
+            let req = req.into_inner();
+            let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
+            let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
+            let tag = self.hasher.last6_tag(&last6);
+            self.writer.linearizable().await?;
+            let holder = self
+                .reader
+                .held_card(msisdn.as_str())
+                .map_err(ApiError::from)?;
+            // Same answer for "no such number" and "wrong digits": the query must
+            // not reveal whether a number is registered. Guesses against a held
+            // number count toward its holder's lockout.
+            let failure = "the number is not registered under an ID ending in these 6 characters";
+            match holder {
+                None => {
+                    return Err(ApiError::from(DomainError::new(
+                        Reason::VerificationFailed,
+                        failure,
+                    ))
+                    .into())
+                }
+                Some((id_key, card)) => {
+                    let lockout = verify::check_lockout(&self.reader, &id_key)?;
+                    verify::settle(
+                        &self.writer,
+                        id_key,
+                        lockout,
+                        card.last6_tag == tag,
+                        failure,
+                    )
+                    .await?;
+                }
             }
-            Some((id_key, card)) => {
-                let lockout = verify::check_lockout(&self.reader, &id_key)?;
-                verify::settle(
-                    &self.writer,
-                    id_key,
-                    lockout,
-                    card.last6_tag == tag,
-                    failure,
-                )
-                .await?;
+            let mut by_platform: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+            for (platform, _, link) in self.reader.links(msisdn.as_str()).map_err(ApiError::from)? {
+                let e = by_platform.entry(platform).or_default();
+                e.0 += 1;
+                e.1 += u32::from(link.needs_reverify);
             }
+            Ok(Response::new(pb::CountLinkedAccountsResponse {
+                total: by_platform.values().map(|(n, _)| n).sum(),
+                by_platform: by_platform
+                    .into_iter()
+                    .map(|(platform, (accounts, needs_reverify))| pb::PlatformCount {
+                        platform,
+                        accounts,
+                        needs_reverify,
+                    })
+                    .collect(),
+            }))
         }
-        let mut by_platform: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for (platform, _, link) in self.reader.links(msisdn.as_str()).map_err(ApiError::from)? {
-            let e = by_platform.entry(platform).or_default();
-            e.0 += 1;
-            e.1 += u32::from(link.needs_reverify);
-        }
-        Ok(Response::new(pb::CountLinkedAccountsResponse {
-            total: by_platform.values().map(|(n, _)| n).sum(),
-            by_platform: by_platform
-                .into_iter()
-                .map(|(platform, (accounts, needs_reverify))| pb::PlatformCount {
-                    platform,
-                    accounts,
-                    needs_reverify,
-                })
-                .collect(),
-        }))
+        .await;
+        self.writer
+            .audited("holder", "count_linked_accounts", &subject, result)
     }
 
     async fn list_reverify(
         &self,
         req: Request<pb::ListReverifyRequest>,
     ) -> Result<Response<pb::ListReverifyResponse>, Status> {
-        let req = req.into_inner();
-        let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
-        let limit = match req.limit as usize {
-            0 => DEFAULT_PAGE,
-            n if n <= MAX_PAGE => n,
-            n => {
-                return Err(ApiError::from(DomainError::new(
-                    Reason::InvalidArgument,
-                    format!("limit {n} is above {MAX_PAGE}"),
-                ))
-                .into())
-            }
-        };
-        let after = convert::parse_page_token(&req.page_token).map_err(ApiError::from)?;
-        self.writer.linearizable().await?;
-        let rows = self
-            .reader
-            .reverify_queue(
-                platform.as_str(),
-                after.as_ref().map(|(m, a)| (m.as_str(), a.as_str())),
-                limit,
-            )
-            .map_err(ApiError::from)?;
-        let next_page_token = match rows.last() {
-            Some((m, a, _)) if rows.len() == limit => convert::page_token(m, a),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListReverifyResponse {
-            items: rows
-                .into_iter()
-                .map(|(msisdn, account_id, r)| pb::ReverifyItem {
-                    msisdn,
-                    account_id,
-                    cause: r.cause,
-                    marked_at_ms: r.marked_at_ms,
-                })
-                .collect(),
-            next_page_token,
-        }))
+        let actor = super::verify::short(&req.get_ref().platform);
+        let subject = String::new();
+        let result: Result<Response<pb::ListReverifyResponse>, Status> = async {
+            let req = req.into_inner();
+            let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
+            let limit = match req.limit as usize {
+                0 => DEFAULT_PAGE,
+                n if n <= MAX_PAGE => n,
+                n => {
+                    return Err(ApiError::from(DomainError::new(
+                        Reason::InvalidArgument,
+                        format!("limit {n} is above {MAX_PAGE}"),
+                    ))
+                    .into())
+                }
+            };
+            let after = convert::parse_page_token(&req.page_token).map_err(ApiError::from)?;
+            self.writer.linearizable().await?;
+            let rows = self
+                .reader
+                .reverify_queue(
+                    platform.as_str(),
+                    after.as_ref().map(|(m, a)| (m.as_str(), a.as_str())),
+                    limit,
+                )
+                .map_err(ApiError::from)?;
+            let next_page_token = match rows.last() {
+                Some((m, a, _)) if rows.len() == limit => convert::page_token(m, a),
+                _ => String::new(),
+            };
+            Ok(Response::new(pb::ListReverifyResponse {
+                items: rows
+                    .into_iter()
+                    .map(|(msisdn, account_id, r)| pb::ReverifyItem {
+                        msisdn,
+                        account_id,
+                        cause: r.cause,
+                        marked_at_ms: r.marked_at_ms,
+                    })
+                    .collect(),
+                next_page_token,
+            }))
+        }
+        .await;
+        self.writer
+            .audited(&actor, "list_reverify", &subject, result)
     }
 }

@@ -30,35 +30,41 @@ impl Notifications for NotificationsApi {
         &self,
         req: Request<pb::ListOutboxRequest>,
     ) -> Result<Response<pb::ListOutboxResponse>, Status> {
-        let req = req.into_inner();
-        let limit = match req.limit as usize {
-            0 => 100,
-            n if n <= MAX_PAGE => n,
-            n => {
-                return Err(ApiError::from(DomainError::new(
-                    Reason::InvalidArgument,
-                    format!("limit {n} is above {MAX_PAGE}"),
-                ))
-                .into())
-            }
-        };
-        self.writer.linearizable().await?;
-        let rows = self
-            .reader
-            .outbox(req.after_id, limit)
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListOutboxResponse {
-            notifications: rows
-                .into_iter()
-                .map(|(id, r)| pb::Notification {
-                    notification_id: id,
-                    to: r.to,
-                    kind: r.kind,
-                    text: r.text,
-                    created_at_ms: r.created_at_ms,
-                })
-                .collect(),
-        }))
+        let subject = String::new();
+        let result: Result<Response<pb::ListOutboxResponse>, Status> = async {
+            let req = req.into_inner();
+            let limit = match req.limit as usize {
+                0 => 100,
+                n if n <= MAX_PAGE => n,
+                n => {
+                    return Err(ApiError::from(DomainError::new(
+                        Reason::InvalidArgument,
+                        format!("limit {n} is above {MAX_PAGE}"),
+                    ))
+                    .into())
+                }
+            };
+            self.writer.linearizable().await?;
+            let rows = self
+                .reader
+                .outbox(req.after_id, limit)
+                .map_err(ApiError::from)?;
+            Ok(Response::new(pb::ListOutboxResponse {
+                notifications: rows
+                    .into_iter()
+                    .map(|(id, r)| pb::Notification {
+                        notification_id: id,
+                        to: r.to,
+                        kind: r.kind,
+                        text: r.text,
+                        created_at_ms: r.created_at_ms,
+                    })
+                    .collect(),
+            }))
+        }
+        .await;
+        self.writer
+            .audited("sms_gateway", "list_outbox", &subject, result)
     }
 
     async fn ack_notification(

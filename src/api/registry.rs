@@ -176,73 +176,88 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CountCardsRequest>,
     ) -> Result<Response<pb::CountCardsResponse>, Status> {
-        let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-        let id_key = self.hasher.id_key(&identity);
-        self.writer.linearizable().await?;
-        let lockout = verify::check_lockout(&self.reader, &id_key)?;
-        let verified = self
-            .reader
-            .is_active_under(verify.as_str(), &id_key)
-            .map_err(ApiError::from)?;
-        verify::settle(
-            &self.writer,
-            id_key,
-            lockout,
-            verified,
-            "the verification number is not an active card under this identity",
-        )
-        .await?;
-        let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
-        let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
-            m.into_iter()
-                .map(|(carrier, count)| pb::CarrierCount {
-                    carrier: carrier.to_string(),
-                    count,
-                })
-                .collect()
-        };
-        Ok(Response::new(pb::CountCardsResponse {
-            total: holder.total(),
-            by_carrier: counts(holder.by_carrier()),
-            iot_total: holder.iot.values().sum(),
-            iot_by_carrier: counts(holder.iot_by_carrier()),
-        }))
+        let subject =
+            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let result: Result<Response<pb::CountCardsResponse>, Status> = async {
+            let req = req.into_inner();
+            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
+            let id_key = self.hasher.id_key(&identity);
+            self.writer.linearizable().await?;
+            let lockout = verify::check_lockout(&self.reader, &id_key)?;
+            let verified = self
+                .reader
+                .is_active_under(verify.as_str(), &id_key)
+                .map_err(ApiError::from)?;
+            verify::settle(
+                &self.writer,
+                id_key,
+                lockout,
+                verified,
+                "the verification number is not an active card under this identity",
+            )
+            .await?;
+            let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
+            let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
+                m.into_iter()
+                    .map(|(carrier, count)| pb::CarrierCount {
+                        carrier: carrier.to_string(),
+                        count,
+                    })
+                    .collect()
+            };
+            Ok(Response::new(pb::CountCardsResponse {
+                total: holder.total(),
+                by_carrier: counts(holder.by_carrier()),
+                iot_total: holder.iot.values().sum(),
+                iot_by_carrier: counts(holder.iot_by_carrier()),
+            }))
+        }
+        .await;
+        self.writer
+            .audited("holder", "count_cards", &subject, result)
     }
 
     async fn list_carrier_cards(
         &self,
         req: Request<pb::ListCarrierCardsRequest>,
     ) -> Result<Response<pb::ListCarrierCardsResponse>, Status> {
-        let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let id_key = self.hasher.id_key(&identity);
-        self.writer.linearizable().await?;
-        let cards = self
-            .reader
-            .cards_of(&id_key)
-            .map_err(ApiError::from)?
-            .into_iter()
-            .filter(|(_, c)| c.carrier == carrier.as_str())
-            .map(|(msisdn, c)| pb::CarrierCard {
-                masked_msisdn: crate::domain::Msisdn::parse(&msisdn)
-                    .map(|m| m.masked())
-                    .unwrap_or_default(),
-                province: format!("{:02}", c.province),
-                kind: c.kind as i32,
-                state: Some(convert::card_state(
-                    c.status,
-                    c.suspend_reason,
-                    c.reverify_deadline_ms,
-                )),
-                registered_at_ms: c.registered_at_ms,
-                updated_at_ms: c.updated_at_ms,
-                open_dispute_id: c.open_dispute,
-            })
-            .collect();
-        Ok(Response::new(pb::ListCarrierCardsResponse { cards }))
+        let actor = super::verify::short(&req.get_ref().carrier);
+        let subject =
+            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let result: Result<Response<pb::ListCarrierCardsResponse>, Status> = async {
+            let req = req.into_inner();
+            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
+            let id_key = self.hasher.id_key(&identity);
+            self.writer.linearizable().await?;
+            let cards = self
+                .reader
+                .cards_of(&id_key)
+                .map_err(ApiError::from)?
+                .into_iter()
+                .filter(|(_, c)| c.carrier == carrier.as_str())
+                .map(|(msisdn, c)| pb::CarrierCard {
+                    masked_msisdn: crate::domain::Msisdn::parse(&msisdn)
+                        .map(|m| m.masked())
+                        .unwrap_or_default(),
+                    province: format!("{:02}", c.province),
+                    kind: c.kind as i32,
+                    state: Some(convert::card_state(
+                        c.status,
+                        c.suspend_reason,
+                        c.reverify_deadline_ms,
+                    )),
+                    registered_at_ms: c.registered_at_ms,
+                    updated_at_ms: c.updated_at_ms,
+                    open_dispute_id: c.open_dispute,
+                })
+                .collect();
+            Ok(Response::new(pb::ListCarrierCardsResponse { cards }))
+        }
+        .await;
+        self.writer
+            .audited(&actor, "list_carrier_cards", &subject, result)
     }
 
     async fn report_reverification(

@@ -84,22 +84,29 @@ impl Regulator for RegulatorApi {
         &self,
         req: Request<pb::GetRestrictionRequest>,
     ) -> Result<Response<pb::Restriction>, Status> {
-        let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        self.writer.linearizable().await?;
-        let r = self
-            .reader
-            .restriction(&self.hasher.id_key(&identity))
-            .map_err(ApiError::from)?;
-        Ok(Response::new(match r {
-            None => pb::Restriction::default(),
-            Some(r) => pb::Restriction {
-                restricted: true,
-                reason: r.reason,
-                added_at_ms: r.added_at_ms,
-                expires_at_ms: r.expires_at_ms,
-            },
-        }))
+        let subject =
+            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let result: Result<Response<pb::Restriction>, Status> = async {
+            let req = req.into_inner();
+            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            self.writer.linearizable().await?;
+            let r = self
+                .reader
+                .restriction(&self.hasher.id_key(&identity))
+                .map_err(ApiError::from)?;
+            Ok(Response::new(match r {
+                None => pb::Restriction::default(),
+                Some(r) => pb::Restriction {
+                    restricted: true,
+                    reason: r.reason,
+                    added_at_ms: r.added_at_ms,
+                    expires_at_ms: r.expires_at_ms,
+                },
+            }))
+        }
+        .await;
+        self.writer
+            .audited("regulator", "get_restriction", &subject, result)
     }
 
     async fn set_policy(
@@ -126,99 +133,129 @@ impl Regulator for RegulatorApi {
         &self,
         _req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
-        self.writer.linearizable().await?;
-        let p = self.reader.policy().map_err(ApiError::from)?;
-        Ok(Response::new(pb::Policy {
-            own_hall_threshold: p.own_hall_threshold,
-            reverify_window_seconds: p.reverify_window_ms / 1000,
-            max_cards_per_carrier: p.max_per_carrier,
-            max_cards_total: p.max_total,
-            max_failed_verifications: p.max_failed_verifications,
-            lockout_seconds: p.lockout_ms / 1000,
-        }))
+        let subject = String::new();
+        let result: Result<Response<pb::Policy>, Status> = async {
+            self.writer.linearizable().await?;
+            let p = self.reader.policy().map_err(ApiError::from)?;
+            Ok(Response::new(pb::Policy {
+                own_hall_threshold: p.own_hall_threshold,
+                reverify_window_seconds: p.reverify_window_ms / 1000,
+                max_cards_per_carrier: p.max_per_carrier,
+                max_cards_total: p.max_total,
+                max_failed_verifications: p.max_failed_verifications,
+                lockout_seconds: p.lockout_ms / 1000,
+            }))
+        }
+        .await;
+        self.writer
+            .audited("regulator", "get_policy", &subject, result)
     }
 
     async fn national_statistics(
         &self,
         _req: Request<pb::StatisticsRequest>,
     ) -> Result<Response<pb::Statistics>, Status> {
-        self.writer.linearizable().await?;
-        // Index first: the statistics read after it include at least that much.
-        let applied_index = self.reader.applied_index().map_err(ApiError::from)?;
-        let s = self.reader.stats().map_err(ApiError::from)?;
-        Ok(Response::new(pb::Statistics {
-            total_held: s.held.values().sum(),
-            held: s
-                .held
-                .into_iter()
-                .map(|((carrier, province), cards)| pb::HeldCount {
-                    carrier,
-                    province: format!("{province:02}"),
-                    cards,
-                })
-                .collect(),
-            high_risk_flagged: s.high_risk_flagged,
-            reverified: s.reverified,
-            high_risk_suspended: s.high_risk_suspended,
-            disputes_opened: s.disputes_opened,
-            disputes_resolved: s
-                .disputes_resolved
-                .into_iter()
-                .map(|(outcome, disputes)| pb::OutcomeCount {
-                    outcome: i32::from(outcome),
-                    disputes,
-                })
-                .collect(),
-            lockouts: s.lockouts,
-            applied_index,
-        }))
+        let subject = String::new();
+        let result: Result<Response<pb::Statistics>, Status> = async {
+            self.writer.linearizable().await?;
+            // Index first: the statistics read after it include at least that much.
+            let applied_index = self.reader.applied_index().map_err(ApiError::from)?;
+            let s = self.reader.stats().map_err(ApiError::from)?;
+            Ok(Response::new(pb::Statistics {
+                total_held: s.held.values().sum(),
+                held: s
+                    .held
+                    .into_iter()
+                    .map(|((carrier, province), cards)| pb::HeldCount {
+                        carrier,
+                        province: format!("{province:02}"),
+                        cards,
+                    })
+                    .collect(),
+                high_risk_flagged: s.high_risk_flagged,
+                reverified: s.reverified,
+                high_risk_suspended: s.high_risk_suspended,
+                disputes_opened: s.disputes_opened,
+                disputes_resolved: s
+                    .disputes_resolved
+                    .into_iter()
+                    .map(|(outcome, disputes)| pb::OutcomeCount {
+                        outcome: i32::from(outcome),
+                        disputes,
+                    })
+                    .collect(),
+                lockouts: s.lockouts,
+                applied_index,
+            }))
+        }
+        .await;
+        self.writer
+            .audited("regulator", "national_statistics", &subject, result)
     }
 
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let req = req.into_inner();
-        let limit = match req.limit as usize {
-            0 => 100,
-            n if n <= 1000 => n,
-            n => {
-                return Err(ApiError::from(invalid_arg(&format!("limit {n} is above 1000"))).into())
-            }
-        };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let parsed = req
-                .page_token
-                .split_once('.')
-                .and_then(|(i, p)| Some((i.parse::<u64>().ok()?, p.parse::<u32>().ok()?)));
-            Some(parsed.ok_or_else(|| {
-                ApiError::from(invalid_arg("page_token is not one this server returned"))
-            })?)
-        };
-        self.writer.linearizable().await?;
-        let rows = self.reader.audit(after, limit).map_err(ApiError::from)?;
-        let next_page_token = match rows.last() {
-            Some((i, p, _)) if rows.len() == limit => format!("{i}.{p}"),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListAuditResponse {
-            entries: rows
-                .into_iter()
-                .map(|(log_index, position, r)| pb::AuditEntry {
-                    log_index,
-                    position,
-                    at_ms: r.at_ms,
-                    actor: r.actor,
-                    action: r.action,
-                    subject: r.subject,
-                    request_id: r.request_id,
-                    outcome: r.outcome,
-                })
-                .collect(),
-            next_page_token,
-        }))
+        let subject = String::new();
+        let result: Result<Response<pb::ListAuditResponse>, Status> = async {
+            let req = req.into_inner();
+            let limit = match req.limit as usize {
+                0 => 100,
+                n if n <= 1000 => n,
+                n => {
+                    return Err(
+                        ApiError::from(invalid_arg(&format!("limit {n} is above 1000"))).into(),
+                    )
+                }
+            };
+            let after = if req.page_token.is_empty() {
+                None
+            } else {
+                let parsed = req
+                    .page_token
+                    .split_once('.')
+                    .and_then(|(i, p)| Some((i.parse::<u64>().ok()?, p.parse::<u32>().ok()?)));
+                Some(parsed.ok_or_else(|| {
+                    ApiError::from(invalid_arg("page_token is not one this server returned"))
+                })?)
+            };
+            self.writer.linearizable().await?;
+            let rows = if req.queries {
+                self.writer
+                    .query_trail()
+                    .list(after.map(|(i, _)| i).unwrap_or(0), limit)
+                    .map_err(ApiError::from)?
+                    .into_iter()
+                    .map(|(seq, r)| (seq, 0, r))
+                    .collect()
+            } else {
+                self.reader.audit(after, limit).map_err(ApiError::from)?
+            };
+            let next_page_token = match rows.last() {
+                Some((i, p, _)) if rows.len() == limit => format!("{i}.{p}"),
+                _ => String::new(),
+            };
+            Ok(Response::new(pb::ListAuditResponse {
+                entries: rows
+                    .into_iter()
+                    .map(|(log_index, position, r)| pb::AuditEntry {
+                        log_index,
+                        position,
+                        at_ms: r.at_ms,
+                        actor: r.actor,
+                        action: r.action,
+                        subject: r.subject,
+                        request_id: r.request_id,
+                        outcome: r.outcome,
+                    })
+                    .collect(),
+                next_page_token,
+            }))
+        }
+        .await;
+        self.writer
+            .audited("regulator", "list_audit", &subject, result)
     }
 }
 

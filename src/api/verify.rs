@@ -7,7 +7,9 @@ use oneid_storage::records::LockoutRecord;
 use super::writer::Writer;
 use super::ApiError;
 use crate::command::{Command, Envelope, IdKey, Outcome, COMMAND_VERSION};
-use crate::domain::{DomainError, Reason};
+use crate::domain::{DomainError, Msisdn, Reason};
+use crate::idkey::IdHasher;
+use crate::pb;
 use crate::reader::Reader;
 
 /// A command the server proposes on its own behalf: no request id, so no
@@ -69,4 +71,24 @@ pub async fn settle(
         Reason::VerificationFailed,
         failure,
     )))
+}
+
+/// An identity as audit trails show it: a short keyed-hash prefix.
+pub fn identity_subject(hasher: &IdHasher, raw: Option<&pb::Identity>) -> String {
+    match super::convert::identity(raw) {
+        Ok(identity) => crate::apply::id_subject(&hasher.id_key(&identity)),
+        Err(_) => "invalid identity".into(),
+    }
+}
+
+/// A number as audit trails show it: masked.
+pub fn msisdn_subject(raw: &str) -> String {
+    Msisdn::parse(raw)
+        .map(|m| m.masked())
+        .unwrap_or_else(|_| "invalid number".into())
+}
+
+/// A caller-supplied name, bounded for the trail.
+pub fn short(raw: &str) -> String {
+    raw.chars().filter(|c| !c.is_control()).take(32).collect()
 }

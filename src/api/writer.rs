@@ -9,17 +9,47 @@ use oneid_raft::Replica;
 use super::ApiError;
 use crate::command::{self, Applied, Command, Envelope, COMMAND_VERSION};
 use crate::domain::{DomainError, Reason};
+use crate::query_audit::QueryAudit;
 
 #[derive(Clone)]
 pub struct Writer {
     replica: Arc<Replica>,
     /// Bound on how long a write waits for its outcome.
     timeout: Duration,
+    queries: Arc<QueryAudit>,
 }
 
 impl Writer {
-    pub fn new(replica: Arc<Replica>, timeout: Duration) -> Self {
-        Writer { replica, timeout }
+    pub fn new(replica: Arc<Replica>, timeout: Duration, queries: Arc<QueryAudit>) -> Self {
+        Writer {
+            replica,
+            timeout,
+            queries,
+        }
+    }
+
+    /// Records a served query in this node's query trail and passes its
+    /// result through. A query whose audit record cannot be written is not
+    /// answered.
+    pub fn audited<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        result: Result<T, tonic::Status>,
+    ) -> Result<T, tonic::Status> {
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(s) => super::error::reason_of(s).unwrap_or_else(|| format!("{:?}", s.code())),
+        };
+        match self.queries.record(actor, action, subject, &outcome) {
+            Ok(()) => result,
+            Err(e) => Err(ApiError::from(e).into()),
+        }
+    }
+
+    pub fn query_trail(&self) -> &QueryAudit {
+        &self.queries
     }
 
     pub fn replica(&self) -> &Arc<Replica> {

@@ -10,7 +10,7 @@ use super::Tx;
 use crate::command::{Command, Outcome};
 use crate::domain::Msisdn;
 
-fn masked(msisdn: &str) -> String {
+pub fn masked(msisdn: &str) -> String {
     Msisdn::parse(msisdn)
         .map(|m| m.masked())
         .unwrap_or_else(|_| "?".into())
@@ -18,7 +18,7 @@ fn masked(msisdn: &str) -> String {
 
 /// Enough of the keyed hash to tell identities apart in a trail, nothing
 /// that leads back to the ID number.
-fn id(k: &IdKey) -> String {
+pub fn id_subject(k: &IdKey) -> String {
     format!("id:{}", hex::encode(&k[..6]))
 }
 
@@ -36,15 +36,15 @@ fn describe(c: &Command) -> (String, &'static str, String) {
             "resolve_dispute",
             format!("dispute:{}", r.dispute_id),
         ),
-        Command::Restrict(r) => ("regulator".into(), "restrict", id(&r.id_key)),
-        Command::Unrestrict(u) => ("regulator".into(), "unrestrict", id(&u.id_key)),
+        Command::Restrict(r) => ("regulator".into(), "restrict", id_subject(&r.id_key)),
+        Command::Unrestrict(u) => ("regulator".into(), "unrestrict", id_subject(&u.id_key)),
         Command::Link(l) => (l.platform.clone(), "link", masked(&l.msisdn)),
         Command::Unlink(l) => (l.platform.clone(), "unlink", masked(&l.msisdn)),
         Command::AckReverify(l) => (l.platform.clone(), "ack_reverify", masked(&l.msisdn)),
         Command::SetPolicy(_) => ("regulator".into(), "set_policy", String::new()),
-        Command::FailedVerification(k) => ("system".into(), "failed_verification", id(k)),
-        Command::VerificationPassed(k) => ("system".into(), "verification_passed", id(k)),
-        Command::NotifyCount(n) => ("holder".into(), "notify_count", id(&n.id_key)),
+        Command::FailedVerification(k) => ("system".into(), "failed_verification", id_subject(k)),
+        Command::VerificationPassed(k) => ("system".into(), "verification_passed", id_subject(k)),
+        Command::NotifyCount(n) => ("holder".into(), "notify_count", id_subject(&n.id_key)),
         Command::AckNotification(n) => (
             "sms_gateway".into(),
             "ack_notification",

@@ -12,6 +12,7 @@ mod model_tests;
 mod outbox;
 mod tx;
 
+pub use audit::id_subject;
 pub use tx::Tx;
 
 use oneid_storage::keys;

@@ -188,6 +188,9 @@ pub struct AuditArgs {
     /// From the previous page's output; empty for the start of the trail.
     #[arg(long, default_value = "")]
     pub page_token: String,
+    /// The queries this node served, instead of the replicated write trail.
+    #[arg(long)]
+    pub queries: bool,
 }
 
 #[derive(Args, Debug)]
@@ -708,6 +711,7 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         .list_audit(pb::ListAuditRequest {
             limit: a.limit,
             page_token: a.page_token,
+            queries: a.queries,
         })
         .await
         .map_err(explain)?

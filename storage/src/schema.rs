@@ -34,7 +34,18 @@ pub const CF_SM_DATA: &str = "sm_data";
 /// State machine bookkeeping: last applied log id, membership, install marker.
 pub const CF_SM_META: &str = "sm_meta";
 
-pub const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_SM_DATA, CF_SM_META];
+/// This node's own audit trail of the queries it served, keyed by a
+/// big-endian sequence number. Not replicated and not in snapshots: reads do
+/// not go through raft, so each node records what it answered.
+pub const CF_QUERY_AUDIT: &str = "query_audit";
+
+pub const ALL_CFS: [&str; 5] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_SM_DATA,
+    CF_SM_META,
+    CF_QUERY_AUDIT,
+];
 
 /// Bytes of the `sm_data` prefix that bloom filters index: one tag byte plus
 /// the 32-byte id key, so per-ID point reads skip SST files cheaply.
