@@ -4,17 +4,52 @@
 //! column family: who, what, when, on what, with what outcome — never an ID
 //! number. A regulator reads each node's trail (`ListAudit` with `queries`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use oneid_storage::records::{AuditRecord, AUDIT_V};
 use oneid_storage::rocksdb::IteratorMode;
 use oneid_storage::schema::CF_QUERY_AUDIT;
 use oneid_storage::{codec, Db, StorageError};
 
+/// How long records wait in memory before they are written together: one
+/// RocksDB write per interval instead of one per query.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
+
+type Pending = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 pub struct QueryAudit {
     db: Arc<Db>,
     next: AtomicU64,
+    pending: Pending,
+    stop: Arc<AtomicBool>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+/// Writes everything pending as one batch.
+fn flush(db: &Db, pending: &Pending) -> Result<(), StorageError> {
+    let rows = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cf = db.cf(CF_QUERY_AUDIT)?;
+    let mut batch = oneid_storage::rocksdb::WriteBatch::default();
+    for (seq, bytes) in rows {
+        batch.put_cf(cf, seq.to_be_bytes(), bytes);
+    }
+    db.raw().write_opt(batch, &Db::async_write())?;
+    Ok(())
+}
+
+impl Drop for QueryAudit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl QueryAudit {
@@ -33,14 +68,36 @@ impl QueryAudit {
                 u64::from_be_bytes(arr)
             }
         };
+        let pending: Pending = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flusher = {
+            let (db, pending, stop) = (db.clone(), pending.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("query-audit".into())
+                .spawn(move || loop {
+                    let last_round = stop.load(Ordering::Relaxed);
+                    if let Err(e) = flush(&db, &pending) {
+                        tracing::error!(error = %e, "writing the query audit trail");
+                    }
+                    if last_round {
+                        return;
+                    }
+                    std::thread::sleep(FLUSH_EVERY);
+                })
+                .map_err(|e| StorageError::io("query-audit thread", e))?
+        };
         Ok(QueryAudit {
             db,
             next: AtomicU64::new(last + 1),
+            pending,
+            stop,
+            flusher: Some(flusher),
         })
     }
 
-    /// Appends one record. Not synced: a crash may lose the last
-    /// milliseconds of the trail, never reorder or corrupt it.
+    /// Appends one record. Records are written in batches every few
+    /// milliseconds and not synced: a crash may lose the last milliseconds of
+    /// the trail, never reorder or corrupt it.
     pub fn record(
         &self,
         actor: &str,
@@ -57,18 +114,18 @@ impl QueryAudit {
             request_id: String::new(),
             outcome: outcome.into(),
         };
-        let cf = self.db.cf(CF_QUERY_AUDIT)?;
-        self.db.raw().put_cf_opt(
-            cf,
-            seq.to_be_bytes(),
-            codec::encode(AUDIT_V, &rec)?,
-            &Db::async_write(),
-        )?;
+        let bytes = codec::encode(AUDIT_V, &rec)?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((seq, bytes));
         Ok(())
     }
 
     /// Records after sequence number `after`, oldest first.
     pub fn list(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StorageError> {
+        // Whatever was served before this call is in the answer.
+        flush(&self.db, &self.pending)?;
         let cf = self.db.cf(CF_QUERY_AUDIT)?;
         let start = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
