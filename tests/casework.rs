@@ -675,3 +675,233 @@ async fn disputes_high_risk_restrictions_and_links() {
     let digests: Vec<String> = futures::future::join_all([1, 2, 3].map(|id| c.digest(id))).await;
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
 }
+
+/// One bad value per field of every casework RPC: each is INVALID_ARGUMENT
+/// (or INVALID_ID / INVALID_MSISDN / INVALID_CARRIER, all that code) with a
+/// reason, before anything is proposed.
+async fn every_field_is_checked(c: &Cluster, node: u64, good: &pb::Identity) {
+    let bad_id = pb::Identity {
+        doc_type: pb::DocType::ResidentId as i32,
+        number: "110105194912310021".into(),
+    };
+    let ch = c.endpoint(node);
+    let mut reg = c.registry(node);
+    let mut dis = DisputesClient::new(ch.clone());
+    let mut rgl = RegulatorClient::new(ch.clone());
+    let mut lnk = LinkageClient::new(ch.clone());
+    let mut ntf = NotificationsClient::new(ch);
+    let inv = Code::InvalidArgument;
+    macro_rules! bad {
+        ($call:expr, $why:expr) => {
+            expect_reason($call.await, inv, $why)
+        };
+    }
+    bad!(
+        reg.list_carrier_cards(pb::ListCarrierCardsRequest {
+            identity: None,
+            carrier: "CMCC".into()
+        }),
+        "cards: no identity"
+    );
+    bad!(
+        reg.list_carrier_cards(pb::ListCarrierCardsRequest {
+            identity: Some(good.clone()),
+            carrier: "C M".into()
+        }),
+        "cards: carrier"
+    );
+    bad!(
+        reg.report_reverification(pb::ReportReverificationRequest {
+            request_id: "b-1".into(),
+            msisdn: "13800000001".into(),
+            carrier: "".into()
+        }),
+        "reverify: carrier"
+    );
+    bad!(
+        reg.report_reverification(pb::ReportReverificationRequest {
+            request_id: "b-2".into(),
+            msisdn: "1".into(),
+            carrier: "CMCC".into()
+        }),
+        "reverify: msisdn"
+    );
+    bad!(
+        reg.request_count_notification(pb::CountNotificationRequest {
+            request_id: "b-3".into(),
+            identity: Some(bad_id.clone()),
+            verify_msisdn: "13800000001".into()
+        }),
+        "sms: identity"
+    );
+    bad!(
+        reg.request_count_notification(pb::CountNotificationRequest {
+            request_id: "b-4".into(),
+            identity: Some(good.clone()),
+            verify_msisdn: "x".into()
+        }),
+        "sms: verify"
+    );
+    let open =
+        |rid: &str, id: Option<pb::Identity>, m: &str, contact: &str| pb::OpenDisputeRequest {
+            request_id: rid.into(),
+            identity: id,
+            msisdn: m.into(),
+            contact_msisdn: contact.into(),
+        };
+    bad!(
+        dis.open_dispute(open("b-5", None, "13800000001", "")),
+        "open: identity"
+    );
+    bad!(
+        dis.open_dispute(open("b-6", Some(good.clone()), "123", "")),
+        "open: msisdn"
+    );
+    bad!(
+        dis.open_dispute(open("b-7", Some(good.clone()), "13800000001", "99")),
+        "open: contact"
+    );
+    bad!(
+        dis.open_dispute(open("", Some(good.clone()), "13800000001", "")),
+        "open: request id"
+    );
+    let resolve = |id: u64, carrier: &str, op: &str| pb::ResolveDisputeRequest {
+        request_id: "b-8".into(),
+        dispute_id: id,
+        carrier: carrier.into(),
+        outcome: pb::DisputeOutcome::DisputeConfirmed as i32,
+        operator: op.into(),
+    };
+    bad!(
+        dis.resolve_dispute(resolve(0, "CMCC", "op")),
+        "resolve: dispute id"
+    );
+    bad!(
+        dis.resolve_dispute(resolve(1, "!", "op")),
+        "resolve: carrier"
+    );
+    bad!(
+        dis.resolve_dispute(resolve(1, "CMCC", "")),
+        "resolve: operator"
+    );
+    bad!(
+        dis.resolve_dispute(resolve(1, "CMCC", &"o".repeat(65))),
+        "resolve: long operator"
+    );
+    bad!(
+        rgl.flag_high_risk(pb::FlagHighRiskRequest {
+            request_id: "b-9".into(),
+            msisdn: "abc".into(),
+            reverify_within_seconds: 0
+        }),
+        "flag: msisdn"
+    );
+    bad!(
+        rgl.restrict(pb::RestrictRequest {
+            request_id: "b-10".into(),
+            identity: None,
+            reason: "r".into(),
+            duration_hours: 0
+        }),
+        "restrict: identity"
+    );
+    bad!(
+        rgl.restrict(pb::RestrictRequest {
+            request_id: "b-11".into(),
+            identity: Some(good.clone()),
+            reason: "r".repeat(201),
+            duration_hours: 0
+        }),
+        "restrict: long reason"
+    );
+    bad!(
+        rgl.unrestrict(pb::UnrestrictRequest {
+            request_id: "b-12".into(),
+            identity: Some(bad_id.clone())
+        }),
+        "unrestrict: identity"
+    );
+    bad!(
+        rgl.get_restriction(pb::GetRestrictionRequest {
+            identity: Some(bad_id)
+        }),
+        "get restriction: identity"
+    );
+    bad!(
+        rgl.set_policy(pb::SetPolicyRequest {
+            request_id: "b-13".into(),
+            policy: None
+        }),
+        "policy: missing"
+    );
+    bad!(
+        rgl.list_audit(pb::ListAuditRequest {
+            limit: 5000,
+            page_token: String::new(),
+            queries: false
+        }),
+        "audit: limit"
+    );
+    bad!(
+        rgl.list_audit(pb::ListAuditRequest {
+            limit: 0,
+            page_token: "zz".into(),
+            queries: false
+        }),
+        "audit: page token"
+    );
+    let link = |m: &str, p: &str, a: &str| link_req("b-14", m, p, a);
+    bad!(
+        lnk.link_account(link("1380000000", "wechat", "x")),
+        "link: msisdn"
+    );
+    bad!(
+        lnk.link_account(link("13800000001", "wechat", "a b")),
+        "link: account"
+    );
+    bad!(
+        lnk.unlink_account(link("13800000001", "", "x")),
+        "unlink: platform"
+    );
+    bad!(
+        lnk.ack_reverify(link("13800000001", "wechat", &"a".repeat(65))),
+        "ack: account"
+    );
+    bad!(
+        lnk.count_linked_accounts(pb::CountLinkedAccountsRequest {
+            msisdn: "0".into(),
+            id_last6: "123456".into()
+        }),
+        "count links: msisdn"
+    );
+    bad!(
+        lnk.list_reverify(pb::ListReverifyRequest {
+            platform: "we/chat".into(),
+            limit: 0,
+            page_token: String::new()
+        }),
+        "reverify list: platform"
+    );
+    bad!(
+        lnk.list_reverify(pb::ListReverifyRequest {
+            platform: "wechat".into(),
+            limit: 0,
+            page_token: "zz".into()
+        }),
+        "reverify list: page token"
+    );
+    bad!(
+        ntf.list_outbox(pb::ListOutboxRequest {
+            after_id: 0,
+            limit: 5000
+        }),
+        "outbox: limit"
+    );
+    bad!(
+        ntf.ack_notification(pb::AckNotificationRequest {
+            request_id: "b-15".into(),
+            notification_id: 0
+        }),
+        "ack notification: id"
+    );
+}
