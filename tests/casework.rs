@@ -394,6 +394,7 @@ async fn disputes_high_risk_restrictions_and_links() {
         Code::InvalidArgument,
         "no request id",
     );
+    every_field_is_checked(&c, follower, &a).await;
     let bad_cli = oneid_cli(&[
         "risk",
         "flag",

@@ -148,17 +148,7 @@ impl Linkage for LinkageApi {
         let result: Result<Response<pb::ListReverifyResponse>, Status> = async {
             let req = req.into_inner();
             let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
-            let limit = match req.limit as usize {
-                0 => DEFAULT_PAGE,
-                n if n <= MAX_PAGE => n,
-                n => {
-                    return Err(ApiError::from(DomainError::new(
-                        Reason::InvalidArgument,
-                        format!("limit {n} is above {MAX_PAGE}"),
-                    ))
-                    .into())
-                }
-            };
+            let limit = super::writer::page_limit(req.limit, DEFAULT_PAGE, MAX_PAGE)?;
             let after = convert::parse_page_token(&req.page_token).map_err(ApiError::from)?;
             self.writer.linearizable().await?;
             let rows = self

@@ -33,17 +33,7 @@ impl Notifications for NotificationsApi {
         let subject = String::new();
         let result: Result<Response<pb::ListOutboxResponse>, Status> = async {
             let req = req.into_inner();
-            let limit = match req.limit as usize {
-                0 => 100,
-                n if n <= MAX_PAGE => n,
-                n => {
-                    return Err(ApiError::from(DomainError::new(
-                        Reason::InvalidArgument,
-                        format!("limit {n} is above {MAX_PAGE}"),
-                    ))
-                    .into())
-                }
-            };
+            let limit = super::writer::page_limit(req.limit, 100, MAX_PAGE)?;
             self.writer.linearizable().await?;
             let rows = self
                 .reader

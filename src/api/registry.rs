@@ -183,20 +183,7 @@ impl Registry for RegistryApi {
             let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
             let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
             let id_key = self.hasher.id_key(&identity);
-            self.writer.linearizable().await?;
-            let lockout = verify::check_lockout(&self.reader, &id_key)?;
-            let verified = self
-                .reader
-                .is_active_under(verify.as_str(), &id_key)
-                .map_err(ApiError::from)?;
-            verify::settle(
-                &self.writer,
-                id_key,
-                lockout,
-                verified,
-                "the verification number is not an active card under this identity",
-            )
-            .await?;
+            verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
             let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
             let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
                 m.into_iter()
@@ -290,20 +277,7 @@ impl Registry for RegistryApi {
         // Checked here first so failures count toward the lockout (a refused
         // command leaves no writes); apply checks again against the state it
         // writes into.
-        self.writer.linearizable().await?;
-        let lockout = verify::check_lockout(&self.reader, &id_key)?;
-        let verified = self
-            .reader
-            .is_active_under(verify.as_str(), &id_key)
-            .map_err(ApiError::from)?;
-        verify::settle(
-            &self.writer,
-            id_key,
-            lockout,
-            verified,
-            "the verification number is not an active card under this identity",
-        )
-        .await?;
+        verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
         let command = Command::NotifyCount(NotifyCount {
             id_key,
             verify_msisdn: verify.as_str().to_string(),

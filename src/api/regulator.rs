@@ -200,15 +200,7 @@ impl Regulator for RegulatorApi {
         let subject = String::new();
         let result: Result<Response<pb::ListAuditResponse>, Status> = async {
             let req = req.into_inner();
-            let limit = match req.limit as usize {
-                0 => 100,
-                n if n <= 1000 => n,
-                n => {
-                    return Err(
-                        ApiError::from(invalid_arg(&format!("limit {n} is above 1000"))).into(),
-                    )
-                }
-            };
+            let limit = super::writer::page_limit(req.limit, 100, 1000)?;
             let after = if req.page_token.is_empty() {
                 None
             } else {

@@ -92,3 +92,25 @@ pub fn msisdn_subject(raw: &str) -> String {
 pub fn short(raw: &str) -> String {
     raw.chars().filter(|c| !c.is_control()).take(32).collect()
 }
+
+/// The check both count queries make: `verify` must be an active card under
+/// `id_key`, the identity must not be locked out, and the outcome is
+/// recorded toward the lockout.
+pub async fn possession(
+    reader: &Reader,
+    writer: &Writer,
+    id_key: IdKey,
+    verify: &Msisdn,
+) -> Result<(), ApiError> {
+    writer.linearizable().await?;
+    let lockout = check_lockout(reader, &id_key)?;
+    let verified = reader.is_active_under(verify.as_str(), &id_key)?;
+    settle(
+        writer,
+        id_key,
+        lockout,
+        verified,
+        "the verification number is not an active card under this identity",
+    )
+    .await
+}

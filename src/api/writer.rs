@@ -119,3 +119,12 @@ pub fn write_response(index: u64, replayed: bool) -> tonic::Response<crate::pb::
         replayed,
     })
 }
+
+/// A page size from a request: 0 takes `default`, above `max` is refused.
+pub fn page_limit(raw: u32, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw as usize {
+        0 => Ok(default),
+        n if n <= max => Ok(n),
+        n => Err(invalid(format!("limit {n} is above {max}"))),
+    }
+}
