@@ -30,11 +30,30 @@ async fn real_main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = oneid::cli::Cli::parse();
+    if !matches!(
+        cli.command,
+        oneid::cli::Cmd::Serve(_) | oneid::cli::Cmd::Demo(_)
+    ) {
+        default_sigpipe();
+    }
     match oneid::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Client commands end quietly when their output pipe closes
+/// (`oneid status | head`), like other Unix tools; Rust ignores SIGPIPE, so
+/// the next print would panic instead. Servers keep ignoring it: a peer
+/// closing a connection must not kill a node.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal has no
+    // preconditions; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
