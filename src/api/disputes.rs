@@ -113,9 +113,7 @@ impl Disputes for DisputesApi {
             let outcome = DisputeOutcome::from_code(d.outcome as i32);
             Ok(Response::new(pb::Dispute {
                 dispute_id: id,
-                masked_msisdn: Msisdn::parse(&d.msisdn)
-                    .map(|m| m.masked())
-                    .unwrap_or_default(),
+                masked_msisdn: Msisdn::mask(&d.msisdn).unwrap_or_default(),
                 carrier: d.carrier,
                 opened_at_ms: d.opened_at_ms,
                 open: outcome.is_none(),

@@ -176,13 +176,11 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CountCardsRequest>,
     ) -> Result<Response<pb::CountCardsResponse>, Status> {
-        let subject =
-            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::CountCardsResponse>, Status> = async {
             let req = req.into_inner();
-            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            let id_key = id_key.map_err(ApiError::from)?;
             let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-            let id_key = self.hasher.id_key(&identity);
             verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
             let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
             let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
@@ -210,13 +208,11 @@ impl Registry for RegistryApi {
         req: Request<pb::ListCarrierCardsRequest>,
     ) -> Result<Response<pb::ListCarrierCardsResponse>, Status> {
         let actor = super::verify::short(&req.get_ref().carrier);
-        let subject =
-            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::ListCarrierCardsResponse>, Status> = async {
             let req = req.into_inner();
-            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            let id_key = id_key.map_err(ApiError::from)?;
             let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-            let id_key = self.hasher.id_key(&identity);
             self.writer.linearizable().await?;
             let cards = self
                 .reader
@@ -225,9 +221,7 @@ impl Registry for RegistryApi {
                 .into_iter()
                 .filter(|(_, c)| c.carrier == carrier.as_str())
                 .map(|(msisdn, c)| pb::CarrierCard {
-                    masked_msisdn: crate::domain::Msisdn::parse(&msisdn)
-                        .map(|m| m.masked())
-                        .unwrap_or_default(),
+                    masked_msisdn: crate::domain::Msisdn::mask(&msisdn).unwrap_or_default(),
                     province: format!("{:02}", c.province),
                     kind: c.kind as i32,
                     state: Some(convert::card_state(

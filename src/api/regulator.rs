@@ -84,16 +84,12 @@ impl Regulator for RegulatorApi {
         &self,
         req: Request<pb::GetRestrictionRequest>,
     ) -> Result<Response<pb::Restriction>, Status> {
-        let subject =
-            super::verify::identity_subject(&self.hasher, req.get_ref().identity.as_ref());
+        let (id_key, subject) =
+            super::verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::Restriction>, Status> = async {
-            let req = req.into_inner();
-            let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
+            let id_key = id_key.map_err(ApiError::from)?;
             self.writer.linearizable().await?;
-            let r = self
-                .reader
-                .restriction(&self.hasher.id_key(&identity))
-                .map_err(ApiError::from)?;
+            let r = self.reader.restriction(&id_key).map_err(ApiError::from)?;
             Ok(Response::new(match r {
                 None => pb::Restriction::default(),
                 Some(r) => pb::Restriction {

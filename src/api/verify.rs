@@ -73,19 +73,24 @@ pub async fn settle(
     )))
 }
 
-/// An identity as audit trails show it: a short keyed-hash prefix.
-pub fn identity_subject(hasher: &IdHasher, raw: Option<&pb::Identity>) -> String {
+/// The keyed hash of a request's identity, validated once, with the form
+/// audit trails show it in (a short keyed-hash prefix).
+pub fn identity_key(
+    hasher: &IdHasher,
+    raw: Option<&pb::Identity>,
+) -> (Result<IdKey, DomainError>, String) {
     match super::convert::identity(raw) {
-        Ok(identity) => crate::apply::id_subject(&hasher.id_key(&identity)),
-        Err(_) => "invalid identity".into(),
+        Ok(identity) => {
+            let key = hasher.id_key(&identity);
+            (Ok(key), crate::apply::id_subject(&key))
+        }
+        Err(e) => (Err(e), "invalid identity".into()),
     }
 }
 
 /// A number as audit trails show it: masked.
 pub fn msisdn_subject(raw: &str) -> String {
-    Msisdn::parse(raw)
-        .map(|m| m.masked())
-        .unwrap_or_else(|_| "invalid number".into())
+    Msisdn::mask(raw).unwrap_or_else(|| "invalid number".into())
 }
 
 /// A caller-supplied name, bounded for the trail.

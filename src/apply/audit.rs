@@ -10,10 +10,8 @@ use super::Tx;
 use crate::command::{Command, Outcome};
 use crate::domain::Msisdn;
 
-pub fn masked(msisdn: &str) -> String {
-    Msisdn::parse(msisdn)
-        .map(|m| m.masked())
-        .unwrap_or_else(|_| "?".into())
+fn masked(msisdn: &str) -> String {
+    Msisdn::mask(msisdn).unwrap_or_else(|| "?".into())
 }
 
 /// Enough of the keyed hash to tell identities apart in a trail, nothing

@@ -112,9 +112,7 @@ pub(super) fn resolve(tx: &mut Tx, now_ms: u64, r: &ResolveDispute) -> Step<Outc
         let text = format!(
             "[一证通查] your dispute {} about {} was resolved by {}: {}",
             r.dispute_id,
-            crate::domain::Msisdn::parse(&dispute.msisdn)
-                .map(|m| m.masked())
-                .unwrap_or_default(),
+            crate::domain::Msisdn::mask(&dispute.msisdn).unwrap_or_default(),
             dispute.carrier,
             outcome.as_str()
         );

@@ -47,6 +47,11 @@ impl Msisdn {
         &self.0
     }
 
+    /// A stored or requested number shown masked, if it is a number at all.
+    pub fn mask(raw: &str) -> Option<String> {
+        Msisdn::parse(raw).ok().map(|m| m.masked())
+    }
+
     /// `138****5678`: enough for a person to recognise their number.
     pub fn masked(&self) -> String {
         let s = &self.0;
