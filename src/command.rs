@@ -19,6 +19,19 @@ pub struct Envelope {
     pub command: Command,
 }
 
+impl Envelope {
+    /// A command the server proposes on its own behalf (a sweep, a failed
+    /// verification): no request id, so no dedup record — each is a new
+    /// event, and repeating one is harmless.
+    pub fn internal(command: Command) -> Envelope {
+        Envelope {
+            version: COMMAND_VERSION,
+            request_id: String::new(),
+            command,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Register(Register),

@@ -9,7 +9,7 @@ use oneid_raft::replica::leader_stamp_ms;
 use oneid_raft::Replica;
 use tokio::sync::watch;
 
-use crate::command::{self, Command, Envelope, Outcome, SweepOverdue, COMMAND_VERSION};
+use crate::command::{self, Command, Envelope, Outcome, SweepOverdue};
 use crate::reader::Reader;
 
 /// How often the leader looks for overdue cards: the delay between a
@@ -48,12 +48,7 @@ pub async fn run(replica: Arc<Replica>, reader: Reader, mut stop: watch::Receive
 }
 
 async fn sweep_once(replica: &Replica) {
-    let envelope = Envelope {
-        version: COMMAND_VERSION,
-        // Internal: no dedup record; a repeated sweep is harmless.
-        request_id: String::new(),
-        command: Command::SweepOverdue(SweepOverdue { limit: PER_SWEEP }),
-    };
+    let envelope = Envelope::internal(Command::SweepOverdue(SweepOverdue { limit: PER_SWEEP }));
     let bytes = match command::encode(&envelope) {
         Ok(b) => b,
         Err(e) => {

@@ -6,21 +6,11 @@ use oneid_storage::records::LockoutRecord;
 
 use super::writer::Writer;
 use super::ApiError;
-use crate::command::{Command, Envelope, IdKey, Outcome, COMMAND_VERSION};
+use crate::command::{Command, Envelope, IdKey, Outcome};
 use crate::domain::{DomainError, Msisdn, Reason};
 use crate::idkey::IdHasher;
 use crate::pb;
 use crate::reader::Reader;
-
-/// A command the server proposes on its own behalf: no request id, so no
-/// dedup record (each attempt is a new event).
-fn internal(command: Command) -> Envelope {
-    Envelope {
-        version: COMMAND_VERSION,
-        request_id: String::new(),
-        command,
-    }
-}
 
 fn locked_out(until_ms: u64) -> ApiError {
     ApiError::Domain(DomainError::new(
@@ -56,13 +46,13 @@ pub async fn settle(
     if verified {
         if lockout.is_some_and(|l| l.failures > 0) {
             writer
-                .execute(internal(Command::VerificationPassed(id_key)))
+                .execute(Envelope::internal(Command::VerificationPassed(id_key)))
                 .await?;
         }
         return Ok(());
     }
     let (_, applied) = writer
-        .execute(internal(Command::FailedVerification(id_key)))
+        .execute(Envelope::internal(Command::FailedVerification(id_key)))
         .await?;
     if let Outcome::LockedOut { until_ms } = applied.outcome {
         return Err(locked_out(until_ms));

@@ -29,8 +29,8 @@ impl Writer {
     }
 
     /// Records a served query in this node's query trail and passes its
-    /// result through. A query whose audit record cannot be written is not
-    /// answered.
+    /// result through. A record that cannot even be encoded fails the
+    /// query; the batched disk write behind it is logged if it fails.
     pub fn audited<T>(
         &self,
         actor: &str,
