@@ -39,6 +39,8 @@ use crate::state_machine::StateMachine;
 
 /// Largest client request accepted on the wire.
 pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+/// How long a stopping leader tries to hand over before it just stops.
+const SHUTDOWN_TRANSFER_WITHIN: Duration = Duration::from_secs(5);
 /// Largest node-to-node message (a batch of log entries).
 pub const MAX_RAFT_MESSAGE: usize = 512 << 20;
 
@@ -168,8 +170,12 @@ pub async fn run(
     // One stop signal, several listeners: the gRPC server, the HTTP server
     // and the raft watcher (which turns readiness off while requests drain).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let handing_over = replica.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Peers reach raft through the gRPC port this stop closes, so
+        // leadership is handed over first, while they still can.
+        hand_over_leadership(&handing_over).await;
         let _ = stop_tx.send(true);
     });
 
@@ -272,6 +278,22 @@ pub async fn run(
     db.sync_wal().context("final WAL sync")?;
     served.context("grpc server")?;
     Ok(())
+}
+
+/// A leader stopping on purpose hands over, so writes pause for a catch-up
+/// and one vote round instead of a lease and an election timeout. Failing
+/// that (no other voter, target too slow) the node stops anyway.
+async fn hand_over_leadership(replica: &Replica) {
+    if !replica.shared.is_leader() {
+        return;
+    }
+    match replica
+        .transfer_leadership(None, SHUTDOWN_TRANSFER_WITHIN)
+        .await
+    {
+        Ok(to) => tracing::info!(to, "handed leadership over before stopping"),
+        Err(e) => tracing::warn!(error = %e, "stopping without handing leadership over"),
+    }
 }
 
 /// Resolves once `stop` flips to true, or its sender is gone (the process is

@@ -17,6 +17,10 @@ pub enum ReplicaError {
     /// change itself is invalid (unknown node, empty voter set, ...).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A leadership transfer that could not start or did not finish; when it
+    /// did not finish, this node may still lead.
+    #[error("leadership transfer refused: {0}")]
+    Transfer(String),
     #[error("fatal raft error: {0}")]
     Fatal(String),
 }

@@ -10,6 +10,7 @@ pub mod proposer;
 pub mod reads;
 pub mod replica;
 pub mod service;
+pub mod transfer;
 pub mod types;
 pub mod wire;
 

@@ -94,6 +94,7 @@ async fn submit(
     shared: &Shared,
     commands: Vec<Vec<u8>>,
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+    let _gate = shared.gate.read().await;
     if shared.is_leader() {
         let (index, results) = shared.propose_local(commands).await?;
         Ok(results.into_iter().map(|r| (index, r)).collect())

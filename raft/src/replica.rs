@@ -30,6 +30,11 @@ pub struct ReplicaConfig {
     pub request_timeout: Duration,
 }
 
+/// Longest `add_learner` waits for the new learner to catch up; inside the
+/// server's 30 s call limit. A learner still streaming a big snapshot by
+/// then goes on catching up; the caller is told it has not yet.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(25);
+
 /// Longest a request waits for a leader to become known before UNAVAILABLE.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 
@@ -40,6 +45,10 @@ pub struct Shared {
     pub node_id: NodeId,
     pub channels: Channels,
     pub request_timeout: Duration,
+    /// Every batch passes this (shared) on its way into raft; a leadership
+    /// transfer holds it exclusively so no write lands on a leader that is
+    /// handing over.
+    pub(crate) gate: tokio::sync::RwLock<()>,
 }
 
 /// The leader's wall clock, in ms since the Unix epoch. Only the leader calls
@@ -268,6 +277,7 @@ impl Replica {
             node_id: config.node_id,
             channels,
             request_timeout: config.request_timeout,
+            gate: tokio::sync::RwLock::new(()),
         });
         Ok(Arc::new(Replica {
             proposer: Proposer::start(shared.clone(), config.max_batch, config.max_inflight),
@@ -322,15 +332,35 @@ impl Replica {
     /// Adds `id` as a non-voting learner and returns once it has caught up
     /// with the log (by snapshot if it is far behind). Leader only.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<u64, ReplicaError> {
-        match self
+        let index = match self
             .shared
             .raft
-            .add_learner(id, BasicNode { addr }, true)
+            .add_learner(id, BasicNode { addr: addr.clone() }, true)
             .await
         {
-            Ok(r) => Ok(r.log_id.index),
-            Err(e) => Err(membership_error(e)),
-        }
+            Ok(r) => r.log_id.index,
+            Err(e) => return Err(membership_error(e)),
+        };
+        // openraft's "blocking" add waits a fixed 500 ms and ignores the
+        // outcome; callers are promised a learner that has caught up.
+        self.shared
+            .raft
+            .wait(Some(LEARNER_CATCH_UP))
+            .metrics(
+                |m| crate::transfer::matched(m, id) >= Some(index),
+                "the learner to catch up",
+            )
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => ReplicaError::Membership(format!(
+                    "node {id} was added as a learner but has not caught up within {}s \
+                     (it goes on catching up if it is running at {addr}); \
+                     check `oneid status` before promoting it",
+                    LEARNER_CATCH_UP.as_secs()
+                )),
+                openraft::metrics::WaitError::ShuttingDown => ReplicaError::ShuttingDown,
+            })?;
+        Ok(index)
     }
 
     /// Makes exactly `voters` the voting members (joint consensus, so the

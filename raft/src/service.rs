@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::network::SnapshotHeader;
 use crate::pb::raft_service_server::RaftService;
-use crate::pb::{Blob, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse, SnapshotChunk};
+use crate::pb::{
+    Blob, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse, SnapshotChunk,
+    TimeoutNowRequest,
+};
 use crate::types::{NodeId, SnapshotFile, TypeConfig};
 use crate::{wire, Replica, ReplicaError};
 
@@ -146,6 +149,16 @@ impl RaftService for RaftRpc {
             Err(ReplicaError::NoLeader) => Err(Status::failed_precondition("not the leader")),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn timeout_now(
+        &self,
+        req: Request<TimeoutNowRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.replica
+            .campaign(req.into_inner().from)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(Empty {}))
     }
 }
 

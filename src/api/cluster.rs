@@ -11,6 +11,10 @@ use crate::pb;
 use crate::pb::cluster_server::Cluster;
 use crate::reader::Reader;
 
+/// Bound on an operator-requested leadership transfer: catch-up of the
+/// target plus, in larger clusters, the old leader's lease running out.
+const TRANSFER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct ClusterApi {
     replica: Arc<Replica>,
     reader: Reader,
@@ -127,5 +131,18 @@ impl Cluster for ClusterApi {
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::MembershipResponse { log_index }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let to = Some(req.into_inner().to).filter(|t| *t != 0);
+        let new_leader = self
+            .replica
+            .transfer_leadership(to, TRANSFER_WITHIN)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::TransferLeaderResponse { new_leader }))
     }
 }

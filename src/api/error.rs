@@ -29,6 +29,10 @@ pub enum ApiError {
     /// A membership change refused (not the leader, unknown node, ...).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A leadership transfer refused or unfinished (not the leader, no
+    /// caught-up voter, target did not win in time).
+    #[error("leadership transfer refused: {0}")]
+    Transfer(String),
     /// The node's stored data failed a check; it refuses to answer from it.
     #[error("stored data failed an integrity check: {0}")]
     Corrupt(String),
@@ -57,6 +61,7 @@ impl From<ReplicaError> for ApiError {
                 ApiError::Indeterminate(e.to_string())
             }
             ReplicaError::Membership(m) => ApiError::Membership(m),
+            ReplicaError::Transfer(m) => ApiError::Transfer(m),
             ReplicaError::Fatal(m) => ApiError::Internal(m),
         }
     }
@@ -94,6 +99,9 @@ impl From<ApiError> for Status {
             ApiError::Unavailable(m) => with_reason(Code::Unavailable, "UNAVAILABLE", m),
             ApiError::Indeterminate(m) => with_reason(Code::Unavailable, "OUTCOME_UNKNOWN", m),
             ApiError::Membership(m) => with_reason(Code::FailedPrecondition, "MEMBERSHIP", m),
+            ApiError::Transfer(m) => {
+                with_reason(Code::FailedPrecondition, "LEADERSHIP_TRANSFER", m)
+            }
             ApiError::Corrupt(m) => with_reason(Code::DataLoss, "DATA_CORRUPTION", m),
             ApiError::Internal(m) => with_reason(Code::Internal, "INTERNAL", m),
         }

@@ -28,6 +28,12 @@ pub enum MemberAction {
     Promote { node_id: u64 },
     /// Remove a node from the cluster (voter or learner).
     Remove { node_id: u64 },
+    /// Hand leadership to another voter (default: the most caught-up one),
+    /// e.g. before stopping the leader for maintenance.
+    TransferLeader {
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 async fn status(target: &Target) -> anyhow::Result<pb::StatusResponse> {
@@ -116,6 +122,28 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
                 "refusing to remove the last voter: the cluster would have no quorum"
             );
             change(&a.target, &s, v).await
+        }
+        MemberAction::TransferLeader { to } => {
+            if let Some(t) = to {
+                anyhow::ensure!(
+                    s.members.iter().any(|m| m.node_id == t && m.voter),
+                    "node {t} is not a voter"
+                );
+            }
+            let r = leader(&a.target, &s)
+                .await?
+                .transfer_leader(pb::TransferLeaderRequest {
+                    to: to.unwrap_or(0),
+                })
+                .await
+                .map_err(explain)
+                .context("transferring leadership")?;
+            println!(
+                "leadership moved from node {} to node {}",
+                s.leader_id,
+                r.into_inner().new_leader
+            );
+            Ok(())
         }
     }
 }

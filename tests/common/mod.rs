@@ -123,6 +123,29 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits (bounded) for the node to exit on its own;
+    /// returns whether it exited successfully.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let Some(mut c) = node.child.take() else {
+            return false;
+        };
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
     pub fn endpoint(&self, id: u64) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.node(id).addr))
             .expect("endpoint")
