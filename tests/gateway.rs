@@ -105,7 +105,10 @@ async fn json_gateway_maps_the_grpc_api() {
     .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["replayed"], true);
-    assert_eq!(again["appliedIndex"], first["appliedIndex"]);
+    assert_eq!(
+        again["activeAtCarrierProvince"],
+        first["activeAtCarrierProvince"]
+    );
 
     // A count over JSON, on every node and both paths, equals the gRPC count.
     let grpc = c
