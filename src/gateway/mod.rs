@@ -159,3 +159,45 @@ fn is_json(content_type: &str) -> bool {
         .next()
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type {
+            h.insert(header::CONTENT_TYPE, ct.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_even_without_a_declared_length() {
+        let json = headers(Some("application/json"));
+        let over = read_body(&json, Body::from(vec![b' '; MAX_CLIENT_MESSAGE + 1])).await;
+        assert!(matches!(over, Err(GatewayError::TooLarge(_))), "{over:?}");
+        let at = read_body(&json, Body::from(vec![b' '; MAX_CLIENT_MESSAGE])).await;
+        assert_eq!(at.map(|b| b.len()).ok(), Some(MAX_CLIENT_MESSAGE));
+    }
+
+    #[tokio::test]
+    async fn content_type_must_be_json_unless_the_body_is_empty() {
+        for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+            assert!(
+                read_body(&headers(Some(ct)), Body::from("{}"))
+                    .await
+                    .is_ok(),
+                "{ct}"
+            );
+        }
+        assert!(read_body(&headers(None), Body::empty()).await.is_ok());
+        for ct in [Some("text/plain"), Some("application/jsonx"), None] {
+            let refused = read_body(&headers(ct), Body::from("{}")).await;
+            assert!(
+                matches!(refused, Err(GatewayError::UnsupportedMediaType(_))),
+                "{ct:?}: {refused:?}"
+            );
+        }
+    }
+}

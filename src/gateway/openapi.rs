@@ -164,7 +164,12 @@ fn field_schema(f: &FieldDescriptor) -> Value {
         // OpenAPI 3.0 ignores a $ref's siblings; wrap it to keep the comment.
         schema = json!({ "allOf": [schema] });
     }
-    schema["description"] = text.into();
+    // The field's own comment first, then what its type adds (64-bit hint).
+    let description = match schema["description"].as_str() {
+        Some(hint) => format!("{text} {hint}"),
+        None => text,
+    };
+    schema["description"] = description.into();
     schema
 }
 
