@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod command;
 pub mod domain;
+pub mod gateway;
 pub mod idkey;
 pub mod node;
 pub mod observe;

@@ -1,5 +1,5 @@
 //! One oneid server process: storage, raft, and the gRPC services on one port,
-//! plus an optional HTTP port for metrics and readiness.
+//! plus an optional HTTP port for metrics, readiness and the HTTP/JSON gateway.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
 use crate::api::regulator::RegulatorApi;
 use crate::api::writer::Writer;
+use crate::gateway::{self, Gateway};
 use crate::idkey::IdHasher;
 use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
 use crate::pb::admin_server::AdminServer;
@@ -41,6 +42,8 @@ use crate::state_machine::StateMachine;
 pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
 /// How long a stopping leader tries to hand over before it just stops.
 const SHUTDOWN_TRANSFER_WITHIN: Duration = Duration::from_secs(5);
+/// Longest a client call may take, over gRPC or the HTTP gateway.
+pub const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest node-to-node message (a batch of log entries).
 pub const MAX_RAFT_MESSAGE: usize = 512 << 20;
 
@@ -190,8 +193,45 @@ pub async fn run(
         cfg.max_quorum_ack(),
         stop_rx.clone(),
     ));
+    let reader = Reader::new(db.clone());
+    let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
+    let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
+    // One instance of each service, shared by the gRPC server and the
+    // HTTP/JSON gateway, so both run the same checks on the same state.
+    let services = gateway::Services {
+        registry: Arc::new(RegistryApi::new(
+            writer.clone(),
+            reader.clone(),
+            cfg.hasher.clone(),
+        )),
+        disputes: Arc::new(DisputesApi::new(
+            writer.clone(),
+            reader.clone(),
+            cfg.hasher.clone(),
+        )),
+        regulator: Arc::new(RegulatorApi::new(
+            writer.clone(),
+            reader.clone(),
+            cfg.hasher.clone(),
+        )),
+        linkage: Arc::new(LinkageApi::new(
+            writer.clone(),
+            reader.clone(),
+            cfg.hasher.clone(),
+        )),
+        notifications: Arc::new(NotificationsApi::new(writer, reader.clone())),
+    };
+    let registry = RegistryServer::from_arc(services.registry.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let disputes = DisputesServer::from_arc(services.disputes.clone());
+    let regulator = RegulatorServer::from_arc(services.regulator.clone());
+    let linkage = LinkageServer::from_arc(services.linkage.clone());
+    let notifications = NotificationsServer::from_arc(services.notifications.clone());
+    let api_gateway = gateway::router(
+        Gateway::new(services, CLIENT_CALL_TIMEOUT).context("building the HTTP/JSON gateway")?,
+    );
     let http = http_listener.map(|l| {
-        let served = observe::http::serve(l, obs.clone(), stopped(stop_rx.clone()));
+        let served = observe::http::serve(l, obs.clone(), api_gateway, stopped(stop_rx.clone()));
         tokio::spawn(async move {
             // Metrics are not worth taking the node down for; say so and
             // keep serving gRPC.
@@ -201,31 +241,6 @@ pub async fn run(
         })
     });
 
-    let reader = Reader::new(db.clone());
-    let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
-    let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
-    let registry = RegistryServer::new(RegistryApi::new(
-        writer.clone(),
-        reader.clone(),
-        cfg.hasher.clone(),
-    ))
-    .max_decoding_message_size(MAX_CLIENT_MESSAGE);
-    let disputes = DisputesServer::new(DisputesApi::new(
-        writer.clone(),
-        reader.clone(),
-        cfg.hasher.clone(),
-    ));
-    let regulator = RegulatorServer::new(RegulatorApi::new(
-        writer.clone(),
-        reader.clone(),
-        cfg.hasher.clone(),
-    ));
-    let linkage = LinkageServer::new(LinkageApi::new(
-        writer.clone(),
-        reader.clone(),
-        cfg.hasher.clone(),
-    ));
-    let notifications = NotificationsServer::new(NotificationsApi::new(writer, reader.clone()));
     let sweeper = tokio::spawn(crate::sweeper::run(
         replica.clone(),
         reader.clone(),
@@ -239,7 +254,7 @@ pub async fn run(
 
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
+        .timeout(CLIENT_CALL_TIMEOUT)
         .layer(GrpcMetricsLayer::new(obs.clone()))
         .add_service(registry)
         .add_service(disputes)

@@ -68,6 +68,8 @@ pub enum Cmd {
     Audit(casework::AuditArgs),
     /// Notifications (SMS outbox): request a count by SMS, list, ack.
     Outbox(casework::OutboxArgs),
+    /// Print the HTTP/JSON gateway's OpenAPI 3.0 document.
+    Openapi,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -92,5 +94,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Stats(a) => casework::stats(a).await,
         Cmd::Audit(a) => casework::audit(a).await,
         Cmd::Outbox(a) => casework::outbox(a).await,
+        Cmd::Openapi => {
+            let catalog = crate::gateway::json::catalog()?;
+            print!("{}", crate::gateway::openapi::render(&catalog)?);
+            Ok(())
+        }
     }
 }

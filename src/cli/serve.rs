@@ -25,7 +25,8 @@ pub struct ServeArgs {
     /// File holding the HMAC pepper shared by all nodes (else ONEID_PEPPER).
     #[arg(long)]
     pub pepper_file: Option<PathBuf>,
-    /// HTTP address (HOST:PORT) for /metrics, /ready and /live; without it
+    /// HTTP address (HOST:PORT) for /metrics, /ready, /live and the HTTP/JSON
+    /// gateway (/v1/..., described at /v1/openapi.json); without it
     /// no HTTP port is opened.
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,

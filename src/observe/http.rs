@@ -1,4 +1,5 @@
-//! The operator HTTP port: `/metrics`, `/ready` and `/live`.
+//! The operator HTTP port: `/metrics`, `/ready` and `/live`, plus whatever
+//! the node mounts beside them (the HTTP/JSON gateway).
 
 use std::sync::Arc;
 
@@ -19,13 +20,14 @@ pub fn router(obs: Arc<Observer>) -> Router {
         .with_state(obs)
 }
 
-/// Serves until `stop` resolves.
+/// Serves `router(obs)` merged with `extra` until `stop` resolves.
 pub async fn serve(
     listener: TcpListener,
     obs: Arc<Observer>,
+    extra: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(obs))
+    axum::serve(listener, router(obs).merge(extra))
         .with_graceful_shutdown(stop)
         .await
 }
@@ -70,8 +72,8 @@ async fn live() -> Response {
 }
 
 /// axum's own JSON support is a feature this build leaves out (it would pull
-/// more of the tree in for two tiny bodies).
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+/// more of the tree in for a few small bodies).
+pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(mut text) => {
             text.push('\n');

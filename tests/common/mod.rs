@@ -324,12 +324,45 @@ pub fn output_text(o: &std::process::Output) -> String {
 /// A plain HTTP/1.1 GET to node `id`'s HTTP port: (status, body), or None
 /// when the node does not answer (not up yet, or killed).
 pub async fn http_get(c: &Cluster, id: u64, path: &str) -> Option<(u16, String)> {
+    http_exchange(c, id, |addr| {
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes()
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 POST of `body` (with `content_type`, if any) to node
+/// `id`'s HTTP port: (status, body), or None when the node does not answer.
+pub async fn http_post(
+    c: &Cluster,
+    id: u64,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    http_exchange(c, id, |addr| {
+        let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(ct) = content_type {
+            req.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        req.into_bytes()
+    })
+    .await
+}
+
+/// Sends the request `build` makes for the node's HTTP address and reads the
+/// whole answer (the request asks the server to close the connection).
+pub async fn http_exchange(
+    c: &Cluster,
+    id: u64,
+    build: impl FnOnce(&str) -> Vec<u8>,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = c.node(id).http_addr.clone().expect("node has no HTTP port");
+    let req = build(&addr);
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
+        s.write_all(&req).await.ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.ok()?;
         let text = String::from_utf8(raw).ok()?;
