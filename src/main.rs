@@ -11,7 +11,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(a) => match a.resolve() {
-            Ok(cfg) => start(&cfg.clone(), serve::run_config(cfg)),
+            Ok(cfg) => {
+                let node = serve::run_config(cfg.clone());
+                start(&cfg, node)
+            }
             Err(e) => fail(e.into()),
         },
         command => {
