@@ -21,7 +21,7 @@ pub struct IdHasher {
 pub enum PepperError {
     #[error("pepper is {0} bytes; at least {MIN_PEPPER_BYTES} are required")]
     TooShort(usize),
-    #[error("reading pepper file {path}: {source}")]
+    #[error("reading pepper file {path}")]
     Read {
         path: String,
         #[source]

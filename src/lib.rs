@@ -5,6 +5,7 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod command;
+pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod idkey;

@@ -1,48 +1,57 @@
+use std::future::Future;
+
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use oneid::cli::{serve, Cli, Cmd};
+use oneid::config::{self, Config};
+use oneid::observe::log;
 
 fn main() -> std::process::ExitCode {
-    // Worker threads: default one per core; ONEID_WORKER_THREADS overrides
-    // (several nodes sharing a small machine do better with fewer).
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = std::env::var("ONEID_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        rt.worker_threads(n);
-    }
-    match rt.build() {
-        Ok(rt) => rt.block_on(real_main()),
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            std::process::ExitCode::FAILURE
+    // The command line comes first: `serve`'s configuration decides the log
+    // format and the worker threads, so it is resolved before either starts.
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(a) => match a.resolve() {
+            Ok(cfg) => {
+                let node = serve::run_config(cfg.clone());
+                start(&cfg, node)
+            }
+            Err(e) => fail(e.into()),
+        },
+        command => {
+            if !matches!(command, Cmd::Demo(_)) {
+                default_sigpipe();
+            }
+            match Config::for_client(config::process_env) {
+                Ok(cfg) => start(&cfg, oneid::cli::run(Cli { command })),
+                Err(e) => fail(e.into()),
+            }
         }
     }
 }
 
-async fn real_main() -> std::process::ExitCode {
-    let filter = EnvFilter::try_from_env("ONEID_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = oneid::cli::Cli::parse();
-    if !matches!(
-        cli.command,
-        oneid::cli::Cmd::Serve(_) | oneid::cli::Cmd::Demo(_)
-    ) {
-        default_sigpipe();
+/// Installs logging, starts the async runtime and runs `job` on it.
+fn start(cfg: &Config, job: impl Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    if let Err(e) = log::init(cfg.log.format, &cfg.log.filter) {
+        return fail(e);
     }
-    match oneid::cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    // Zero keeps tokio's default of one worker per core.
+    if cfg.runtime.worker_threads > 0 {
+        rt.worker_threads(cfg.runtime.worker_threads);
     }
+    match rt.build() {
+        Ok(rt) => match rt.block_on(job) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Err(e) => fail(anyhow::Error::new(e).context("starting the async runtime")),
+    }
+}
+
+fn fail(e: anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {e:#}");
+    std::process::ExitCode::FAILURE
 }
 
 /// Client commands end quietly when their output pipe closes

@@ -65,21 +65,6 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn new(node_id: u64, listen: SocketAddr, data_dir: PathBuf, hasher: IdHasher) -> Self {
-        NodeConfig {
-            node_id,
-            listen,
-            http_addr: None,
-            data_dir,
-            initial_cluster: Vec::new(),
-            hasher,
-            snapshot_logs: 20_000,
-            heartbeat_ms: 100,
-            election_timeout_ms: (400, 800),
-            request_timeout: Duration::from_secs(3),
-        }
-    }
-
     /// How long a leader may go without a quorum's acknowledgement and still
     /// call itself ready: a few election timeouts, so a heartbeat delayed by
     /// a busy machine does not flap readiness, yet a leader cut off from its

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod casework;
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod gen;
 pub mod import;
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a server node.
     Serve(serve::ServeArgs),
+    /// Configuration files: check one and print the effective configuration.
+    Config(config::ConfigArgs),
     /// Start a local 3-node cluster with sample data and serve until Ctrl-C.
     Demo(demo::DemoArgs),
     /// Register a card under an identity.
@@ -75,6 +78,7 @@ pub enum Cmd {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Config(a) => config::run(a),
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Register(a) => client::register(a).await,
         Cmd::Cancel(a) => client::cancel(a).await,

@@ -1,5 +1,8 @@
 //! A tower layer around the whole tonic router that counts requests by
-//! method and gRPC status and times them, so no handler needs to know.
+//! method and gRPC status and times them, and gives each request an id
+//! (see [`super::request_id`]) carried by a tracing span around its handler
+//! and echoed in the response's `x-request-id` header, so no handler needs
+//! to know.
 //!
 //! The status of a unary call normally arrives in the trailers, after the
 //! body; a handler error is sent "trailers-only", in the headers. The layer
@@ -16,8 +19,9 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
-use super::Metrics;
+use super::{request_id, Metrics};
 use crate::observe::Observer;
 
 #[derive(Clone)]
@@ -64,26 +68,39 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let id = request_id::pick(req.headers());
+        let method = self.obs.metrics.method_label(req.uri().path());
+        // Info level so that every info line of the request carries the id
+        // under the default filter.
+        let span = tracing::info_span!("request", request_id = %id, method = %method);
         let mut rec = Recorder {
-            method: self.obs.metrics.method_label(req.uri().path()),
+            method,
             start: Instant::now(),
             code: None,
             finished: false,
             obs: self.obs.clone(),
+            span: span.clone(),
         };
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let resp = response.await?;
-            rec.code = grpc_status(resp.headers());
-            let (parts, body) = resp.into_parts();
-            Ok(http::Response::from_parts(
-                parts,
-                MeteredBody {
-                    inner: Box::pin(body),
-                    rec: Some(rec),
-                },
-            ))
-        })
+        let echo = request_id::header_value(&id);
+        let response = span.in_scope(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let resp = response.await?;
+                rec.code = grpc_status(resp.headers());
+                let (mut parts, body) = resp.into_parts();
+                if let Some(echo) = echo {
+                    parts.headers.insert(request_id::HEADER, echo);
+                }
+                Ok(http::Response::from_parts(
+                    parts,
+                    MeteredBody {
+                        inner: Box::pin(body),
+                        rec: Some(rec),
+                    },
+                ))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -97,17 +114,30 @@ struct Recorder {
     /// abandoned.
     finished: bool,
     obs: Arc<Observer>,
+    /// The request's span, for its closing debug line.
+    span: tracing::Span,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         let m: &Metrics = &self.obs.metrics;
+        let code = code_name(self.code, self.finished);
+        let elapsed = self.start.elapsed();
         m.grpc_requests
-            .with_label_values(&[self.method.as_str(), code_name(self.code, self.finished)])
+            .with_label_values(&[self.method.as_str(), code])
             .inc();
         m.grpc_duration
             .with_label_values(&[self.method.as_str()])
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        // Debug: one line per request is too many for a busy node's default
+        // log, and exactly what is wanted when chasing one request.
+        self.span.in_scope(|| {
+            tracing::debug!(
+                code,
+                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "request done"
+            );
+        });
     }
 }
 

@@ -9,7 +9,9 @@
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod log;
 pub mod metrics;
+pub mod request_id;
 
 use std::sync::Arc;
 use std::time::Duration;

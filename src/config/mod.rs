@@ -1,0 +1,233 @@
+//! The settings of `oneid serve`: one TOML file, overridden by `ONEID_*`
+//! environment variables, overridden by flags (defaults < file < env <
+//! flags). `oneid config check` prints what [`Config::resolve`] yields.
+//!
+//! The pepper itself is never part of a `Config`: only the file it is read
+//! from, so printing a config can never leak it.
+
+mod overrides;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use overrides::Overrides;
+pub use validate::Checked;
+
+use crate::idkey::{IdHasher, PepperError};
+use crate::observe::log::{LogFormat, DEFAULT_FILTER};
+
+/// Where the pepper comes from when no file is configured.
+pub const PEPPER_ENV: &str = "ONEID_PEPPER";
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub raft: RaftSection,
+    pub log: LogSection,
+    pub runtime: RuntimeSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Required: a positive integer, unique in the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Required: HOST:PORT for clients and peers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Required: this node's data, reused on restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `ID=HOST:PORT,...` of a brand-new cluster; empty to join later.
+    pub initial_cluster: String,
+    /// HOST:PORT for /metrics, /ready and /live; none opens no HTTP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// File holding the pepper; without it the pepper comes from
+    /// `ONEID_PEPPER`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pepper_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long a client request may wait for raft before failing.
+    pub request_timeout_ms: u64,
+    /// Entries between snapshots (log compaction).
+    pub snapshot_logs: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            request_timeout_ms: 3_000,
+            snapshot_logs: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,openraft=warn`.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            filter: DEFAULT_FILTER.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Async worker threads; 0 means one per core.
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    // toml's message (the source) names the line, the column and the
+    // offending key.
+    #[error("config file {path}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("printing the configuration: {0}")]
+    Print(#[from] toml::ser::Error),
+}
+
+impl Config {
+    /// The effective configuration: defaults, then `file`, then the
+    /// environment as `var` reports it, then `flags`. Not yet validated.
+    pub fn resolve(
+        file: Option<&Path>,
+        var: impl Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        cfg.apply(&Overrides::from_env(var)?);
+        cfg.apply(flags);
+        Ok(cfg)
+    }
+
+    /// What a command other than `serve` needs before it starts: logging and
+    /// worker threads, from defaults and the environment.
+    pub fn for_client(var: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        cfg.apply(&Overrides::process_from_env(var)?);
+        validate::process(&cfg).map_err(ConfigError::Invalid)?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Every setting `o` carries replaces this config's.
+    pub fn apply(&mut self, o: &Overrides) {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+        set_opt(&mut self.node.id, &o.node_id);
+        set_opt(&mut self.node.addr, &o.addr);
+        set_opt(&mut self.node.data_dir, &o.data_dir);
+        set(&mut self.node.initial_cluster, &o.initial_cluster);
+        set_opt(&mut self.node.http_addr, &o.http_addr);
+        set_opt(&mut self.node.pepper_file, &o.pepper_file);
+        set(&mut self.raft.heartbeat_ms, &o.heartbeat_ms);
+        set(
+            &mut self.raft.election_timeout_min_ms,
+            &o.election_timeout_min_ms,
+        );
+        set(
+            &mut self.raft.election_timeout_max_ms,
+            &o.election_timeout_max_ms,
+        );
+        set(&mut self.raft.request_timeout_ms, &o.request_timeout_ms);
+        set(&mut self.raft.snapshot_logs, &o.snapshot_logs);
+        set(&mut self.log.format, &o.log_format);
+        set(&mut self.log.filter, &o.log_filter);
+        set(&mut self.runtime.worker_threads, &o.worker_threads);
+    }
+
+    /// The hasher keyed by the pepper in `node.pepper_file`, else in
+    /// `ONEID_PEPPER` as `var` reports it.
+    pub fn hasher(&self, var: impl Fn(&str) -> Option<String>) -> Result<IdHasher, PepperError> {
+        IdHasher::load(self.node.pepper_file.as_deref(), var(PEPPER_ENV).as_deref())
+    }
+
+    /// The effective configuration as TOML, with where the pepper comes from
+    /// as a closing comment (never the pepper).
+    pub fn to_toml(&self, pepper_in_env: bool) -> Result<String, ConfigError> {
+        let mut text = toml::to_string(self)?;
+        let source = match (&self.node.pepper_file, pepper_in_env) {
+            (Some(path), _) => format!("file {}", path.display()),
+            (None, true) => format!("from env ({PEPPER_ENV})"),
+            (None, false) => "none".into(),
+        };
+        text.push_str(&format!("\n# pepper: {source}\n"));
+        Ok(text)
+    }
+}
+
+/// The process environment, with empty variables treated as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Settings given on the command line or in `ONEID_*` variables: each one
+//! replaces the config file's. The flag and the variable of a setting carry
+//! the same name (`--heartbeat-ms`, `ONEID_HEARTBEAT_MS`), except the log
+//! filter, whose variable stays `ONEID_LOG`.
+
+use std::fmt::Display;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Args;
+
+use super::ConfigError;
+use crate::observe::log::LogFormat;
+
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// This node's id, a positive integer unique in the cluster [node.id,
+    /// ONEID_NODE_ID].
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Address for clients and peers, HOST:PORT [node.addr, ONEID_ADDR].
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Directory for this node's data; reused on restart [node.data_dir,
+    /// ONEID_DATA_DIR].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Members of a new cluster: ID=HOST:PORT,... Nodes started with the same
+    /// list form the cluster on first start; ignored once initialized
+    /// [node.initial_cluster, ONEID_INITIAL_CLUSTER].
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// File holding the HMAC pepper shared by all nodes (else ONEID_PEPPER)
+    /// [node.pepper_file, ONEID_PEPPER_FILE].
+    #[arg(long)]
+    pub pepper_file: Option<PathBuf>,
+    /// HTTP address (HOST:PORT) for /metrics, /ready, /live and the
+    /// HTTP/JSON gateway (/v1/..., described at /v1/openapi.json); without
+    /// it no HTTP port is opened [node.http_addr, ONEID_HTTP_ADDR].
+    #[arg(long)]
+    pub http_addr: Option<String>,
+    /// Entries between snapshots (log compaction) [raft.snapshot_logs,
+    /// ONEID_SNAPSHOT_LOGS].
+    #[arg(long)]
+    pub snapshot_logs: Option<u64>,
+    /// Leader heartbeat interval [raft.heartbeat_ms, ONEID_HEARTBEAT_MS].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Shortest election timeout [raft.election_timeout_min_ms,
+    /// ONEID_ELECTION_TIMEOUT_MIN_MS].
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout [raft.election_timeout_max_ms,
+    /// ONEID_ELECTION_TIMEOUT_MAX_MS].
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// How long a client request may wait for raft [raft.request_timeout_ms,
+    /// ONEID_REQUEST_TIMEOUT_MS].
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Log lines as human-readable text or JSON, on stderr [log.format,
+    /// ONEID_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// `tracing` filter directives, e.g. info,openraft=warn [log.filter,
+    /// ONEID_LOG].
+    #[arg(long)]
+    pub log_filter: Option<String>,
+    /// Async worker threads, 0 for one per core [runtime.worker_threads,
+    /// ONEID_WORKER_THREADS].
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+impl Overrides {
+    /// Every `ONEID_*` setting `var` reports; a value that does not parse is
+    /// an error naming the variable.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Overrides, ConfigError> {
+        Ok(Overrides {
+            node_id: parsed(&var, "ONEID_NODE_ID")?,
+            addr: var("ONEID_ADDR"),
+            data_dir: var("ONEID_DATA_DIR").map(PathBuf::from),
+            initial_cluster: var("ONEID_INITIAL_CLUSTER"),
+            pepper_file: var("ONEID_PEPPER_FILE").map(PathBuf::from),
+            http_addr: var("ONEID_HTTP_ADDR"),
+            snapshot_logs: parsed(&var, "ONEID_SNAPSHOT_LOGS")?,
+            heartbeat_ms: parsed(&var, "ONEID_HEARTBEAT_MS")?,
+            election_timeout_min_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MIN_MS")?,
+            election_timeout_max_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MAX_MS")?,
+            request_timeout_ms: parsed(&var, "ONEID_REQUEST_TIMEOUT_MS")?,
+            ..Overrides::process_from_env(&var)?
+        })
+    }
+
+    /// Only the settings every command has: logging and worker threads.
+    pub fn process_from_env(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Overrides, ConfigError> {
+        Ok(Overrides {
+            log_format: parsed(&var, "ONEID_LOG_FORMAT")?,
+            log_filter: var("ONEID_LOG"),
+            worker_threads: parsed(&var, "ONEID_WORKER_THREADS")?,
+            ..Overrides::default()
+        })
+    }
+}
+
+fn parsed<T>(
+    var: impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let Some(value) = var(name) else {
+        return Ok(None);
+    };
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|e: T::Err| ConfigError::Env {
+            var: name,
+            reason: e.to_string(),
+            value,
+        })
+}
