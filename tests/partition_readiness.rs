@@ -45,7 +45,15 @@ async fn write_through(
 
 /// Cuts `victim` off, checks readiness on both sides and that the majority
 /// takes writes, heals, and checks the victim caught up.
-async fn partition_and_heal(c: &Cluster, mesh: &Mesh, victim: u64, tag: u32, what: &str) {
+/// `why` is what the victim's 503 must come to say.
+async fn partition_and_heal(
+    c: &Cluster,
+    mesh: &Mesh,
+    victim: u64,
+    tag: u32,
+    what: &str,
+    why: &str,
+) {
     let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != victim).collect();
     for id in [1, 2, 3] {
         eventually(c, &format!("{what}: node {id} ready before"), || {
@@ -55,9 +63,18 @@ async fn partition_and_heal(c: &Cluster, mesh: &Mesh, victim: u64, tag: u32, wha
     }
 
     mesh.isolate(victim);
-    let body = eventually(c, &format!("{what}: node {victim} turns 503"), || {
-        ready_is(c, victim, 503)
-    })
+    let body = eventually(
+        c,
+        &format!("{what}: node {victim} turns 503 ({why})"),
+        || async {
+            ready_is(c, victim, 503)
+                .await
+                .and_then(|body| match body.contains(why) {
+                    true => Ok(body),
+                    false => Err(body),
+                })
+        },
+    )
     .await;
     assert!(body.contains("\"ready\":false"), "{body}");
 
@@ -101,8 +118,12 @@ async fn ready_flips_when_a_node_is_partitioned() {
     let (c, mesh) = start_partitionable(3).await;
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let follower = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
-    partition_and_heal(&c, &mesh, follower, 1, "isolated follower").await;
+    // It stops hearing from the leader and campaigns in vain.
+    let why = "no known leader";
+    partition_and_heal(&c, &mesh, follower, 1, "isolated follower", why).await;
 
     let leader = c.wait_leader(&[1, 2, 3]).await;
-    partition_and_heal(&c, &mesh, leader, 2, "isolated leader").await;
+    // openraft keeps it leader; only the missing quorum acks give it away.
+    let why = "has not heard from a quorum";
+    partition_and_heal(&c, &mesh, leader, 2, "isolated leader", why).await;
 }
