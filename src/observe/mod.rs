@@ -128,7 +128,8 @@ pub fn assess(
     // itself leader, and would otherwise look ready while every request to it
     // finds no leader to go to.
     if m.membership_config.membership().get_node(&m.id).is_none() {
-        return base.not_ready("not a member of the cluster (removed)");
+        return base
+            .not_ready("not a member of the cluster (removed, or its addition not applied yet)");
     }
     if m.state == ServerState::Leader && leader == m.id {
         match m.millis_since_quorum_ack {
