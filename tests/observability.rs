@@ -4,9 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{http_get, register_req, register_retrying, resident_id, Cluster};
+use common::{
+    eventually, eventually_within, http_get, register_req, register_retrying, resident_id, Cluster,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -14,10 +16,6 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-
-/// Every wait is bounded but generous: CI shares two cores between three
-/// nodes and the test.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// One sample of the exposition text: metric name with its labels as
 /// written (`name{a="b"}`), and the value.
@@ -68,34 +66,6 @@ async fn reflected_services(c: &Cluster, id: u64) -> Vec<String> {
             list.service.into_iter().map(|s| s.name).collect()
         }
         other => panic!("unexpected reflection answer: {other:?}"),
-    }
-}
-
-/// Polls `probe` until it returns Ok, failing with `what` after `WAIT`.
-async fn eventually<T, F, Fut>(c: &Cluster, what: &str, probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    eventually_within(c, what, WAIT, probe).await
-}
-
-async fn eventually_within<T, F, Fut>(c: &Cluster, what: &str, bound: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + bound;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: still not so after {bound:?}; last: {last}\n{}",
-                c.logs()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

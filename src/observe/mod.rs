@@ -126,6 +126,13 @@ pub fn assess(
     let Some(leader) = m.current_leader else {
         return base.not_ready("no known leader");
     };
+    // A leader that removed itself steps down to a learner that still names
+    // itself leader, and would otherwise look ready while every request to it
+    // finds no leader to go to.
+    if m.membership_config.membership().get_node(&m.id).is_none() {
+        return base
+            .not_ready("not a member of the cluster (removed, or its addition not applied yet)");
+    }
     if m.state == ServerState::Leader && leader == m.id {
         match m.millis_since_quorum_ack {
             None => return base.not_ready("leader not yet acknowledged by a quorum"),
@@ -224,10 +231,13 @@ pub async fn watch_raft(
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, LogId};
+    use std::collections::BTreeSet;
+
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
 
     use super::*;
 
+    /// Node 1's metrics in a cluster of voters 1, 2 and 3.
     fn metrics(
         state: ServerState,
         leader: Option<u64>,
@@ -238,7 +248,13 @@ mod tests {
         m.current_leader = leader;
         m.current_term = 3;
         m.last_applied = Some(LogId::new(CommittedLeaderId::new(3, 2), applied));
+        m.membership_config = Arc::new(voters(&[1, 2, 3]));
         m
+    }
+
+    fn voters(ids: &[u64]) -> StoredMembership<u64, BasicNode> {
+        let config: BTreeSet<u64> = ids.iter().copied().collect();
+        StoredMembership::new(None, Membership::new(vec![config], None))
     }
 
     const BOUND: Duration = Duration::from_secs(2);
@@ -280,6 +296,17 @@ mod tests {
     fn unknown_commit_index_is_not_ready() {
         let r = assess(&metrics(ServerState::Follower, Some(2), 7), None, BOUND);
         assert!(!r.ready);
+    }
+
+    #[test]
+    fn a_removed_leader_is_not_ready() {
+        // What openraft leaves after the leader commits a membership
+        // without itself: a learner that still names itself leader.
+        let mut m = metrics(ServerState::Learner, Some(1), 10);
+        m.membership_config = Arc::new(voters(&[2, 3, 4]));
+        let r = assess(&m, Some(Some(10)), BOUND);
+        assert!(!r.ready, "{r:?}");
+        assert!(r.reason.contains("not a member"), "{}", r.reason);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A cluster of real `oneid serve` processes for integration tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,12 +23,17 @@ pub struct Node {
     pub child: Option<Child>,
     /// HOST:PORT of the node's HTTP port (`--http-addr`), when it has one.
     pub http_addr: Option<String>,
+    /// Started with `--initial-cluster`; otherwise it waits to be added.
+    pub founding: bool,
 }
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     pub spec: String,
+    /// Per-node `--initial-cluster` specs, when nodes must not all see the
+    /// same peer addresses (see [`proxy`]); nodes beyond it get `spec`.
+    pub views: Vec<String>,
     pub extra: Vec<String>,
 }
 
@@ -49,6 +56,15 @@ impl Cluster {
     }
 
     fn launch(n: u64, extra: &[&str], http: bool) -> Cluster {
+        let mut c = Self::unstarted(n, extra, http);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Nodes with their ports and directories chosen, none running yet.
+    pub fn unstarted(n: u64, extra: &[&str], http: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<Node> = (1..=n)
             .map(|id| {
@@ -61,6 +77,7 @@ impl Cluster {
                     log: node_dir.join("node.log"),
                     child: None,
                     http_addr: http.then(|| format!("127.0.0.1:{}", free_port())),
+                    founding: true,
                 }
             })
             .collect();
@@ -69,16 +86,32 @@ impl Cluster {
             .map(|n| format!("{}={}", n.id, n.addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             dir,
             nodes,
             spec,
+            views: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
+    }
+
+    /// Starts one more node, empty and outside the initial cluster, so it
+    /// waits to be added (`oneid member add`). Returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let node_dir = self.dir.path().join(format!("n{id}"));
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        self.nodes.push(Node {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: node_dir.join("data"),
+            log: node_dir.join("node.log"),
+            child: None,
+            http_addr: None,
+            founding: false,
+        });
+        self.spawn(id);
+        id
     }
 
     pub fn node(&self, id: u64) -> &Node {
@@ -86,7 +119,11 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, id: u64) {
-        let spec = self.spec.clone();
+        let spec = self
+            .views
+            .get((id - 1) as usize)
+            .unwrap_or(&self.spec)
+            .clone();
         let extra = self.extra.clone();
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} already running");
@@ -99,7 +136,12 @@ impl Cluster {
             .args(["serve", "--node-id", &id.to_string(), "--addr", &node.addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--initial-cluster", &spec])
+            .args(
+                node.founding
+                    .then(|| ["--initial-cluster".to_string(), spec])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(
                 node.http_addr
                     .iter()
@@ -147,11 +189,7 @@ impl Cluster {
     }
 
     pub fn endpoint(&self, id: u64) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.node(id).addr))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy()
+        channel(&self.node(id).addr)
     }
 
     pub fn registry(&self, id: u64) -> RegistryClient<Channel> {
@@ -245,6 +283,55 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+    }
+}
+
+/// A lazily connected client channel to HOST:PORT, with the deadlines every
+/// test call uses.
+pub fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// Every wait is bounded but generous: CI shares two cores between the
+/// nodes and the test.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `probe` until it returns Ok, failing with `what` after [`WAIT`].
+pub async fn eventually<T, F, Fut>(c: &Cluster, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    eventually_within(c, what, WAIT, probe).await
+}
+
+/// Polls `probe` until it returns Ok, failing with `what`, the last
+/// answer and the node logs after `bound`.
+pub async fn eventually_within<T, F, Fut>(
+    c: &Cluster,
+    what: &str,
+    bound: Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: still not so after {bound:?}; last: {last}\n{}",
+                c.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
