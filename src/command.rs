@@ -58,6 +58,14 @@ pub enum Command {
     NotifyCount(NotifyCount),
     /// The SMS gateway delivered a notification.
     AckNotification(u64),
+    /// Proposed by the leader: forget request ids past their retention.
+    TrimRequestIds(TrimRequestIds),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimRequestIds {
+    /// Most request ids forgotten by one command, bounding one apply's work.
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +187,10 @@ pub enum Outcome {
     /// The identity is locked out of count queries until this time.
     LockedOut {
         until_ms: u64,
+    },
+    /// Request ids forgotten by a trim.
+    Trimmed {
+        removed: u32,
     },
 }
 

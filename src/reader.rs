@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    AuditRecord, CardRecord, DisputeRecord, HolderRecord, LinkRecord, LockoutRecord, MsisdnRecord,
-    OutboxRecord, PendingRecord, RestrictionRecord, ReverifyRecord, StatsRecord, AUDIT_V, CARD_V,
-    DISPUTE_V, HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V, RESTRICTION_V,
-    REVERIFY_V, STATS_V,
+    AuditRecord, CardRecord, DedupAgeRecord, DisputeRecord, HolderRecord, LinkRecord,
+    LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord, ReverifyRecord,
+    StatsRecord, AUDIT_V, CARD_V, DEDUP_AGE_V, DISPUTE_V, HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V,
+    OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -200,10 +200,30 @@ impl Reader {
     /// The earliest re-verification deadline waiting, if any: the leader
     /// proposes a sweep once the clock passes it.
     pub fn earliest_deadline(&self) -> Result<Option<u64>, StorageError> {
-        let first = self.db.scan_sm(keys::PENDING_PREFIX, None, 1)?;
+        self.first_time::<PendingRecord>(keys::PENDING_PREFIX, PENDING_V, keys::parse_pending_key)
+    }
+
+    /// When the oldest remembered request id was applied, if any: the
+    /// leader proposes a trim once it is past the retention.
+    pub fn oldest_request_id_ms(&self) -> Result<Option<u64>, StorageError> {
+        self.first_time::<DedupAgeRecord>(
+            keys::DEDUP_AGE_PREFIX,
+            DEDUP_AGE_V,
+            keys::parse_dedup_age_key,
+        )
+    }
+
+    /// The time of the first entry of a time-ordered queue.
+    fn first_time<R: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        version: u8,
+        parse: fn(&[u8]) -> Option<(u64, &str)>,
+    ) -> Result<Option<u64>, StorageError> {
+        let first = self.db.scan_sm(prefix, None, 1)?;
         Ok(first.into_iter().next().and_then(|(k, v)| {
-            codec::decode::<PendingRecord>(PENDING_V, &v, CF_SM_DATA, &k).ok()?;
-            keys::parse_pending_key(&k).map(|(d, _)| d)
+            codec::decode::<R>(version, &v, CF_SM_DATA, &k).ok()?;
+            parse(&k).map(|(ms, _)| ms)
         }))
     }
 

@@ -48,6 +48,7 @@ fn describe(c: &Command) -> (String, &'static str, String) {
             "ack_notification",
             format!("notification:{n}"),
         ),
+        Command::TrimRequestIds(_) => ("system".into(), "trim_request_ids", String::new()),
     }
 }
 

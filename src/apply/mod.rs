@@ -5,6 +5,7 @@
 
 mod audit;
 mod cards;
+mod dedup;
 mod disputes;
 mod links;
 #[cfg(test)]
@@ -13,12 +14,13 @@ mod outbox;
 mod tx;
 
 pub use audit::id_subject;
+pub use dedup::REQUEST_ID_RETENTION_MS;
 pub use tx::Tx;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    DedupRecord, LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, StatDelta, DEDUP_V,
-    LOCKOUT_V, POLICY_V, RESTRICTION_V,
+    LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, StatDelta, LOCKOUT_V, POLICY_V,
+    RESTRICTION_V,
 };
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
@@ -90,11 +92,8 @@ pub fn apply_envelope(
         ))));
     }
     let dedup = !envelope.request_id.is_empty();
-    let dedup_key = keys::dedup_key(&envelope.request_id);
     if dedup {
-        if let Some(first) = tx.get::<DedupRecord>(DEDUP_V, &dedup_key)? {
-            let outcome: Outcome =
-                command::decode(&first.outcome).map_err(|e| corrupt(&dedup_key, e.to_string()))?;
+        if let Some(outcome) = dedup::replay(tx, &envelope.request_id)? {
             return Ok(Applied {
                 outcome,
                 replayed: true,
@@ -121,11 +120,7 @@ pub fn apply_envelope(
         &outcome,
     )?;
     if dedup {
-        let record = DedupRecord {
-            applied_at_ms: now_ms,
-            outcome: command::encode(&outcome).map_err(|e| StorageError::Encode(e.to_string()))?,
-        };
-        tx.put(DEDUP_V, dedup_key, &record)?;
+        dedup::remember(tx, &envelope.request_id, now_ms, &outcome)?;
     }
     Ok(fresh(outcome))
 }
@@ -226,5 +221,6 @@ fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) ->
         Command::Link(l) => links::link(tx, now_ms, l),
         Command::Unlink(l) => links::unlink(tx, l),
         Command::AckReverify(l) => links::ack_reverify(tx, l),
+        Command::TrimRequestIds(t) => Ok(dedup::trim(tx, now_ms, t.limit)?),
     }
 }

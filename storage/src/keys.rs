@@ -47,6 +47,7 @@ const TAG_REVERIFY: u8 = b'v';
 const TAG_LOCKOUT: u8 = b'f';
 const TAG_AUDIT: u8 = b'A';
 const TAG_OUTBOX: u8 = b'o';
+const TAG_DEDUP_AGE: u8 = b'e';
 
 /// The policy in force (limits, windows): replicated state, so every replica
 /// enforces the same numbers.
@@ -144,24 +145,47 @@ pub fn lockout_key(id_key: &IdKey) -> Vec<u8> {
     k
 }
 
-/// `p ‖ deadline_ms (BE) ‖ msisdn`: cards awaiting re-verification, oldest
-/// deadline first, so the sweep reads only what is overdue.
-pub fn pending_key(deadline_ms: u64, msisdn: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + msisdn.len());
-    k.push(TAG_PENDING);
-    k.extend_from_slice(&deadline_ms.to_be_bytes());
-    k.extend_from_slice(msisdn.as_bytes());
+/// `tag ‖ ms (BE) ‖ suffix`: a queue ordered by time, so a sweep reads only
+/// what is due.
+fn timed_key(tag: u8, ms: u64, suffix: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + suffix.len());
+    k.push(tag);
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(suffix.as_bytes());
     k
+}
+
+fn parse_timed_key<'k>(prefix: &[u8], key: &'k [u8]) -> Option<(u64, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let (ms, suffix) = rest.split_at_checked(8)?;
+    let ms = u64::from_be_bytes(ms.try_into().ok()?);
+    Some((ms, std::str::from_utf8(suffix).ok()?))
+}
+
+/// `p ‖ deadline_ms (BE) ‖ msisdn`: cards awaiting re-verification, oldest
+/// deadline first.
+pub fn pending_key(deadline_ms: u64, msisdn: &str) -> Vec<u8> {
+    timed_key(TAG_PENDING, deadline_ms, msisdn)
 }
 
 pub const PENDING_PREFIX: &[u8] = &[TAG_PENDING];
 
 /// The deadline and number of a pending key.
 pub fn parse_pending_key(key: &[u8]) -> Option<(u64, &str)> {
-    let rest = key.strip_prefix(PENDING_PREFIX)?;
-    let (deadline, msisdn) = rest.split_at_checked(8)?;
-    let deadline = u64::from_be_bytes(deadline.try_into().ok()?);
-    Some((deadline, std::str::from_utf8(msisdn).ok()?))
+    parse_timed_key(PENDING_PREFIX, key)
+}
+
+/// `e ‖ applied_at_ms (BE) ‖ request_id`: dedup records by age, so the ones
+/// past their retention are found without reading the rest.
+pub fn dedup_age_key(applied_at_ms: u64, request_id: &str) -> Vec<u8> {
+    timed_key(TAG_DEDUP_AGE, applied_at_ms, request_id)
+}
+
+pub const DEDUP_AGE_PREFIX: &[u8] = &[TAG_DEDUP_AGE];
+
+/// The time and request id of a dedup age key.
+pub fn parse_dedup_age_key(key: &[u8]) -> Option<(u64, &str)> {
+    parse_timed_key(DEDUP_AGE_PREFIX, key)
 }
 
 /// `x ‖ dispute id (BE)`.
@@ -291,6 +315,7 @@ mod tests {
             holder_key(&id),
             msisdn_key("1"),
             dedup_key("1"),
+            dedup_age_key(1, "1"),
             pending_key(1, "1"),
             dispute_key(1),
             counter_key("1"),

@@ -22,6 +22,7 @@ pub const OUTBOX_V: u8 = 1;
 pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
+pub const DEDUP_AGE_V: u8 = 1;
 pub const SM_META_V: u8 = 1;
 pub const RAFT_ENTRY_V: u8 = 1;
 pub const RAFT_META_V: u8 = 1;
@@ -196,6 +197,11 @@ pub struct DedupRecord {
     pub applied_at_ms: u64,
     pub outcome: Vec<u8>,
 }
+
+/// Under `e ‖ applied_at_ms ‖ request_id`: marks a dedup record for trimming
+/// once its retention has passed. The key says it all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupAgeRecord;
 
 /// Policy values as commands carry them and the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
