@@ -24,8 +24,10 @@ use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
 use crate::api::regulator::RegulatorApi;
 use crate::api::writer::Writer;
+use crate::config::LimitsSection;
 use crate::gateway::{self, Gateway};
 use crate::idkey::IdHasher;
+use crate::limits::{shed::ShedLayer, QueryLimit, RateConfig};
 use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::cluster_server::ClusterServer;
@@ -62,6 +64,7 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     pub request_timeout: Duration,
+    pub limits: LimitsSection,
 }
 
 impl NodeConfig {
@@ -181,6 +184,11 @@ pub async fn run(
     let reader = Reader::new(db.clone());
     let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
     let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
+    let query_limit = QueryLimit::new(RateConfig {
+        per_second: cfg.limits.queries_per_second,
+        burst: cfg.limits.query_burst,
+        max_callers: cfg.limits.max_tracked_callers,
+    });
     // One instance of each service, shared by the gRPC server and the
     // HTTP/JSON gateway, so both run the same checks on the same state.
     let services = gateway::Services {
@@ -188,6 +196,8 @@ pub async fn run(
             writer.clone(),
             reader.clone(),
             cfg.hasher.clone(),
+            query_limit.clone(),
+            cfg.limits.max_import_batch,
         )),
         disputes: Arc::new(DisputesApi::new(
             writer.clone(),
@@ -203,6 +213,7 @@ pub async fn run(
             writer.clone(),
             reader.clone(),
             cfg.hasher.clone(),
+            query_limit,
         )),
         notifications: Arc::new(NotificationsApi::new(writer, reader.clone())),
     };
@@ -241,6 +252,9 @@ pub async fn run(
         .tcp_nodelay(true)
         .timeout(CLIENT_CALL_TIMEOUT)
         .layer(GrpcMetricsLayer::new(obs.clone()))
+        // Inside the metrics layer, so refusals are counted and carry a
+        // request id.
+        .layer(ShedLayer::new(cfg.limits.max_concurrent_requests))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)
