@@ -219,10 +219,14 @@ pub async fn run(
     };
     let registry = RegistryServer::from_arc(services.registry.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
-    let disputes = DisputesServer::from_arc(services.disputes.clone());
-    let regulator = RegulatorServer::from_arc(services.regulator.clone());
-    let linkage = LinkageServer::from_arc(services.linkage.clone());
-    let notifications = NotificationsServer::from_arc(services.notifications.clone());
+    let disputes = DisputesServer::from_arc(services.disputes.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let regulator = RegulatorServer::from_arc(services.regulator.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let linkage = LinkageServer::from_arc(services.linkage.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let notifications = NotificationsServer::from_arc(services.notifications.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let api_gateway = gateway::router(
         Gateway::new(services, CLIENT_CALL_TIMEOUT).context("building the HTTP/JSON gateway")?,
     );

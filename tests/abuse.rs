@@ -20,7 +20,7 @@ const MAX_ATTEMPTS: usize = 50;
 async fn a_burst_of_counts_is_rate_limited_until_the_retry_delay_passes() {
     // 0.2/s: a token every 5 s, so the burst is spent long before one comes
     // back, however slow the machine.
-    let c = Cluster::start(
+    let c = Cluster::start_with_http(
         1,
         &[
             "--queries-per-second",
@@ -78,6 +78,22 @@ async fn a_burst_of_counts_is_rate_limited_until_the_retry_delay_passes() {
         .await
         .expect_err("count by SMS while limited");
     assert_eq!(reason(&s), "RATE_LIMITED", "{s:?}");
+    // The HTTP gateway keys on the same peer address: 429.
+    let body = serde_json::json!({
+        "identity": { "docType": "RESIDENT_ID", "number": id.number },
+        "verifyMsisdn": "13800138000",
+    });
+    let (status, text) = http_post(
+        &c,
+        1,
+        "/v1/cards:count",
+        Some("application/json"),
+        &body.to_string(),
+    )
+    .await
+    .expect("HTTP answer");
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("RATE_LIMITED"), "{text}");
     // Writes are not queries: a registration still goes through.
     register_retrying(&c, 1, register_req("abuse-2", &id, "13800138001"))
         .await
@@ -118,4 +134,55 @@ async fn a_burst_of_counts_is_rate_limited_until_the_retry_delay_passes() {
     assert_eq!(s.code(), Code::InvalidArgument);
     assert_eq!(reason(&s), "INVALID_ARGUMENT");
     assert!(s.message().contains("at most 5"), "{}", s.message());
+
+    // So is an oversized page token.
+    let s = linkage
+        .list_reverify(pb::ListReverifyRequest {
+            platform: "wechat".into(),
+            limit: 10,
+            page_token: "0".repeat(600),
+        })
+        .await
+        .expect_err("600-byte page token");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(reason(&s), "INVALID_ARGUMENT");
+}
+
+/// The server ends a call at the client's grpc-timeout, not its own, longer
+/// bound: a leader whose followers are frozen cannot commit a write, and
+/// with a 60 s raft timeout only the client's 1 s deadline stops it.
+#[tokio::test]
+async fn the_server_honours_the_client_deadline() {
+    let c = Cluster::start(3, &["--request-timeout-ms", "60000"]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let id = resident_id("11010519491231002");
+    register_retrying(&c, leader, register_req("deadline-1", &id, "13800138000"))
+        .await
+        .expect("register");
+    // Stopped, not killed: a refused connection fails the barrier at once,
+    // a frozen peer leaves it waiting.
+    for other in (1..=3).filter(|n| *n != leader) {
+        if let Some(child) = &c.node(other).child {
+            // SAFETY: signalling a child the harness spawned and has not
+            // reaped; dropping the cluster SIGKILLs it, stopped or not.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGSTOP);
+            }
+        }
+    }
+    let mut req = tonic::Request::new(register_req("deadline-2", &id, "13800138001"));
+    // Only the grpc-timeout header: the tonic client does not enforce it
+    // itself, so the answer comes from the server.
+    req.set_timeout(Duration::from_secs(1));
+    let s = c
+        .registry(leader)
+        .register_card(req)
+        .await
+        .expect_err("no quorum to commit the write");
+    assert!(
+        matches!(s.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{s:?}"
+    );
+    // tonic's server-side timeout says so (a client-side one would not).
+    assert!(s.message().contains("Timeout expired"), "{s:?}");
 }
