@@ -184,11 +184,14 @@ pub async fn run(
     let reader = Reader::new(db.clone());
     let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
     let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
-    let query_limit = QueryLimit::new(RateConfig {
-        per_second: cfg.limits.queries_per_second,
-        burst: cfg.limits.query_burst,
-        max_callers: cfg.limits.max_tracked_callers,
-    });
+    let query_limit = QueryLimit::new(
+        RateConfig {
+            per_second: cfg.limits.queries_per_second,
+            burst: cfg.limits.query_burst,
+            max_callers: cfg.limits.max_tracked_callers,
+        },
+        cfg.limits.unlimited_callers.clone(),
+    );
     // One instance of each service, shared by the gRPC server and the
     // HTTP/JSON gateway, so both run the same checks on the same state.
     let services = gateway::Services {

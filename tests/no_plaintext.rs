@@ -164,7 +164,11 @@ async fn no_plaintext_id_number_on_disk_or_in_logs() {
         if f.file_name().is_some_and(|n| n == "node.log") {
             let text = String::from_utf8_lossy(&bytes);
             for p in &phones {
-                assert!(!text.contains(p.as_str()), "{} logs {p} unmasked", f.display());
+                assert!(
+                    !text.contains(p.as_str()),
+                    "{} logs {p} unmasked",
+                    f.display()
+                );
             }
         }
     }
@@ -173,7 +177,11 @@ async fn no_plaintext_id_number_on_disk_or_in_logs() {
     let logged: usize = c
         .nodes
         .iter()
-        .map(|n| std::fs::metadata(&n.log).map(|m| m.len() as usize).unwrap_or(0))
+        .map(|n| {
+            std::fs::metadata(&n.log)
+                .map(|m| m.len() as usize)
+                .unwrap_or(0)
+        })
         .sum();
     assert!(logged > 0, "the nodes logged nothing");
 
@@ -204,7 +212,11 @@ async fn no_plaintext_id_number_on_disk_or_in_logs() {
             }
         }
         assert!(entries > 0, "node {} database is empty", node.id);
-        assert!(phones_seen > 0, "node {}: the scan saw no card data", node.id);
+        assert!(
+            phones_seen > 0,
+            "node {}: the scan saw no card data",
+            node.id
+        );
     }
 }
 

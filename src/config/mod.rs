@@ -117,6 +117,9 @@ pub struct LimitsSection {
     pub max_concurrent_requests: usize,
     /// Cards in one ImportCards request.
     pub max_import_batch: usize,
+    /// Callers (see `limits::caller_key`) the query rate does not apply to:
+    /// by default this host, for tools and tests running beside the node.
+    pub unlimited_callers: Vec<String>,
 }
 
 impl Default for LimitsSection {
@@ -127,6 +130,7 @@ impl Default for LimitsSection {
             max_tracked_callers: 100_000,
             max_concurrent_requests: 1024,
             max_import_batch: 10_000,
+            unlimited_callers: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
 }
@@ -240,6 +244,14 @@ impl Config {
             &o.max_concurrent_requests,
         );
         set(&mut self.limits.max_import_batch, &o.max_import_batch);
+        if let Some(list) = &o.unlimited_callers {
+            self.limits.unlimited_callers = list
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
+        }
     }
 
     /// The hasher keyed by the pepper in `node.pepper_file`, else in

@@ -90,6 +90,11 @@ pub struct Overrides {
     /// ONEID_MAX_IMPORT_BATCH].
     #[arg(long)]
     pub max_import_batch: Option<usize>,
+    /// Comma-separated callers (IP addresses) the query rate does not
+    /// apply to; "" for none [limits.unlimited_callers,
+    /// ONEID_UNLIMITED_CALLERS].
+    #[arg(long)]
+    pub unlimited_callers: Option<String>,
 }
 
 impl Overrides {
@@ -113,6 +118,7 @@ impl Overrides {
             max_tracked_callers: parsed(&var, "ONEID_MAX_TRACKED_CALLERS")?,
             max_concurrent_requests: parsed(&var, "ONEID_MAX_CONCURRENT_REQUESTS")?,
             max_import_batch: parsed(&var, "ONEID_MAX_IMPORT_BATCH")?,
+            unlimited_callers: var("ONEID_UNLIMITED_CALLERS"),
             ..Overrides::process_from_env(&var)?
         })
     }

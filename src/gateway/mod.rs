@@ -118,10 +118,7 @@ async fn answer(gw: &Gateway, req: Request) -> Result<Vec<u8>, GatewayError> {
         .map(|c| c.0);
     let body = read_body(&parts.headers, body).await?;
     let proto = json::request_to_proto(&route.input, &body)?;
-    let answer = tokio::time::timeout(
-        gw.timeout,
-        (route.call)(&gw.services, proto.into(), peer),
-    )
+    let answer = tokio::time::timeout(gw.timeout, (route.call)(&gw.services, proto.into(), peer))
         .await
         .map_err(|_| Status::deadline_exceeded(format!("no answer within {:?}", gw.timeout)))??;
     json::response_to_json(&route.output, &answer)

@@ -46,6 +46,9 @@ mod tests {
         assert_eq!(from("10.1.2.3:5000"), "10.1.2.3");
         assert_eq!(from("10.1.2.3:5000"), from("10.1.2.3:6000"));
         assert_ne!(from("10.1.2.3:5000"), from("10.1.2.4:5000"));
-        assert_eq!(caller_key(&with_peer(Request::new(()), None)), UNKNOWN_CALLER);
+        assert_eq!(
+            caller_key(&with_peer(Request::new(()), None)),
+            UNKNOWN_CALLER
+        );
     }
 }
