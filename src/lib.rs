@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod idkey;
+pub mod limits;
 pub mod node;
 pub mod observe;
 pub mod query_audit;

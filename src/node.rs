@@ -24,8 +24,10 @@ use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
 use crate::api::regulator::RegulatorApi;
 use crate::api::writer::Writer;
+use crate::config::LimitsSection;
 use crate::gateway::{self, Gateway};
 use crate::idkey::IdHasher;
+use crate::limits::{shed::ShedLayer, QueryLimit, RateConfig};
 use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::cluster_server::ClusterServer;
@@ -62,6 +64,7 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     pub request_timeout: Duration,
+    pub limits: LimitsSection,
 }
 
 impl NodeConfig {
@@ -181,6 +184,14 @@ pub async fn run(
     let reader = Reader::new(db.clone());
     let queries = Arc::new(QueryAudit::open(db.clone()).context("opening the query audit trail")?);
     let writer = Writer::new(replica.clone(), cfg.request_timeout * 2, queries);
+    let query_limit = QueryLimit::new(
+        RateConfig {
+            per_second: cfg.limits.queries_per_second,
+            burst: cfg.limits.query_burst,
+            max_callers: cfg.limits.max_tracked_callers,
+        },
+        cfg.limits.unlimited_callers.clone(),
+    );
     // One instance of each service, shared by the gRPC server and the
     // HTTP/JSON gateway, so both run the same checks on the same state.
     let services = gateway::Services {
@@ -188,6 +199,8 @@ pub async fn run(
             writer.clone(),
             reader.clone(),
             cfg.hasher.clone(),
+            query_limit.clone(),
+            cfg.limits.max_import_batch,
         )),
         disputes: Arc::new(DisputesApi::new(
             writer.clone(),
@@ -203,15 +216,20 @@ pub async fn run(
             writer.clone(),
             reader.clone(),
             cfg.hasher.clone(),
+            query_limit,
         )),
         notifications: Arc::new(NotificationsApi::new(writer, reader.clone())),
     };
     let registry = RegistryServer::from_arc(services.registry.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
-    let disputes = DisputesServer::from_arc(services.disputes.clone());
-    let regulator = RegulatorServer::from_arc(services.regulator.clone());
-    let linkage = LinkageServer::from_arc(services.linkage.clone());
-    let notifications = NotificationsServer::from_arc(services.notifications.clone());
+    let disputes = DisputesServer::from_arc(services.disputes.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let regulator = RegulatorServer::from_arc(services.regulator.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let linkage = LinkageServer::from_arc(services.linkage.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let notifications = NotificationsServer::from_arc(services.notifications.clone())
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let api_gateway = gateway::router(
         Gateway::new(services, CLIENT_CALL_TIMEOUT).context("building the HTTP/JSON gateway")?,
     );
@@ -241,6 +259,9 @@ pub async fn run(
         .tcp_nodelay(true)
         .timeout(CLIENT_CALL_TIMEOUT)
         .layer(GrpcMetricsLayer::new(obs.clone()))
+        // Inside the metrics layer, so refusals are counted and carry a
+        // request id.
+        .layer(ShedLayer::new(cfg.limits.max_concurrent_requests))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)

@@ -9,6 +9,9 @@ use crate::pb;
 
 pub const MAX_REQUEST_ID: usize = 128;
 pub const MAX_ID_NUMBER: usize = 64;
+/// Longer than any token this server returns (hex of a number and an
+/// account id); checked before any decoding work.
+pub const MAX_PAGE_TOKEN: usize = 512;
 
 fn invalid(message: impl Into<String>) -> DomainError {
     DomainError::new(Reason::InvalidArgument, message)
@@ -172,7 +175,19 @@ pub fn page_token(msisdn: &str, account: &str) -> String {
     hex::encode(format!("{msisdn}\0{account}"))
 }
 
+/// A page token of bounded length, before it is parsed.
+pub fn page_token_len(raw: &str) -> Result<&str, DomainError> {
+    if raw.len() > MAX_PAGE_TOKEN {
+        return Err(invalid(format!(
+            "page_token is {} bytes; at most {MAX_PAGE_TOKEN} allowed",
+            raw.len()
+        )));
+    }
+    Ok(raw)
+}
+
 pub fn parse_page_token(raw: &str) -> Result<Option<(String, String)>, DomainError> {
+    let raw = page_token_len(raw)?;
     if raw.is_empty() {
         return Ok(None);
     }
@@ -202,6 +217,10 @@ mod tests {
             Some(("13800138000".into(), "acct-1".into()))
         );
         assert_eq!(parse_page_token("").unwrap(), None);
+        let long = "0".repeat(MAX_PAGE_TOKEN + 1);
+        let e = parse_page_token(&long).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidArgument);
+        assert!(e.to_string().contains("at most"), "{e}");
         for bad in ["zz", "00", &hex::encode("13800138000")] {
             assert!(parse_page_token(bad).is_err(), "{bad}");
         }

@@ -38,6 +38,13 @@ pub enum ApiError {
     Corrupt(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// This caller spent its query allowance on this node; retry after the
+    /// delay (sent as a google.rpc.RetryInfo).
+    #[error("too many queries from this caller; retry in {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
+    /// The node is serving its configured maximum of client requests.
+    #[error("the node is serving its maximum of {0} client requests at once; retry shortly")]
+    Overloaded(usize),
 }
 
 impl From<StorageError> for ApiError {
@@ -104,6 +111,18 @@ impl From<ApiError> for Status {
             }
             ApiError::Corrupt(m) => with_reason(Code::DataLoss, "DATA_CORRUPTION", m),
             ApiError::Internal(m) => with_reason(Code::Internal, "INTERNAL", m),
+            ApiError::RateLimited { retry_after } => {
+                let message = ApiError::RateLimited { retry_after }.to_string();
+                let mut details =
+                    ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Overloaded(max) => with_reason(
+                Code::ResourceExhausted,
+                "OVERLOADED",
+                ApiError::Overloaded(max).to_string(),
+            ),
         }
     }
 }
@@ -128,6 +147,20 @@ mod tests {
             assert_eq!(reason_of(&status).as_deref(), Some(reason.as_str()));
             assert!(status.message().contains("why"));
         }
+    }
+
+    #[test]
+    fn rate_limited_is_resource_exhausted_with_retry_info() {
+        let retry_after = std::time::Duration::from_millis(1500);
+        let status: Status = ApiError::RateLimited { retry_after }.into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(reason_of(&status).as_deref(), Some("RATE_LIMITED"));
+        let details = status.get_error_details();
+        let retry = details.retry_info().expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(retry_after));
+        let overloaded: Status = ApiError::Overloaded(8).into();
+        assert_eq!(overloaded.code(), Code::ResourceExhausted);
+        assert_eq!(reason_of(&overloaded).as_deref(), Some("OVERLOADED"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::command::{Command, Link};
 use crate::domain::link::parse_last6;
 use crate::domain::{DomainError, Reason};
 use crate::idkey::IdHasher;
+use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::linkage_server::Linkage;
 use crate::reader::Reader;
@@ -23,14 +24,16 @@ pub struct LinkageApi {
     writer: Writer,
     reader: Reader,
     hasher: IdHasher,
+    queries: QueryLimit,
 }
 
 impl LinkageApi {
-    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
+    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher, queries: QueryLimit) -> Self {
         LinkageApi {
             writer,
             reader,
             hasher,
+            queries,
         }
     }
 
@@ -82,7 +85,9 @@ impl Linkage for LinkageApi {
         req: Request<pb::CountLinkedAccountsRequest>,
     ) -> Result<Response<pb::CountLinkedAccountsResponse>, Status> {
         let subject = super::verify::msisdn_subject(&req.get_ref().msisdn);
+        let allowed = self.queries.check(&req);
         let result: Result<Response<pb::CountLinkedAccountsResponse>, Status> = async {
+            allowed?;
             let req = req.into_inner();
             let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
             let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;

@@ -11,12 +11,14 @@ use crate::command::{
     COMMAND_VERSION,
 };
 use crate::idkey::IdHasher;
+use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::registry_server::Registry;
 use crate::reader::Reader;
 
-/// Items per ImportCards request: big enough to amortize an entry and an
-/// fsync, small enough to bound one request's memory (~2 MiB).
+/// Most items per ImportCards request that `limits.max_import_batch` may
+/// allow: big enough to amortize an entry and an fsync, small enough to
+/// bound one request's memory (~2 MiB).
 pub const MAX_IMPORT_BATCH: usize = 10_000;
 
 /// A per-item refusal; only domain errors are refusals.
@@ -34,14 +36,24 @@ pub struct RegistryApi {
     writer: Writer,
     reader: Reader,
     hasher: IdHasher,
+    queries: QueryLimit,
+    max_import_batch: usize,
 }
 
 impl RegistryApi {
-    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
+    pub fn new(
+        writer: Writer,
+        reader: Reader,
+        hasher: IdHasher,
+        queries: QueryLimit,
+        max_import_batch: usize,
+    ) -> Self {
         RegistryApi {
             writer,
             reader,
             hasher,
+            queries,
+            max_import_batch,
         }
     }
 
@@ -92,12 +104,13 @@ impl Registry for RegistryApi {
         req: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
         let cards = req.into_inner().cards;
-        if cards.len() > MAX_IMPORT_BATCH {
+        if cards.len() > self.max_import_batch {
             return Err(ApiError::from(crate::domain::DomainError::new(
                 crate::domain::Reason::InvalidArgument,
                 format!(
-                    "{} cards in one import request; at most {MAX_IMPORT_BATCH} allowed",
-                    cards.len()
+                    "{} cards in one import request; at most {} allowed",
+                    cards.len(),
+                    self.max_import_batch
                 ),
             ))
             .into());
@@ -177,7 +190,9 @@ impl Registry for RegistryApi {
         req: Request<pb::CountCardsRequest>,
     ) -> Result<Response<pb::CountCardsResponse>, Status> {
         let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
+        let allowed = self.queries.check(&req);
         let result: Result<Response<pb::CountCardsResponse>, Status> = async {
+            allowed?;
             let req = req.into_inner();
             let id_key = id_key.map_err(ApiError::from)?;
             let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
@@ -264,6 +279,7 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CountNotificationRequest>,
     ) -> Result<Response<pb::NotificationResponse>, Status> {
+        self.queries.check(&req)?;
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;

@@ -197,6 +197,7 @@ impl Regulator for RegulatorApi {
         let result: Result<Response<pb::ListAuditResponse>, Status> = async {
             let req = req.into_inner();
             let limit = super::writer::page_limit(req.limit, 100, 1000)?;
+            super::convert::page_token_len(&req.page_token).map_err(ApiError::from)?;
             let after = if req.page_token.is_empty() {
                 None
             } else {

@@ -28,6 +28,7 @@ pub struct Config {
     pub raft: RaftSection,
     pub log: LogSection,
     pub runtime: RuntimeSection,
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -99,6 +100,39 @@ impl Default for LogSection {
 pub struct RuntimeSection {
     /// Async worker threads; 0 means one per core.
     pub worker_threads: usize,
+}
+
+/// Abuse limits; see `crate::limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Queries (counts, 2.0 account counts, count-by-SMS) each caller may
+    /// make per second on one node, after its burst.
+    pub queries_per_second: f64,
+    /// Queries a caller may make at once before the rate applies.
+    pub query_burst: u32,
+    /// Callers the rate limiter remembers at once (bounds its memory).
+    pub max_tracked_callers: usize,
+    /// Client requests served at once by one node; more are refused.
+    pub max_concurrent_requests: usize,
+    /// Cards in one ImportCards request.
+    pub max_import_batch: usize,
+    /// Callers (see `limits::caller_key`) the query rate does not apply to:
+    /// by default this host, for tools and tests running beside the node.
+    pub unlimited_callers: Vec<String>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            queries_per_second: 5.0,
+            query_burst: 20,
+            max_tracked_callers: 100_000,
+            max_concurrent_requests: 1024,
+            max_import_batch: 10_000,
+            unlimited_callers: vec!["127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +236,22 @@ impl Config {
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
         set(&mut self.runtime.worker_threads, &o.worker_threads);
+        set(&mut self.limits.queries_per_second, &o.queries_per_second);
+        set(&mut self.limits.query_burst, &o.query_burst);
+        set(&mut self.limits.max_tracked_callers, &o.max_tracked_callers);
+        set(
+            &mut self.limits.max_concurrent_requests,
+            &o.max_concurrent_requests,
+        );
+        set(&mut self.limits.max_import_batch, &o.max_import_batch);
+        if let Some(list) = &o.unlimited_callers {
+            self.limits.unlimited_callers = list
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
+        }
     }
 
     /// The hasher keyed by the pepper in `node.pepper_file`, else in

@@ -70,6 +70,31 @@ pub struct Overrides {
     /// ONEID_WORKER_THREADS].
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Queries per second per caller after its burst
+    /// [limits.queries_per_second, ONEID_QUERIES_PER_SECOND].
+    #[arg(long)]
+    pub queries_per_second: Option<f64>,
+    /// Queries a caller may make at once [limits.query_burst,
+    /// ONEID_QUERY_BURST].
+    #[arg(long)]
+    pub query_burst: Option<u32>,
+    /// Callers the rate limiter tracks at once
+    /// [limits.max_tracked_callers, ONEID_MAX_TRACKED_CALLERS].
+    #[arg(long)]
+    pub max_tracked_callers: Option<usize>,
+    /// Client requests served at once; more are refused
+    /// [limits.max_concurrent_requests, ONEID_MAX_CONCURRENT_REQUESTS].
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Cards in one ImportCards request [limits.max_import_batch,
+    /// ONEID_MAX_IMPORT_BATCH].
+    #[arg(long)]
+    pub max_import_batch: Option<usize>,
+    /// Comma-separated callers (IP addresses) the query rate does not
+    /// apply to; "" for none [limits.unlimited_callers,
+    /// ONEID_UNLIMITED_CALLERS].
+    #[arg(long)]
+    pub unlimited_callers: Option<String>,
 }
 
 impl Overrides {
@@ -88,6 +113,12 @@ impl Overrides {
             election_timeout_min_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MIN_MS")?,
             election_timeout_max_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MAX_MS")?,
             request_timeout_ms: parsed(&var, "ONEID_REQUEST_TIMEOUT_MS")?,
+            queries_per_second: parsed(&var, "ONEID_QUERIES_PER_SECOND")?,
+            query_burst: parsed(&var, "ONEID_QUERY_BURST")?,
+            max_tracked_callers: parsed(&var, "ONEID_MAX_TRACKED_CALLERS")?,
+            max_concurrent_requests: parsed(&var, "ONEID_MAX_CONCURRENT_REQUESTS")?,
+            max_import_batch: parsed(&var, "ONEID_MAX_IMPORT_BATCH")?,
+            unlimited_callers: var("ONEID_UNLIMITED_CALLERS"),
             ..Overrides::process_from_env(&var)?
         })
     }

@@ -204,3 +204,45 @@ fn the_printed_config_never_holds_the_pepper() {
     let text = with_file.to_toml(true).expect("print");
     assert!(text.contains("# pepper: file /etc/oneid/pepper"), "{text}");
 }
+
+#[test]
+fn limits_are_checked_and_overridable() {
+    let mut cfg = Config::parse(MINIMAL).expect("parse");
+    cfg.limits.queries_per_second = f64::NAN;
+    cfg.limits.query_burst = 0;
+    cfg.limits.max_concurrent_requests = 0;
+    cfg.limits.max_import_batch = 20_000;
+    let msg = invalid(&cfg);
+    for needle in [
+        "limits.queries_per_second = NaN must be a positive number",
+        "limits.query_burst must be positive",
+        "limits.max_concurrent_requests must be positive",
+        "limits.max_import_batch = 20000 is more than 10000",
+    ] {
+        assert!(msg.contains(needle), "{needle} not in {msg}");
+    }
+
+    let file = write(&format!(
+        "{MINIMAL}\n[limits]\nqueries_per_second = 0.5\nunlimited_callers = []\n"
+    ));
+    let vars = env(&[
+        ("ONEID_QUERY_BURST", "7"),
+        ("ONEID_UNLIMITED_CALLERS", "10.0.0.9, 10.0.0.10"),
+    ]);
+    let flags = Overrides {
+        max_import_batch: Some(50),
+        ..Overrides::default()
+    };
+    let cfg = Config::resolve(Some(file.path()), vars, &flags).expect("resolve");
+    assert_eq!(cfg.limits.queries_per_second, 0.5);
+    assert_eq!(cfg.limits.query_burst, 7);
+    assert_eq!(cfg.limits.max_import_batch, 50);
+    assert_eq!(cfg.limits.unlimited_callers, ["10.0.0.9", "10.0.0.10"]);
+    let flags = Overrides {
+        unlimited_callers: Some(String::new()),
+        ..Overrides::default()
+    };
+    let cfg = Config::resolve(None, env(&[]), &flags).expect("resolve");
+    assert!(cfg.limits.unlimited_callers.is_empty());
+    assert_eq!(cfg.limits.max_tracked_callers, 100_000);
+}

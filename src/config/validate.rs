@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Config, ConfigError};
+use crate::api::registry::MAX_IMPORT_BATCH;
 use crate::idkey::IdHasher;
 use crate::node::{self, NodeConfig};
 use crate::observe::log;
@@ -15,6 +16,8 @@ const MAX_WORKER_THREADS: usize = 1024;
 /// Longest raft timing accepted (an hour): longer is a typo, and keeps the
 /// arithmetic on timings far from overflow.
 const MAX_TIMING_MS: u64 = 3_600_000;
+/// More requests in progress than tokio's semaphore can count is a typo.
+const MAX_CONCURRENT_REQUESTS: usize = 1 << 20;
 
 /// A configuration that passed every check, with its addresses parsed.
 #[derive(Debug, Clone)]
@@ -66,6 +69,7 @@ impl Config {
             }
         }
         raft(&mut errs, self);
+        limits(&mut errs, self);
         errs.extend(process(self).err().unwrap_or_default());
         match (node_id, listen, data_dir) {
             (Some(node_id), Some(listen), Some(data_dir)) if errs.is_empty() => Ok(Checked {
@@ -95,6 +99,7 @@ impl Checked {
             heartbeat_ms: r.heartbeat_ms,
             election_timeout_ms: (r.election_timeout_min_ms, r.election_timeout_max_ms),
             request_timeout: Duration::from_millis(r.request_timeout_ms),
+            limits: self.config.limits.clone(),
         }
     }
 }
@@ -156,6 +161,39 @@ fn raft(errs: &mut Vec<String>, cfg: &Config) {
     }
     if r.snapshot_logs == 0 {
         errs.push("raft.snapshot_logs must be positive".into());
+    }
+}
+
+fn limits(errs: &mut Vec<String>, cfg: &Config) {
+    let l = &cfg.limits;
+    if !(l.queries_per_second.is_finite() && l.queries_per_second > 0.0) {
+        errs.push(format!(
+            "limits.queries_per_second = {} must be a positive number",
+            l.queries_per_second
+        ));
+    }
+    for (key, v) in [
+        ("limits.query_burst", l.query_burst as usize),
+        ("limits.max_tracked_callers", l.max_tracked_callers),
+        ("limits.max_concurrent_requests", l.max_concurrent_requests),
+        ("limits.max_import_batch", l.max_import_batch),
+    ] {
+        if v == 0 {
+            errs.push(format!("{key} must be positive"));
+        }
+    }
+    if l.max_concurrent_requests > MAX_CONCURRENT_REQUESTS {
+        errs.push(format!(
+            "limits.max_concurrent_requests = {} is more than {MAX_CONCURRENT_REQUESTS}",
+            l.max_concurrent_requests
+        ));
+    }
+    if l.max_import_batch > MAX_IMPORT_BATCH {
+        errs.push(format!(
+            "limits.max_import_batch = {} is more than {MAX_IMPORT_BATCH} (a larger batch \
+             does not fit in one request message)",
+            l.max_import_batch
+        ));
     }
 }
 

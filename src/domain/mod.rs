@@ -9,6 +9,9 @@ pub mod lifecycle;
 pub mod link;
 pub mod rules;
 
+#[cfg(test)]
+mod reference_tests;
+
 pub use card::{CardKind, Carrier, Channel, Msisdn, Province};
 pub use error::{DomainError, Reason};
 pub use identity::{DocType, Identity};

@@ -203,4 +203,19 @@ mod tests {
             Some(&HeaderValue::from(2u64))
         );
     }
+
+    #[test]
+    fn a_rate_limited_query_is_429_with_retry_after_and_its_reason() {
+        let retry_after = std::time::Duration::from_millis(200);
+        let status: Status = ApiError::RateLimited { retry_after }.into();
+        let err = GatewayError::Rpc(status);
+        let (http, _, reason) = err.classify();
+        assert_eq!(http, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reason, "RATE_LIMITED");
+        let resp = err.into_response();
+        assert_eq!(
+            resp.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(1u64))
+        );
+    }
 }

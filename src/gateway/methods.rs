@@ -31,8 +31,13 @@ pub struct Services {
     pub notifications: Arc<NotificationsApi>,
 }
 
-/// Protobuf request in, protobuf response out.
-pub type Call = fn(&Services, Bytes) -> BoxFuture<'static, Result<Vec<u8>, Status>>;
+/// Protobuf request (and the HTTP peer, when known) in, protobuf response
+/// out.
+pub type Call = fn(
+    &Services,
+    Bytes,
+    Option<std::net::SocketAddr>,
+) -> BoxFuture<'static, Result<Vec<u8>, Status>>;
 
 pub struct Rpc {
     /// The service's name in package `oneid.v1`, e.g. "Registry".
@@ -57,14 +62,15 @@ macro_rules! rpc {
             service: $service,
             method: $method,
             alias: $alias,
-            call: |services, body| {
+            call: |services, body, peer| {
                 let api = services.$api.clone();
                 Box::pin(async move {
                     // The bytes were encoded from the same descriptors a
                     // moment ago; failing here is a bug, not bad input.
                     let req = Message::decode(body)
                         .map_err(|e| ApiError::Internal(format!("re-decoding a request: {e}")))?;
-                    let resp = $trait::$fn(&*api, Request::new(req)).await?;
+                    let req = crate::limits::caller::with_peer(Request::new(req), peer);
+                    let resp = $trait::$fn(&*api, req).await?;
                     Ok(resp.into_inner().encode_to_vec())
                 })
             },

@@ -111,9 +111,14 @@ async fn answer(gw: &Gateway, req: Request) -> Result<Vec<u8>, GatewayError> {
         return Err(GatewayError::MethodNotAllowed(req.method().clone()));
     }
     let (parts, body) = req.into_parts();
+    // Per-caller limits key on the peer, as on gRPC.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
     let body = read_body(&parts.headers, body).await?;
     let proto = json::request_to_proto(&route.input, &body)?;
-    let answer = tokio::time::timeout(gw.timeout, (route.call)(&gw.services, proto.into()))
+    let answer = tokio::time::timeout(gw.timeout, (route.call)(&gw.services, proto.into(), peer))
         .await
         .map_err(|_| Status::deadline_exceeded(format!("no answer within {:?}", gw.timeout)))??;
     json::response_to_json(&route.output, &answer)

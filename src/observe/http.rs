@@ -27,7 +27,12 @@ pub async fn serve(
     extra: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(obs).merge(extra))
+    // The peer address reaches the gateway's handlers, which key
+    // per-caller limits on it.
+    let app = router(obs)
+        .merge(extra)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
 }
