@@ -49,7 +49,7 @@ pub async fn run(replica: Arc<Replica>, reader: Reader, mut stop: watch::Receive
 
 async fn sweep_once(replica: &Replica) {
     let envelope = Envelope::internal(Command::SweepOverdue(SweepOverdue { limit: PER_SWEEP }));
-    let bytes = match command::encode(&envelope) {
+    let bytes = match envelope.encode() {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "encoding a sweep");

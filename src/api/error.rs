@@ -38,6 +38,15 @@ pub enum ApiError {
     Corrupt(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// The caller presented no usable identity.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's role may not call this RPC at all.
+    #[error("permission denied: {0}")]
+    WrongRole(String),
+    /// The role may call the RPC, but not for another carrier or platform.
+    #[error("permission denied: {0}")]
+    NotYours(String),
 }
 
 impl From<StorageError> for ApiError {
@@ -104,6 +113,11 @@ impl From<ApiError> for Status {
             }
             ApiError::Corrupt(m) => with_reason(Code::DataLoss, "DATA_CORRUPTION", m),
             ApiError::Internal(m) => with_reason(Code::Internal, "INTERNAL", m),
+            ApiError::Unauthenticated(m) => {
+                with_reason(Code::Unauthenticated, "UNAUTHENTICATED", m)
+            }
+            ApiError::WrongRole(m) => with_reason(Code::PermissionDenied, "WRONG_ROLE", m),
+            ApiError::NotYours(m) => with_reason(Code::PermissionDenied, "PERMISSION_DENIED", m),
         }
     }
 }

@@ -58,10 +58,13 @@ pub fn record(
     position: u32,
     now_ms: u64,
     request_id: &str,
+    by: &str,
     command: &Command,
     outcome: &Outcome,
 ) -> Result<(), StorageError> {
     let (actor, action, subject) = describe(command);
+    // The verified caller, when there was one, over what the command says.
+    let actor = if by.is_empty() { actor } else { by.to_string() };
     let outcome = match outcome {
         Outcome::Rejected { reason, .. } => reason.clone(),
         _ => "ok".into(),

@@ -28,6 +28,7 @@ pub struct Config {
     pub raft: RaftSection,
     pub log: LogSection,
     pub runtime: RuntimeSection,
+    pub tls: TlsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -99,6 +100,22 @@ impl Default for LogSection {
 pub struct RuntimeSection {
     /// Async worker threads; 0 means one per core.
     pub worker_threads: usize,
+}
+
+/// mTLS on the node's port: its certificate and key, and the CA that signs
+/// every node and client. Without them the node refuses to start unless
+/// `insecure` asks for plaintext.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Plaintext, and every caller is trusted as an operator with every role.
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +219,10 @@ impl Config {
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
         set(&mut self.runtime.worker_threads, &o.worker_threads);
+        set_opt(&mut self.tls.ca, &o.ca);
+        set_opt(&mut self.tls.cert, &o.cert);
+        set_opt(&mut self.tls.key, &o.key);
+        set(&mut self.tls.insecure, &o.insecure.then_some(true));
     }
 
     /// The hasher keyed by the pepper in `node.pepper_file`, else in

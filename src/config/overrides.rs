@@ -70,6 +70,21 @@ pub struct Overrides {
     /// ONEID_WORKER_THREADS].
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// CA certificate (PEM) that signs every node and client [tls.ca,
+    /// ONEID_CA].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (PEM, from `oneid certs`) [tls.cert,
+    /// ONEID_CERT].
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM) [tls.key, ONEID_KEY].
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Plaintext, no TLS: every caller is trusted with every role. For
+    /// local experiments only [tls.insecure, ONEID_INSECURE].
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl Overrides {
@@ -88,6 +103,10 @@ impl Overrides {
             election_timeout_min_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MIN_MS")?,
             election_timeout_max_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MAX_MS")?,
             request_timeout_ms: parsed(&var, "ONEID_REQUEST_TIMEOUT_MS")?,
+            ca: var("ONEID_CA").map(PathBuf::from),
+            cert: var("ONEID_CERT").map(PathBuf::from),
+            key: var("ONEID_KEY").map(PathBuf::from),
+            insecure: parsed(&var, "ONEID_INSECURE")?.unwrap_or(false),
             ..Overrides::process_from_env(&var)?
         })
     }
