@@ -111,16 +111,7 @@ pub fn apply_envelope(
         }
         Err(Refusal::Storage(e)) => return Err(e),
     };
-    audit::record(
-        tx,
-        index,
-        position,
-        now_ms,
-        &envelope.request_id,
-        &envelope.by,
-        &envelope.command,
-        &outcome,
-    )?;
+    audit::record(tx, index, position, now_ms, &envelope, &outcome)?;
     if dedup {
         let record = DedupRecord {
             applied_at_ms: now_ms,
