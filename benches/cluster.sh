@@ -16,6 +16,9 @@ start_oneid_cluster() {
   oc="1=127.0.0.1:${prefix}1,2=127.0.0.1:${prefix}2,3=127.0.0.1:${prefix}3"
   EP="127.0.0.1:${prefix}1,127.0.0.1:${prefix}2,127.0.0.1:${prefix}3"
   export ONEID_PEPPER="$name-bench-pepper-0123456789"
+  # Plaintext, like the etcd it is compared with; the load generator's mixed
+  # workload needs both the carrier and the query role.
+  export ONEID_INSECURE=true
   for i in 1 2 3; do
     "$ONEID" serve --node-id "$i" --addr "127.0.0.1:${prefix}$i" --data-dir "$WORK/n$i" \
       --initial-cluster "$oc" 2>"$WORK/n$i.log" &

@@ -31,6 +31,8 @@ done
 # oneid: 3 nodes.
 OC="1=127.0.0.1:7201,2=127.0.0.1:7202,3=127.0.0.1:7203"
 export ONEID_PEPPER=compare-etcd-pepper-0123456789
+# Plaintext on both sides, so the comparison is of the databases, not TLS.
+export ONEID_INSECURE=true
 for i in 1 2 3; do
   "$ONEID" serve --node-id "$i" --addr "127.0.0.1:720$i" --data-dir "$WORK/oneid$i" --initial-cluster "$OC" \
     2>"$WORK/oneid$i.log" &

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use oneid::command::{self, Command, Envelope, Register, COMMAND_VERSION};
+use oneid::command::{Command, Envelope, Register, COMMAND_VERSION};
 use oneid::domain::{DocType, Identity, Msisdn};
 use oneid::idkey::IdHasher;
 use oneid::state_machine::StateMachine;
@@ -66,7 +66,7 @@ fn encoding(c: &mut Criterion) {
 fn register_command(i: u64) -> Vec<u8> {
     let mut id_key = [0u8; 32];
     id_key[..8].copy_from_slice(&i.to_be_bytes());
-    command::encode(&Envelope {
+    Envelope {
         version: COMMAND_VERSION,
         request_id: format!("bench-{i}"),
         command: Command::Register(Register {
@@ -80,7 +80,9 @@ fn register_command(i: u64) -> Vec<u8> {
             last6_tag: [0; 16],
             unit_key: None,
         }),
-    })
+        by: String::new(),
+    }
+    .encode()
     .expect("encode")
 }
 

@@ -8,15 +8,22 @@ use crate::domain::{DomainError, Reason};
 /// Bumped when a command's shape changes; apply rejects versions it does not
 /// know (deterministically, on every replica) instead of misreading them.
 pub const COMMAND_VERSION: u8 = 1;
+/// An envelope that also names its authenticated caller ([`Envelope::by`]).
+pub const CALLER_VERSION: u8 = 2;
 
 pub type IdKey = oneid_storage::keys::IdKey;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Not serde: its bytes come from [`Envelope::encode`], which keeps the
+/// version-1 layout for envelopes without a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub version: u8,
     /// Idempotency key (AIP-155): a retry returns the first outcome.
     pub request_id: String,
     pub command: Command,
+    /// The authenticated caller (role and certificate subject) the audit
+    /// trail names; empty without one (insecure mode, the node itself).
+    pub by: String,
 }
 
 impl Envelope {
@@ -28,7 +35,40 @@ impl Envelope {
             version: COMMAND_VERSION,
             request_id: String::new(),
             command,
+            by: String::new(),
         }
+    }
+
+    /// Without a caller, exactly the version-1 bytes (what nodes without
+    /// TLS, and log entries written before callers existed, hold); with
+    /// one, version 2 appends it. bincode lays a struct out as the tuple of
+    /// its fields, so the tuples below are the struct layouts.
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        if self.by.is_empty() {
+            encode(&(self.version, &self.request_id, &self.command))
+        } else {
+            encode(&(CALLER_VERSION, &self.request_id, &self.command, &self.by))
+        }
+    }
+
+    /// Reads either layout: a version-1 envelope is too short for version
+    /// 2, and a version-2 one has bytes left over as version 1.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+        if let Ok((version, request_id, command)) = decode::<(u8, String, Command)>(bytes) {
+            return Ok(Envelope {
+                version,
+                request_id,
+                command,
+                by: String::new(),
+            });
+        }
+        let (version, request_id, command, by) = decode::<(u8, String, Command, String)>(bytes)?;
+        Ok(Envelope {
+            version,
+            request_id,
+            command,
+            by,
+        })
     }
 }
 
@@ -248,23 +288,52 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecEr
 mod tests {
     use super::*;
 
+    fn cancel() -> Command {
+        Command::Cancel(Cancel {
+            msisdn: "13800138000".into(),
+            carrier: "CMCC".into(),
+        })
+    }
+
     #[test]
-    fn envelope_round_trips() {
-        let e = Envelope {
+    fn envelope_round_trips_with_and_without_a_caller() {
+        let mut e = Envelope {
             version: COMMAND_VERSION,
             request_id: "r1".into(),
-            command: Command::Cancel(Cancel {
-                msisdn: "13800138000".into(),
-                carrier: "CMCC".into(),
-            }),
+            command: cancel(),
+            by: String::new(),
         };
-        let back: Envelope = decode(&encode(&e).unwrap()).unwrap();
-        assert_eq!(back, e);
+        assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
+        e.by = "carrier:CMCC [CN=oneid client carrier:CMCC]".into();
+        let back = Envelope::decode(&e.encode().unwrap()).unwrap();
+        assert_eq!(back.version, CALLER_VERSION);
+        assert_eq!(back.by, e.by);
+        assert_eq!(back.command, e.command);
+    }
+
+    #[test]
+    fn version_one_envelopes_still_decode_and_encode_the_same() {
+        // The envelope as it was serialized before callers existed.
+        #[derive(Serialize)]
+        struct Legacy {
+            version: u8,
+            request_id: String,
+            command: Command,
+        }
+        let old = encode(&Legacy {
+            version: 1,
+            request_id: "r1".into(),
+            command: cancel(),
+        })
+        .unwrap();
+        let e = Envelope::decode(&old).unwrap();
+        assert_eq!((e.version, e.by.as_str()), (1, ""));
+        assert_eq!(e.encode().unwrap(), old);
     }
 
     #[test]
     fn garbage_does_not_decode() {
-        assert!(decode::<Envelope>(&[0xff, 0xff, 0xff]).is_err());
+        assert!(Envelope::decode(&[0xff, 0xff, 0xff]).is_err());
         let mut bytes = encode(&Outcome::Cancelled).unwrap();
         bytes.push(0);
         assert!(decode::<Outcome>(&bytes).is_err());

@@ -38,6 +38,8 @@ use crate::pb::registry_server::RegistryServer;
 use crate::pb::regulator_server::RegulatorServer;
 use crate::query_audit::QueryAudit;
 use crate::reader::Reader;
+use crate::security::authz::AuthzLayer;
+use crate::security::tls::TlsFiles;
 use crate::state_machine::StateMachine;
 
 /// Largest client request accepted on the wire.
@@ -65,6 +67,8 @@ pub struct NodeConfig {
     pub election_timeout_ms: (u64, u64),
     pub request_timeout: Duration,
     pub limits: LimitsSection,
+    /// mTLS files; none serves plaintext and trusts every caller.
+    pub tls: Option<TlsFiles>,
 }
 
 impl NodeConfig {
@@ -125,6 +129,16 @@ pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match &cfg.tls {
+        Some(files) => Some(files.load().context("loading TLS files")?),
+        None => {
+            tracing::warn!(
+                "--insecure: plaintext on every port, and every caller is trusted \
+                 as an operator with every role; never use this outside a test bench"
+            );
+            None
+        }
+    };
     let db = Db::open(&cfg.data_dir.join("db"), Tuning::default())
         .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?;
     let snapshot_dir = cfg.data_dir.join("snapshots");
@@ -138,6 +152,7 @@ pub async fn run(
             max_batch: 4096,
             max_inflight: 2,
             request_timeout: cfg.request_timeout,
+            peer_tls: tls.as_ref().map(|t| t.client()),
         },
         log_store,
         sm,
@@ -230,9 +245,18 @@ pub async fn run(
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let notifications = NotificationsServer::from_arc(services.notifications.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
-    let api_gateway = gateway::router(
-        Gateway::new(services, CLIENT_CALL_TIMEOUT).context("building the HTTP/JSON gateway")?,
-    );
+    // The gateway has no client certificates to take roles from, so it
+    // serves only in insecure mode; with TLS the HTTP port keeps /metrics,
+    // /ready and /live.
+    let api_gateway = if tls.is_some() {
+        tracing::info!("TLS is on: the HTTP/JSON gateway (/v1/...) is off");
+        axum::Router::new()
+    } else {
+        gateway::router(
+            Gateway::new(services, CLIENT_CALL_TIMEOUT)
+                .context("building the HTTP/JSON gateway")?,
+        )
+    };
     let http = http_listener.map(|l| {
         let served = observe::http::serve(l, obs.clone(), api_gateway, stopped(stop_rx.clone()));
         tokio::spawn(async move {
@@ -255,13 +279,20 @@ pub async fn run(
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
 
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server())
+            .context("configuring TLS")?;
+    }
+    let server = builder
         .tcp_nodelay(true)
         .timeout(CLIENT_CALL_TIMEOUT)
         .layer(GrpcMetricsLayer::new(obs.clone()))
         // Inside the metrics layer, so refusals are counted and carry a
         // request id.
         .layer(ShedLayer::new(cfg.limits.max_concurrent_requests))
+        .layer(AuthzLayer::new(tls.is_none()))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)

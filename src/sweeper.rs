@@ -85,7 +85,7 @@ fn due(
 /// Proposes a server-side command; its outcome, or None after logging why
 /// not (lost leadership or timed out: the next leader tries again).
 async fn propose(replica: &Replica, command: Command) -> Option<Outcome> {
-    let bytes = match command::encode(&Envelope::internal(command)) {
+    let bytes = match Envelope::internal(command).encode() {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "encoding a housekeeping command");

@@ -35,6 +35,9 @@ election_timeout_max_ms = 400
 [log]
 format = "human"
 filter = "info,openraft=warn,oneid::observe::grpc=debug"
+
+[tls]
+insecure = true
 {extra}"#,
         data = dir.join("data").display(),
         pepper = pepper.display(),
@@ -128,6 +131,7 @@ async fn a_node_runs_from_a_config_file_with_json_logs_and_request_ids() {
         .spawn()
         .expect("spawn oneid");
     let c = Cluster {
+        tls: None,
         spec: format!("1={addr}"),
         nodes: vec![Node {
             id: 1,

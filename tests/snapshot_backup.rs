@@ -37,6 +37,7 @@ impl Server {
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_oneid"))
             .args(["serve", "--node-id", &id.to_string(), "--addr", addr])
+            .arg("--insecure")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--initial-cluster", initial_cluster])

@@ -18,7 +18,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Snapshot, SnapshotMeta, Vote};
 use prost::bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Blob, SnapshotChunk};
@@ -36,15 +36,30 @@ pub type SnapshotHeader = (Vote<NodeId>, SnapshotMeta<NodeId, BasicNode>);
 #[derive(Clone, Default)]
 pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The node's own certificate and the cluster CA; none is plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Channels {
+            inner: Arc::default(),
+            tls,
+        }
+    }
+
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = match &self.tls {
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?
+            }
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

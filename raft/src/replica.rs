@@ -28,6 +28,9 @@ pub struct ReplicaConfig {
     pub max_inflight: usize,
     /// Deadline of forwarded requests and read barriers.
     pub request_timeout: Duration,
+    /// How this node reaches its peers: mTLS with its node certificate, or
+    /// plaintext when none (insecure mode).
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Longest `add_learner` waits for the new learner to catch up; inside the
@@ -253,7 +256,7 @@ impl Replica {
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
     {
-        let channels = Channels::default();
+        let channels = Channels::new(config.peer_tls.clone());
         let raft_config = Arc::new(
             config
                 .raft

@@ -12,6 +12,7 @@ use crate::idkey::IdHasher;
 use crate::pb;
 use crate::pb::disputes_server::Disputes;
 use crate::reader::Reader;
+use crate::security::authz;
 
 /// Longest operator id kept with a resolution.
 const MAX_OPERATOR: usize = 64;
@@ -69,6 +70,7 @@ impl Disputes for DisputesApi {
         &self,
         req: Request<pb::ResolveDisputeRequest>,
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
         if req.dispute_id == 0 {
             return Err(ApiError::from(DomainError::new(
@@ -101,7 +103,7 @@ impl Disputes for DisputesApi {
     ) -> Result<Response<pb::Dispute>, Status> {
         let subject = format!("dispute:{}", req.get_ref().dispute_id);
         let result: Result<Response<pb::Dispute>, Status> = async {
-            let id = req.into_inner().dispute_id;
+            let id = req.get_ref().dispute_id;
             self.writer.linearizable().await?;
             let Some(d) = self.reader.dispute(id).map_err(ApiError::from)? else {
                 return Err(ApiError::from(DomainError::new(
@@ -110,6 +112,8 @@ impl Disputes for DisputesApi {
                 ))
                 .into());
             };
+            // A carrier sees only disputes about its own cards.
+            authz::own_carrier(&req, &d.carrier)?;
             let outcome = DisputeOutcome::from_code(d.outcome as i32);
             Ok(Response::new(pb::Dispute {
                 dispute_id: id,

@@ -45,6 +45,15 @@ pub enum ApiError {
     /// The node is serving its configured maximum of client requests.
     #[error("the node is serving its maximum of {0} client requests at once; retry shortly")]
     Overloaded(usize),
+    /// The caller presented no usable identity.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's role may not call this RPC at all.
+    #[error("permission denied: {0}")]
+    WrongRole(String),
+    /// The role may call the RPC, but not for another carrier or platform.
+    #[error("permission denied: {0}")]
+    NotYours(String),
 }
 
 impl From<StorageError> for ApiError {
@@ -123,6 +132,11 @@ impl From<ApiError> for Status {
                 "OVERLOADED",
                 ApiError::Overloaded(max).to_string(),
             ),
+            ApiError::Unauthenticated(m) => {
+                with_reason(Code::Unauthenticated, "UNAUTHENTICATED", m)
+            }
+            ApiError::WrongRole(m) => with_reason(Code::PermissionDenied, "WRONG_ROLE", m),
+            ApiError::NotYours(m) => with_reason(Code::PermissionDenied, "PERMISSION_DENIED", m),
         }
     }
 }

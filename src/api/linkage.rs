@@ -16,6 +16,7 @@ use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::linkage_server::Linkage;
 use crate::reader::Reader;
+use crate::security::authz;
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -50,6 +51,7 @@ impl LinkageApi {
         req: Request<pb::LinkAccountRequest>,
         command: fn(Link) -> Command,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        authz::own_platform(&req, &req.get_ref().platform)?;
         let req = req.into_inner();
         let link = Self::link_of(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command(link)).await?;
@@ -151,6 +153,7 @@ impl Linkage for LinkageApi {
         let actor = super::verify::short(&req.get_ref().platform);
         let subject = String::new();
         let result: Result<Response<pb::ListReverifyResponse>, Status> = async {
+            authz::own_platform(&req, &req.get_ref().platform)?;
             let req = req.into_inner();
             let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
             let limit = super::writer::page_limit(req.limit, DEFAULT_PAGE, MAX_PAGE)?;

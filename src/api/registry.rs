@@ -15,6 +15,7 @@ use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::registry_server::Registry;
 use crate::reader::Reader;
+use crate::security::authz;
 
 /// Most items per ImportCards request that `limits.max_import_batch` may
 /// allow: big enough to amortize an entry and an fsync, small enough to
@@ -75,6 +76,7 @@ impl RegistryApi {
                 last6_tag: self.hasher.last6_tag(r.identity.last6()),
                 unit_key: r.responsible_unit.as_ref().map(|u| self.hasher.id_key(u)),
             }),
+            by: authz::current_actor(),
         })
     }
 }
@@ -85,6 +87,7 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::RegisterCardRequest>,
     ) -> Result<Response<pb::RegisterCardResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
         let envelope = self.register_envelope(&req.into_inner())?;
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
@@ -103,6 +106,9 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
+        for card in &req.get_ref().cards {
+            authz::own_carrier(&req, &card.carrier)?;
+        }
         let cards = req.into_inner().cards;
         if cards.len() > self.max_import_batch {
             return Err(ApiError::from(crate::domain::DomainError::new(
@@ -121,7 +127,7 @@ impl Registry for RegistryApi {
         for (i, card) in cards.iter().enumerate() {
             match self
                 .register_envelope(card)
-                .and_then(|e| command::encode(&e).map_err(|e| ApiError::Internal(e.to_string())))
+                .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
             {
                 Ok(bytes) => {
                     slots.push(i);
@@ -163,6 +169,7 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CancelCardRequest>,
     ) -> Result<Response<pb::CancelCardResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
         let request_id = convert::request_id(&req.request_id).map_err(ApiError::from)?;
         let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
@@ -174,6 +181,7 @@ impl Registry for RegistryApi {
                 msisdn: msisdn.as_str().to_string(),
                 carrier: carrier.as_str().to_string(),
             }),
+            by: authz::current_actor(),
         };
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
@@ -225,6 +233,9 @@ impl Registry for RegistryApi {
         let actor = super::verify::short(&req.get_ref().carrier);
         let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::ListCarrierCardsResponse>, Status> = async {
+            // Inside the audited block: a carrier asking about another
+            // carrier's cards is recorded in the query audit trail.
+            authz::own_carrier(&req, &req.get_ref().carrier)?;
             let req = req.into_inner();
             let id_key = id_key.map_err(ApiError::from)?;
             let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
@@ -260,6 +271,7 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::ReportReverificationRequest>,
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
         let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
         let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;

@@ -62,7 +62,9 @@ impl Writer {
 
     /// Proposes one command; a domain rejection comes back as an error.
     pub async fn execute(&self, envelope: Envelope) -> Result<(u64, Applied), ApiError> {
-        let bytes = command::encode(&envelope).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let bytes = envelope
+            .encode()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let (index, result) = tokio::time::timeout(self.timeout, self.replica.propose(bytes))
             .await
             .map_err(|_| {
@@ -87,6 +89,7 @@ impl Writer {
             version: COMMAND_VERSION,
             request_id,
             command,
+            by: crate::security::authz::current_actor(),
         })
         .await
     }

@@ -7,7 +7,7 @@ use oneid_storage::records::{AuditRecord, AUDIT_V};
 use oneid_storage::StorageError;
 
 use super::Tx;
-use crate::command::{Command, Outcome};
+use crate::command::{Command, Envelope, Outcome};
 use crate::domain::Msisdn;
 
 fn masked(msisdn: &str) -> String {
@@ -58,11 +58,16 @@ pub fn record(
     index: u64,
     position: u32,
     now_ms: u64,
-    request_id: &str,
-    command: &Command,
+    envelope: &Envelope,
     outcome: &Outcome,
 ) -> Result<(), StorageError> {
-    let (actor, action, subject) = describe(command);
+    let (actor, action, subject) = describe(&envelope.command);
+    // The verified caller, when there was one, over what the command says.
+    let actor = if envelope.by.is_empty() {
+        actor
+    } else {
+        envelope.by.clone()
+    };
     let outcome = match outcome {
         Outcome::Rejected { reason, .. } => reason.clone(),
         _ => "ok".into(),
@@ -75,7 +80,7 @@ pub fn record(
             actor,
             action: action.into(),
             subject,
-            request_id: request_id.into(),
+            request_id: envelope.request_id.clone(),
             outcome,
         },
     )

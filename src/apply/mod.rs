@@ -25,7 +25,7 @@ use oneid_storage::records::{
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
 
-use crate::command::{self, Applied, Command, Envelope, Outcome, COMMAND_VERSION};
+use crate::command::{self, Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION};
 use crate::domain::{record_failed_verification, DomainError, Policy, Reason};
 
 /// A rule's refusal, or a storage failure that stops the apply.
@@ -74,7 +74,7 @@ pub fn apply_envelope(
         outcome,
         replayed: false,
     };
-    let envelope: Envelope = match command::decode(bytes) {
+    let envelope = match Envelope::decode(bytes) {
         Ok(e) => e,
         // Every replica decodes the same bytes the same way, so a rejection
         // here is as deterministic as any other outcome.
@@ -85,7 +85,7 @@ pub fn apply_envelope(
             ))))
         }
     };
-    if envelope.version != COMMAND_VERSION {
+    if envelope.version != COMMAND_VERSION && envelope.version != CALLER_VERSION {
         return Ok(fresh(Outcome::rejected(DomainError::new(
             Reason::InvalidArgument,
             format!("command version {} is not supported", envelope.version),
@@ -110,15 +110,7 @@ pub fn apply_envelope(
         }
         Err(Refusal::Storage(e)) => return Err(e),
     };
-    audit::record(
-        tx,
-        index,
-        position,
-        now_ms,
-        &envelope.request_id,
-        &envelope.command,
-        &outcome,
-    )?;
+    audit::record(tx, index, position, now_ms, &envelope, &outcome)?;
     if dedup {
         dedup::remember(tx, &envelope.request_id, now_ms, &outcome)?;
     }

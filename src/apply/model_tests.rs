@@ -16,7 +16,7 @@ use oneid_storage::{codec, Db};
 use proptest::prelude::*;
 
 use super::{apply_envelope, Tx};
-use crate::command::{self, *};
+use crate::command::*;
 use crate::domain::{next_status, Channel, DisputeOutcome, Event, Lifecycle, Policy, Reason};
 
 const NUMBERS: [&str; 5] = [
@@ -540,11 +540,12 @@ proptest! {
             let want = model.apply(&op);
             if let Some(cmd) = command_of(&op) {
                 seq += 1;
-                let bytes = command::encode(&Envelope {
+                let bytes = Envelope {
                     version: COMMAND_VERSION,
                     request_id: format!("r{seq}"),
                     command: cmd,
-                }).unwrap();
+                    by: String::new(),
+                }.encode().unwrap();
                 let got = apply_envelope(&mut tx, &mut pol, (seq, 0), model.clock, &bytes).unwrap();
                 let got = match got.outcome.as_error() {
                     Some(e) => Err(e.reason),

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Per-request deadline in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// TLS for oneid targets (etcd is always plaintext). A mixed workload
+    /// registers (carrier) and counts (query), which one role cannot do:
+    /// run it against an --insecure cluster.
+    #[command(flatten)]
+    pub tls: super::client::ClientTls,
 }
 
 /// One connection per endpoint; clients share them round-robin (HTTP/2
@@ -73,8 +78,12 @@ fn channels(a: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|ep| {
-            Ok(Endpoint::from_shared(format!("http://{ep}"))
-                .with_context(|| format!("bad endpoint {ep}"))?
+            let endpoint = match a.target {
+                BenchTarget::Oneid => a.tls.endpoint(ep)?,
+                BenchTarget::Etcd => Endpoint::from_shared(format!("http://{ep}"))
+                    .with_context(|| format!("bad endpoint {ep}"))?,
+            };
+            Ok(endpoint
                 .tcp_nodelay(true)
                 .timeout(Duration::from_millis(a.timeout_ms))
                 .connect_lazy())

@@ -2,16 +2,18 @@
 //! accepts any request) and prints the answer; a rejection is printed with
 //! its reason and exits non-zero.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::api::error::reason_of;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::registry_client::RegistryClient;
+use crate::security::tls::TlsFiles;
 
 #[derive(Args, Debug, Clone)]
 pub struct Target {
@@ -26,6 +28,70 @@ pub struct Target {
     /// Per-request deadline in milliseconds.
     #[arg(long, default_value_t = 5000, global = true)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// How a client command authenticates: a certificate for its role (from
+/// `oneid certs`) and the CA the nodes' certificates are checked against,
+/// or `--insecure` against a node that runs without TLS.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientTls {
+    /// CA certificate (PEM) that signs the nodes' certificates.
+    #[arg(long, env = "ONEID_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM); its role decides what it may call.
+    #[arg(long, env = "ONEID_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "ONEID_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// Plaintext, for a node started with --insecure.
+    #[arg(
+        long,
+        env = "ONEID_INSECURE",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure: bool,
+}
+
+impl ClientTls {
+    /// The TLS settings of every connection, or none for plaintext.
+    pub fn config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        match (&self.ca, &self.cert, &self.key, self.insecure) {
+            (None, None, None, true) => Ok(None),
+            (Some(ca), Some(cert), Some(key), false) => {
+                let files = TlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                Ok(Some(files.load()?.client()))
+            }
+            (_, _, _, true) => Err(anyhow!(
+                "--insecure is given together with TLS files; choose one"
+            )),
+            _ => Err(anyhow!(
+                "no TLS credentials: pass --ca, --cert and --key (or ONEID_CA, ONEID_CERT, \
+                 ONEID_KEY; `oneid certs` makes a development set), or --insecure for a \
+                 node started with --insecure"
+            )),
+        }
+    }
+
+    /// A lazily connecting endpoint for HOST:PORT with these settings.
+    pub fn endpoint(&self, addr: &str) -> anyhow::Result<Endpoint> {
+        let endpoint = match self.config()? {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                .with_context(|| format!("bad endpoint '{addr}'"))?
+                .tls_config(tls)
+                .with_context(|| format!("TLS settings for '{addr}'"))?,
+            None => Endpoint::from_shared(format!("http://{addr}"))
+                .with_context(|| format!("bad endpoint '{addr}'"))?,
+        };
+        Ok(endpoint)
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -146,6 +212,16 @@ pub struct StatusArgs {
     pub digest: bool,
 }
 
+impl Target {
+    /// The same settings, aimed at one address.
+    pub fn only(&self, addr: &str) -> Target {
+        Target {
+            endpoints: addr.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
 pub fn fresh_request_id() -> String {
     use rand::Rng;
     format!("cli-{:032x}", rand::thread_rng().gen::<u128>())
@@ -160,8 +236,9 @@ pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
     {
-        let endpoint = Endpoint::from_shared(format!("http://{ep}"))
-            .with_context(|| format!("bad endpoint '{ep}'"))?
+        let endpoint = target
+            .tls
+            .endpoint(ep)?
             .connect_timeout(Duration::from_millis(1000))
             .timeout(Duration::from_millis(target.timeout_ms));
         match endpoint.connect().await {
@@ -174,14 +251,11 @@ pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
 
 /// Turns a gRPC error into a message that names the reason.
 /// A target naming only the leader `s` reports, if it knows one.
-pub fn leader_target(s: &pb::StatusResponse, timeout_ms: u64) -> Option<Target> {
+pub fn leader_target(s: &pb::StatusResponse, via: &Target) -> Option<Target> {
     s.members
         .iter()
         .find(|m| m.node_id == s.leader_id)
-        .map(|m| Target {
-            endpoints: m.addr.clone(),
-            timeout_ms,
-        })
+        .map(|m| via.only(&m.addr))
 }
 
 pub fn explain(status: tonic::Status) -> anyhow::Error {
@@ -272,12 +346,8 @@ pub async fn count(a: CountArgs) -> anyhow::Result<()> {
 }
 
 /// One node's status, asked of that node alone.
-async fn status_of(ep: &str, timeout_ms: u64, digest: bool) -> anyhow::Result<pb::StatusResponse> {
-    let target = Target {
-        endpoints: ep.to_string(),
-        timeout_ms,
-    };
-    let mut client = ClusterClient::new(connect(&target).await?);
+async fn status_of(ep: &str, via: &Target, digest: bool) -> anyhow::Result<pb::StatusResponse> {
+    let mut client = ClusterClient::new(connect(&via.only(ep)).await?);
     Ok(client
         .status(pb::StatusRequest {
             include_digest: digest,
@@ -322,11 +392,8 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         .filter(|e| !e.is_empty())
         .collect();
     anyhow::ensure!(!eps.is_empty(), "no endpoints given");
-    let answers = futures::future::join_all(
-        eps.iter()
-            .map(|ep| status_of(ep, a.target.timeout_ms, a.digest)),
-    )
-    .await;
+    let answers =
+        futures::future::join_all(eps.iter().map(|ep| status_of(ep, &a.target, a.digest))).await;
     if answers.iter().all(|r| r.is_err()) {
         let errors: Vec<String> = eps
             .iter()

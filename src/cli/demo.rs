@@ -1,6 +1,7 @@
 //! `oneid demo`: a local 3-node cluster of child processes with sample data.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,11 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use super::client::{connect, format_count, Target};
-use super::sample::SampleGen;
+use tonic::transport::Channel;
+
+use super::client::{connect, format_count, ClientTls, Target};
+use super::sample::{SampleGen, CARRIERS};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::registry_client::RegistryClient;
+use crate::security::certs::{self, Plan};
+use crate::security::Role;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -66,16 +71,25 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         format!("{:032x}", rand::thread_rng().gen::<u128>())
     };
 
+    let pki = Pki::ensure(&dir.join("tls"))?;
     let mut nodes = Nodes(Vec::new());
     for (i, addr) in addrs.iter().enumerate() {
-        let node_dir = dir.join(format!("n{}", i + 1));
+        let id = i as u64 + 1;
+        let node_dir = dir.join(format!("n{id}"));
         std::fs::create_dir_all(&node_dir)?;
         let log = std::fs::File::create(node_dir.join("node.log"))?;
+        let (cert, key) = certs::node_files(&pki.dir, id);
         let child = Command::new(&exe)
-            .args(["serve", "--node-id", &(i + 1).to_string(), "--addr", addr])
+            .args(["serve", "--node-id", &id.to_string(), "--addr", addr])
             .arg("--data-dir")
             .arg(node_dir.join("data"))
             .args(["--initial-cluster", &cluster])
+            .arg("--ca")
+            .arg(certs::ca_file(&pki.dir))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
             .env("ONEID_PEPPER", &pepper)
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,15 +99,13 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     println!("oneid demo: 3 nodes, data and logs in {}", dir.display());
 
-    let target = Target {
-        endpoints: addrs.join(","),
-        timeout_ms: 5000,
-    };
-    let leader = wait_for_leader(&target, Duration::from_secs(30)).await?;
+    let endpoints = addrs.join(",");
+    let query = pki.target(&endpoints, &Role::Query);
+    let leader = wait_for_leader(&query, Duration::from_secs(30)).await?;
     println!("leader elected: node {leader}");
 
     let started = Instant::now();
-    let (example, cards) = load_sample(&target, a.identities).await?;
+    let (example, cards) = load_sample(&pki, &endpoints, a.identities).await?;
     println!(
         "loaded {cards} sample registrations for {} identities in {:.1}s",
         a.identities,
@@ -101,7 +113,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
 
     let (id, verify) = example;
-    let mut client = RegistryClient::new(connect(&target).await?);
+    let mut client = RegistryClient::new(connect(&query).await?);
     let r = client
         .count_cards(pb::CountCardsRequest {
             identity: Some(pb::Identity {
@@ -113,7 +125,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .await
         .map_err(super::client::explain)?
         .into_inner();
+    let (cert, key) = certs::client_files(&pki.dir, &Role::Query);
     println!();
+    println!(
+        "$ export ONEID_CA={} ONEID_CERT={} ONEID_KEY={}",
+        certs::ca_file(&pki.dir).display(),
+        cert.display(),
+        key.display()
+    );
     println!(
         "$ oneid count --endpoints {} --id {id} --verify-msisdn {verify}",
         addrs[1]
@@ -123,7 +142,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     for (i, addr) in addrs.iter().enumerate() {
         println!("node {} listening on {addr}", i + 1);
     }
-    println!("try: oneid status --endpoints {}", addrs[0]);
+    println!(
+        "try: oneid status --endpoints {} (certificates for every role in {})",
+        addrs[0],
+        pki.dir.display()
+    );
     if a.exit {
         return Ok(());
     }
@@ -155,8 +178,17 @@ async fn wait_for_leader(target: &Target, limit: Duration) -> anyhow::Result<u64
 
 /// Registers 1–4 cards for each of `n` generated identities, 32 requests in
 /// flight. Returns one (identity, its first number) pair and the card count.
-async fn load_sample(target: &Target, n: u32) -> anyhow::Result<((String, String), u64)> {
-    let channel = connect(target).await?;
+async fn load_sample(
+    pki: &Pki,
+    endpoints: &str,
+    n: u32,
+) -> anyhow::Result<((String, String), u64)> {
+    // Each carrier registers its own cards, with its own certificate.
+    let mut channels = HashMap::new();
+    for (carrier, _) in CARRIERS {
+        let role = Role::Carrier(carrier.to_string());
+        channels.insert(carrier, connect(&pki.target(endpoints, &role)).await?);
+    }
     let mut gen = SampleGen::new(2021);
     let mut jobs = Vec::new();
     let mut serial = 0u64;
@@ -192,13 +224,20 @@ async fn load_sample(target: &Target, n: u32) -> anyhow::Result<((String, String
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let queue = queue.clone();
-        let mut client = RegistryClient::new(channel.clone());
+        let clients: HashMap<&str, RegistryClient<Channel>> = channels
+            .iter()
+            .map(|(c, ch)| (*c, RegistryClient::new(ch.clone())))
+            .collect();
         tasks.push(tokio::spawn(async move {
             loop {
                 let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let Some(job) = job else {
                     return Ok::<(), anyhow::Error>(());
                 };
+                let mut client = clients
+                    .get(job.carrier.as_str())
+                    .cloned()
+                    .with_context(|| format!("no certificate for carrier {}", job.carrier))?;
                 let mut attempts = 0;
                 // Retries reuse the request id, so a retry after an unknown
                 // outcome cannot register twice.
@@ -220,4 +259,54 @@ async fn load_sample(target: &Target, n: u32) -> anyhow::Result<((String, String
     }
     let example = example.context("no sample identities requested")?;
     Ok((example, total))
+}
+
+/// The demo's certificates: a CA, one certificate per node and one per
+/// client role, made on first start and reused with `--dir`.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn ensure(dir: &Path) -> anyhow::Result<Pki> {
+        if !certs::ca_file(dir).exists() {
+            let mut clients: Vec<Role> = CARRIERS
+                .iter()
+                .map(|(c, _)| Role::Carrier(c.to_string()))
+                .collect();
+            clients.extend([
+                Role::Query,
+                Role::Regulator,
+                Role::Admin,
+                Role::Platform("wechat".into()),
+            ]);
+            certs::generate(
+                dir,
+                &Plan {
+                    nodes: &[1, 2, 3],
+                    clients: &clients,
+                    hosts: &["localhost".into(), "127.0.0.1".into()],
+                },
+            )
+            .context("making the demo certificates")?;
+        }
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A client target holding `role`'s certificate.
+    fn target(&self, endpoints: &str, role: &Role) -> Target {
+        let (cert, key) = certs::client_files(&self.dir, role);
+        Target {
+            endpoints: endpoints.to_string(),
+            timeout_ms: 5000,
+            tls: ClientTls {
+                ca: Some(certs::ca_file(&self.dir)),
+                cert: Some(cert),
+                key: Some(key),
+                insecure: false,
+            },
+        }
+    }
 }

@@ -184,7 +184,7 @@ async fn leader_channel(target: &Target) -> anyhow::Result<Channel> {
         .await;
     match status
         .ok()
-        .and_then(|s| leader_target(&s.into_inner(), target.timeout_ms))
+        .and_then(|s| leader_target(&s.into_inner(), target))
     {
         Some(leader) => super::client::connect(&leader).await,
         None => Ok(ch),

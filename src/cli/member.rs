@@ -50,8 +50,9 @@ async fn leader(
     s: &pb::StatusResponse,
 ) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
     // Adding a learner waits for it to catch up: allow a long deadline.
-    let on_leader = leader_target(s, target.timeout_ms.max(60_000))
+    let mut on_leader = leader_target(s, target)
         .ok_or_else(|| anyhow!("no leader is known right now; try again"))?;
+    on_leader.timeout_ms = on_leader.timeout_ms.max(60_000);
     Ok(ClusterClient::new(connect(&on_leader).await?))
 }
 

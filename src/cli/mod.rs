@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod casework;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod demo;
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a server node.
     Serve(serve::ServeArgs),
+    /// Development certificates: a CA, node and client (role) certificates.
+    Certs(certs::CertsArgs),
     /// Configuration files: check one and print the effective configuration.
     Config(config::ConfigArgs),
     /// Start a local 3-node cluster with sample data and serve until Ctrl-C.
@@ -78,6 +81,7 @@ pub enum Cmd {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Certs(a) => certs::run(a),
         Cmd::Config(a) => config::run(a),
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Register(a) => client::register(a).await,

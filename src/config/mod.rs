@@ -29,6 +29,7 @@ pub struct Config {
     pub log: LogSection,
     pub runtime: RuntimeSection,
     pub limits: LimitsSection,
+    pub tls: TlsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -133,6 +134,20 @@ impl Default for LimitsSection {
             unlimited_callers: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
+/// mTLS on the node's port: its certificate and key, and the CA that signs
+/// every node and client. Without them the node refuses to start unless
+/// `insecure` asks for plaintext.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Plaintext, and every caller is trusted as an operator with every role.
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +267,10 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        set_opt(&mut self.tls.ca, &o.ca);
+        set_opt(&mut self.tls.cert, &o.cert);
+        set_opt(&mut self.tls.key, &o.key);
+        set(&mut self.tls.insecure, &o.insecure.then_some(true));
     }
 
     /// The hasher keyed by the pepper in `node.pepper_file`, else in

@@ -95,6 +95,21 @@ pub struct Overrides {
     /// ONEID_UNLIMITED_CALLERS].
     #[arg(long)]
     pub unlimited_callers: Option<String>,
+    /// CA certificate (PEM) that signs every node and client [tls.ca,
+    /// ONEID_CA].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (PEM, from `oneid certs`) [tls.cert,
+    /// ONEID_CERT].
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM) [tls.key, ONEID_KEY].
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Plaintext, no TLS: every caller is trusted with every role. For
+    /// local experiments only [tls.insecure, ONEID_INSECURE].
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl Overrides {
@@ -119,6 +134,10 @@ impl Overrides {
             max_concurrent_requests: parsed(&var, "ONEID_MAX_CONCURRENT_REQUESTS")?,
             max_import_batch: parsed(&var, "ONEID_MAX_IMPORT_BATCH")?,
             unlimited_callers: var("ONEID_UNLIMITED_CALLERS"),
+            ca: var("ONEID_CA").map(PathBuf::from),
+            cert: var("ONEID_CERT").map(PathBuf::from),
+            key: var("ONEID_KEY").map(PathBuf::from),
+            insecure: parsed(&var, "ONEID_INSECURE")?.unwrap_or(false),
             ..Overrides::process_from_env(&var)?
         })
     }

@@ -21,6 +21,9 @@ const MINIMAL: &str = r#"
 id = 1
 addr = "127.0.0.1:7001"
 data_dir = "/var/lib/oneid"
+
+[tls]
+insecure = true
 "#;
 
 fn invalid(cfg: &Config) -> String {
@@ -93,6 +96,7 @@ fn flags_alone_are_enough() {
         addr: Some("127.0.0.1:7002".into()),
         data_dir: Some("/tmp/n2".into()),
         initial_cluster: Some("1=127.0.0.1:7001,2=127.0.0.1:7002".into()),
+        insecure: true,
         ..Overrides::default()
     };
     let cfg = Config::resolve(None, env(&[]), &flags).expect("resolve");
@@ -245,4 +249,32 @@ fn limits_are_checked_and_overridable() {
     let cfg = Config::resolve(None, env(&[]), &flags).expect("resolve");
     assert!(cfg.limits.unlimited_callers.is_empty());
     assert_eq!(cfg.limits.max_tracked_callers, 100_000);
+fn tls_needs_all_three_files_or_an_explicit_insecure() {
+    let mut cfg = Config::parse(MINIMAL).expect("parse");
+    assert_eq!(cfg.validate().expect("insecure is valid").tls, None);
+
+    cfg.tls.insecure = false;
+    assert!(invalid(&cfg).contains("TLS needs tls.ca, tls.cert and tls.key"));
+    cfg.tls.ca = Some("/tls/ca.pem".into());
+    cfg.tls.cert = Some("/tls/node-1.pem".into());
+    assert!(invalid(&cfg).contains("TLS needs"), "a key is missing");
+    cfg.tls.key = Some("/tls/node-1.key".into());
+    let files = cfg.validate().expect("all three files").tls.expect("tls");
+    assert_eq!(files.key, Path::new("/tls/node-1.key"));
+
+    cfg.tls.insecure = true;
+    assert!(invalid(&cfg).contains("choose one"));
+
+    let flags = Overrides {
+        ca: Some("/other/ca.pem".into()),
+        ..Overrides::default()
+    };
+    let vars = env(&[("ONEID_INSECURE", "true"), ("ONEID_CERT", "/env/cert.pem")]);
+    let resolved = Config::resolve(None, vars, &flags).expect("resolve");
+    assert!(resolved.tls.insecure);
+    assert_eq!(
+        resolved.tls.cert.as_deref(),
+        Some(Path::new("/env/cert.pem"))
+    );
+    assert_eq!(resolved.tls.ca.as_deref(), Some(Path::new("/other/ca.pem")));
 }

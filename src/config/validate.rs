@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, ConfigError};
 use crate::api::registry::MAX_IMPORT_BATCH;
+use super::{Config, ConfigError, TlsSection};
 use crate::idkey::IdHasher;
 use crate::node::{self, NodeConfig};
 use crate::observe::log;
+use crate::security::tls::TlsFiles;
 
 /// More threads than this is a typo, not a tuning.
 const MAX_WORKER_THREADS: usize = 1024;
@@ -27,6 +28,8 @@ pub struct Checked {
     pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub initial_cluster: Vec<(u64, String)>,
+    /// None: plaintext (`tls.insecure`).
+    pub tls: Option<TlsFiles>,
     config: Config,
 }
 
@@ -70,6 +73,7 @@ impl Config {
         }
         raft(&mut errs, self);
         limits(&mut errs, self);
+        let tls = tls(&mut errs, &self.tls);
         errs.extend(process(self).err().unwrap_or_default());
         match (node_id, listen, data_dir) {
             (Some(node_id), Some(listen), Some(data_dir)) if errs.is_empty() => Ok(Checked {
@@ -78,6 +82,7 @@ impl Config {
                 http_addr,
                 data_dir,
                 initial_cluster,
+                tls,
                 config: self.clone(),
             }),
             _ => Err(ConfigError::Invalid(errs)),
@@ -100,6 +105,32 @@ impl Checked {
             election_timeout_ms: (r.election_timeout_min_ms, r.election_timeout_max_ms),
             request_timeout: Duration::from_millis(r.request_timeout_ms),
             limits: self.config.limits.clone(),
+            tls: self.tls,
+        }
+    }
+}
+
+/// The TLS files, all three or none with `insecure` said out loud.
+fn tls(errs: &mut Vec<String>, t: &TlsSection) -> Option<TlsFiles> {
+    match (&t.ca, &t.cert, &t.key, t.insecure) {
+        (None, None, None, true) => None,
+        (Some(ca), Some(cert), Some(key), false) => Some(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (_, _, _, true) => {
+            errs.push("tls.insecure is set together with TLS files; choose one".into());
+            None
+        }
+        _ => {
+            errs.push(
+                "TLS needs tls.ca, tls.cert and tls.key (ONEID_CA/ONEID_CERT/ONEID_KEY, \
+                 --ca/--cert/--key; `oneid certs` makes a development set), or \
+                 tls.insecure = true (--insecure) for plaintext"
+                    .into(),
+            );
+            None
         }
     }
 }

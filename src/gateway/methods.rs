@@ -69,7 +69,12 @@ macro_rules! rpc {
                     // moment ago; failing here is a bug, not bad input.
                     let req = Message::decode(body)
                         .map_err(|e| ApiError::Internal(format!("re-decoding a request: {e}")))?;
-                    let req = crate::limits::caller::with_peer(Request::new(req), peer);
+                    let mut req = crate::limits::caller::with_peer(Request::new(req), peer);
+                    // The node mounts the gateway only in insecure mode
+                    // (it has no client certificates to map to roles), where
+                    // every caller is the operator, as on gRPC.
+                    req.extensions_mut()
+                        .insert(crate::security::Principal::Operator);
                     let resp = $trait::$fn(&*api, req).await?;
                     Ok(resp.into_inner().encode_to_vec())
                 })

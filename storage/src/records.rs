@@ -281,9 +281,9 @@ impl StatsRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub at_ms: u64,
-    /// Who acted, as the command names it (a carrier, "regulator", a
-    /// platform, "holder", "system"); authenticated principals are not
-    /// built yet.
+    /// Who acted: the verified caller (role and certificate subject) when
+    /// the command carried one, else as the command names it (a carrier,
+    /// "regulator", a platform, "holder", "system").
     pub actor: String,
     pub action: String,
     /// What it acted on: a masked number, an id-key prefix, a dispute id.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oneid::pb;
 use oneid::pb::cluster_client::ClusterClient;
 use oneid::pb::registry_client::RegistryClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub const PEPPER: &str = "integration-test-pepper-0123456789";
 
@@ -35,6 +35,65 @@ pub struct Cluster {
     /// same peer addresses (see [`proxy`]); nodes beyond it get `spec`.
     pub views: Vec<String>,
     pub extra: Vec<String>,
+    /// Certificates from `oneid certs` (nodes 1..n); none runs the nodes
+    /// with `--insecure`, as most tests do.
+    pub tls: Option<Tls>,
+}
+
+/// A TLS cluster's certificate directory and the client identity the
+/// harness's own calls (status, wait_leader, ...) use.
+pub struct Tls {
+    pub dir: PathBuf,
+    pub client: ClientTlsConfig,
+}
+
+impl Tls {
+    /// Issues a CA, node certificates for `nodes` and client certificates
+    /// for `roles` with `oneid certs`, into a fresh directory under `parent`.
+    /// The harness's own calls use the admin certificate.
+    pub fn issue(parent: &std::path::Path, nodes: u64, roles: &[&str]) -> Tls {
+        let dir = parent.join("tls");
+        let ids: Vec<String> = (1..=nodes).map(|i| i.to_string()).collect();
+        let mut clients: Vec<&str> = roles.to_vec();
+        if !clients.contains(&"admin") {
+            clients.push("admin");
+        }
+        let out = oneid_cli(&[
+            "certs",
+            "--out",
+            dir.to_str().expect("utf-8 path"),
+            "--nodes",
+            &ids.join(","),
+            "--clients",
+            &clients.join(","),
+        ]);
+        assert!(out.status.success(), "oneid certs: {}", output_text(&out));
+        let client = client_tls(&dir, "client-admin");
+        Tls { dir, client }
+    }
+}
+
+/// Client TLS settings from `dir/ca.pem` and `dir/<stem>.pem|.key`.
+pub fn client_tls(dir: &std::path::Path, stem: &str) -> ClientTlsConfig {
+    let read =
+        |name: String| std::fs::read(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(
+            read(format!("{stem}.pem")),
+            read(format!("{stem}.key")),
+        ))
+}
+
+/// Like [`channel`], over TLS.
+pub fn tls_channel(addr: &str, tls: ClientTlsConfig) -> Channel {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
 }
 
 pub fn free_port() -> u16 {
@@ -92,6 +151,7 @@ impl Cluster {
             spec,
             views: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: None,
         }
     }
 
@@ -124,7 +184,21 @@ impl Cluster {
             .get((id - 1) as usize)
             .unwrap_or(&self.spec)
             .clone();
-        let extra = self.extra.clone();
+        let mut extra = self.extra.clone();
+        match &self.tls {
+            Some(tls) => {
+                let file = |name: String| tls.dir.join(name).display().to_string();
+                extra.extend([
+                    "--ca".into(),
+                    file("ca.pem".into()),
+                    "--cert".into(),
+                    file(format!("node-{id}.pem")),
+                    "--key".into(),
+                    file(format!("node-{id}.key")),
+                ]);
+            }
+            None => extra.push("--insecure".into()),
+        }
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new()
@@ -189,7 +263,10 @@ impl Cluster {
     }
 
     pub fn endpoint(&self, id: u64) -> Channel {
-        channel(&self.node(id).addr)
+        match &self.tls {
+            Some(tls) => tls_channel(&self.node(id).addr, tls.client.clone()),
+            None => channel(&self.node(id).addr),
+        }
     }
 
     pub fn registry(&self, id: u64) -> RegistryClient<Channel> {
@@ -391,10 +468,12 @@ pub fn reason(status: &tonic::Status) -> String {
     oneid::api::error::reason_of(status).unwrap_or_default()
 }
 
-/// Runs the `oneid` binary with `args` and waits for it.
+/// Runs the `oneid` binary with `args` and waits for it. Client commands
+/// speak plaintext (`ONEID_INSECURE`) to the harness's insecure clusters.
 pub fn oneid_cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_oneid"))
         .args(args)
+        .env("ONEID_INSECURE", "true")
         .output()
         .expect("run oneid")
 }

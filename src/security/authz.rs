@@ -1,0 +1,299 @@
+//! Who may call what: one table from every gRPC method to the roles allowed
+//! to call it ([`rule`]), a tower layer that enforces it before any handler
+//! runs ([`AuthzLayer`]), and the "own carrier / own platform" checks the
+//! handlers make against fields of the request ([`own_carrier`],
+//! [`own_platform`]).
+//!
+//! A refusal is PERMISSION_DENIED (reason WRONG_ROLE or PERMISSION_DENIED)
+//! and a `warn` line naming the caller, the method and why. It goes to the
+//! log rather than the replicated audit trail: a refused call changes
+//! nothing, and letting any authenticated caller append to the replicated
+//! trail would let it flood raft.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{Principal, Role};
+use crate::api::ApiError;
+
+/// A class of callers, as the table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Carrier,
+    Query,
+    Platform,
+    Regulator,
+    Admin,
+}
+
+impl Kind {
+    pub fn of(role: &Role) -> Kind {
+        match role {
+            Role::Carrier(_) => Kind::Carrier,
+            Role::Query => Kind::Query,
+            Role::Platform(_) => Kind::Platform,
+            Role::Regulator => Kind::Regulator,
+            Role::Admin => Kind::Admin,
+        }
+    }
+}
+
+/// Who may call one method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Any authenticated caller, node or client (status, health, reflection).
+    Anyone,
+    /// Cluster members only: the raft service.
+    Nodes,
+    /// Clients holding one of these roles.
+    Roles(&'static [Kind]),
+}
+
+use Kind::*;
+
+/// The rule of a gRPC path (`/package.Service/Method`); none for a path
+/// nobody may call.
+pub fn rule(path: &str) -> Option<Rule> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let roles = |r: &'static [Kind]| Some(Rule::Roles(r));
+    match (service, method) {
+        ("oneid.raft.v1.RaftService", _) => Some(Rule::Nodes),
+        ("grpc.health.v1.Health", _)
+        | ("grpc.reflection.v1.ServerReflection", _)
+        | ("grpc.reflection.v1alpha.ServerReflection", _)
+        | ("oneid.v1.Cluster", "Status") => Some(Rule::Anyone),
+        ("oneid.v1.Cluster", "AddLearner" | "ChangeVoters" | "TransferLeader")
+        | ("oneid.v1.Admin", "SaveSnapshot") => roles(&[Admin]),
+        (
+            "oneid.v1.Registry",
+            "RegisterCard"
+            | "CancelCard"
+            | "ImportCards"
+            | "ListCarrierCards"
+            | "ReportReverification",
+        ) => roles(&[Carrier]),
+        ("oneid.v1.Registry", "CountCards" | "RequestCountNotification") => roles(&[Query]),
+        // The SMS gateway that delivers count notifications is run by the
+        // operator.
+        ("oneid.v1.Notifications", "ListOutbox" | "AckNotification") => roles(&[Admin]),
+        // The holder opens a dispute through the query service; the
+        // carrier holding the card resolves it; both and the regulator
+        // follow it.
+        ("oneid.v1.Disputes", "OpenDispute") => roles(&[Query]),
+        ("oneid.v1.Disputes", "ResolveDispute") => roles(&[Carrier]),
+        ("oneid.v1.Disputes", "GetDispute") => roles(&[Query, Carrier, Regulator]),
+        (
+            "oneid.v1.Regulator",
+            "FlagHighRisk" | "Restrict" | "Unrestrict" | "GetRestriction" | "NationalStatistics"
+            | "ListAudit",
+        ) => roles(&[Regulator]),
+        ("oneid.v1.Regulator", "SetPolicy") => roles(&[Admin]),
+        ("oneid.v1.Regulator", "GetPolicy") => roles(&[Admin, Regulator]),
+        ("oneid.v1.Linkage", "LinkAccount" | "UnlinkAccount" | "ListReverify" | "AckReverify") => {
+            roles(&[Platform])
+        }
+        ("oneid.v1.Linkage", "CountLinkedAccounts") => roles(&[Query]),
+        _ => None,
+    }
+}
+
+/// Whether `who` may call the method `rule` guards.
+pub fn permits(rule: Rule, who: &Principal) -> bool {
+    match (who, rule) {
+        (Principal::Operator, _) | (_, Rule::Anyone) => true,
+        (Principal::Node(_), r) => r == Rule::Nodes,
+        (Principal::Client { role, .. }, Rule::Roles(kinds)) => kinds.contains(&Kind::of(role)),
+        (Principal::Client { .. }, Rule::Nodes) => false,
+    }
+}
+
+/// The caller of a gRPC request: its verified certificate, or the operator
+/// in insecure mode.
+fn principal_of<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, ApiError> {
+    if insecure {
+        return Ok(Principal::Operator);
+    }
+    let cert = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().cloned())
+        .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
+    Principal::from_cert(&cert).map_err(ApiError::Unauthenticated)
+}
+
+/// Decides one request: the principal to hand to the handler, or the
+/// refusal to send back.
+fn decide<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, ApiError> {
+    let path = req.uri().path();
+    let who = principal_of(req, insecure)?;
+    // A method missing from the table is refused to every certified
+    // caller, so a service added later is closed until someone decides who
+    // may call it; the insecure operator still gets UNIMPLEMENTED for typos.
+    let allowed = who == Principal::Operator || rule(path).is_some_and(|r| permits(r, &who));
+    if allowed {
+        Ok(who)
+    } else {
+        Err(ApiError::WrongRole(format!("{who} may not call {path}")))
+    }
+}
+
+/// Refuses, before the handler runs, every call the table does not allow,
+/// and hands the caller's [`Principal`] to the handlers in the request
+/// extensions.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    insecure: bool,
+}
+
+impl AuthzLayer {
+    /// `insecure`: no TLS, so every caller is the operator.
+    pub fn new(insecure: bool) -> Self {
+        AuthzLayer { insecure }
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            insecure: self.insecure,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authz<S> {
+    inner: S,
+    insecure: bool,
+}
+
+tokio::task_local! {
+    /// The caller of the request being handled. The writer stamps it on
+    /// the commands it proposes, so the replicated audit trail names the
+    /// verified caller without every handler passing it along.
+    static CALLER: Principal;
+}
+
+/// The audit name of the current request's certified client; empty for
+/// the operator of an insecure node, a node, or no request at all, so the
+/// command's own actor stands.
+pub fn current_actor() -> String {
+    CALLER
+        .try_with(|p| match p {
+            Principal::Client { .. } => p.actor(),
+            Principal::Operator | Principal::Node(_) => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Authz<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        match decide(&req, self.insecure) {
+            Ok(who) => {
+                req.extensions_mut().insert(who.clone());
+                Box::pin(CALLER.scope(who, self.inner.call(req)))
+            }
+            Err(e) => {
+                tracing::warn!(method = req.uri().path(), "refused: {e}");
+                let status: tonic::Status = e.into();
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// The principal the layer attached to `req`. A request without one did
+/// not come through the gRPC server (the HTTP gateway attaches its own).
+pub fn caller<T>(req: &tonic::Request<T>) -> Result<&Principal, ApiError> {
+    req.extensions()
+        .get::<Principal>()
+        .ok_or_else(|| ApiError::Unauthenticated("the request names no caller".into()))
+}
+
+/// Refuses a carrier acting for another carrier's cards.
+pub fn own_carrier<T>(req: &tonic::Request<T>, carrier: &str) -> Result<(), ApiError> {
+    match caller(req)? {
+        Principal::Client {
+            role: Role::Carrier(own),
+            ..
+        } if !own.eq_ignore_ascii_case(carrier) => refuse(
+            req,
+            format!("carrier {own} may not act for carrier {carrier}"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a platform acting for another platform's accounts.
+pub fn own_platform<T>(req: &tonic::Request<T>, platform: &str) -> Result<(), ApiError> {
+    match caller(req)? {
+        Principal::Client {
+            role: Role::Platform(own),
+            ..
+        } if own != platform => refuse(
+            req,
+            format!("platform {own} may not act for platform {platform}"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn refuse<T>(req: &tonic::Request<T>, why: String) -> Result<(), ApiError> {
+    let who = caller(req).map(|p| p.actor()).unwrap_or_default();
+    tracing::warn!(caller = %who, "refused: {why}");
+    Err(ApiError::NotYours(why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(role: &str) -> Principal {
+        Principal::Client {
+            role: Role::parse(role).expect("role"),
+            subject: "CN=test".into(),
+        }
+    }
+
+    #[test]
+    fn nodes_reach_raft_and_status_only() {
+        let raft = rule("/oneid.raft.v1.RaftService/AppendEntries").expect("rule");
+        assert!(permits(raft, &Principal::Node(1)));
+        assert!(!permits(raft, &client("admin")));
+        let register = rule("/oneid.v1.Registry/RegisterCard").expect("rule");
+        assert!(!permits(register, &Principal::Node(1)));
+        let status = rule("/oneid.v1.Cluster/Status").expect("rule");
+        assert!(permits(status, &Principal::Node(1)));
+        assert!(permits(status, &client("query")));
+    }
+
+    #[test]
+    fn unknown_methods_have_no_rule() {
+        assert_eq!(rule("/oneid.v1.Registry/DropEverything"), None);
+        assert_eq!(rule("no-slash"), None);
+    }
+}

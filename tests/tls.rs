@@ -1,0 +1,446 @@
+//! mTLS and roles on a real 3-node cluster whose certificates come from
+//! `oneid certs`: peers replicate over mTLS, only certified clients get in,
+//! only node certificates reach the raft service, and every RPC answers
+//! every role as the README's roles table says.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use oneid::pb;
+use oneid::pb::registry_client::RegistryClient;
+use prost::bytes::{Buf, BufMut};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Code, Status};
+
+const ROLES: [&str; 6] = [
+    "carrier:CMCC",
+    "carrier:CUCC",
+    "query",
+    "platform:wechat",
+    "regulator",
+    "admin",
+];
+
+/// A running TLS cluster with certificates for every role in [`ROLES`].
+async fn tls_cluster() -> Cluster {
+    let mut c = Cluster::unstarted(3, &[], false);
+    c.tls = Some(Tls::issue(c.dir.path(), 3, &ROLES));
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    // A leader agreed by all three means raft itself runs over mTLS.
+    c.wait_leader(&[1, 2, 3]).await;
+    c
+}
+
+fn tls_dir(c: &Cluster) -> std::path::PathBuf {
+    c.tls.as_ref().expect("a TLS cluster").dir.clone()
+}
+
+/// The certificate file stem of a role (`carrier:CMCC` -> `client-carrier-CMCC`).
+fn stem(role: &str) -> String {
+    format!("client-{}", role.replace(':', "-"))
+}
+
+fn channel_as(c: &Cluster, node: u64, stem: &str) -> Channel {
+    tls_channel(&c.node(node).addr, client_tls(&tls_dir(c), stem))
+}
+
+/// Retries while the cluster has no leader; any other answer is returned.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn cmcc_card(request_id: &str, msisdn: &str, carrier: &str) -> pb::RegisterCardRequest {
+    pb::RegisterCardRequest {
+        carrier: carrier.into(),
+        ..register_req(request_id, &resident_id("11010519491231002"), msisdn)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certified_clients_get_in_and_everyone_else_is_refused() {
+    let c = tls_cluster().await;
+    let addr = c.node(1).addr.clone();
+
+    // A carrier registers its own card; the query service counts it.
+    let mut carrier = RegistryClient::new(channel_as(&c, 1, &stem("carrier:CMCC")));
+    let req = cmcc_card("tls-1", "13800000001", "CMCC");
+    retrying(|| {
+        let mut carrier = carrier.clone();
+        let req = req.clone();
+        async move { carrier.register_card(req).await }
+    })
+    .await
+    .expect("a carrier registers its own card");
+    let identity = resident_id("11010519491231002");
+    let mut query = RegistryClient::new(channel_as(&c, 2, &stem("query")));
+    let count = retrying(|| {
+        let mut query = query.clone();
+        let req = count_req(&identity, "13800000001");
+        async move { query.count_cards(req).await }
+    })
+    .await
+    .expect("the query service counts")
+    .into_inner();
+    assert_eq!(count.total, 1);
+
+    // The replicated audit trail names the certified caller.
+    let regulator =
+        pb::regulator_client::RegulatorClient::new(channel_as(&c, 3, &stem("regulator")));
+    let trail = retrying(|| {
+        let mut regulator = regulator.clone();
+        async move { regulator.list_audit(pb::ListAuditRequest::default()).await }
+    })
+    .await
+    .expect("the regulator reads the audit trail")
+    .into_inner();
+    let register = trail
+        .entries
+        .iter()
+        .find(|e| e.action == "register")
+        .expect("a register record");
+    assert_eq!(
+        register.actor, "carrier:CMCC [CN=oneid client carrier:CMCC]",
+        "{trail:?}"
+    );
+
+    // ... but may not register for another carrier.
+    let err = carrier
+        .register_card(cmcc_card("tls-2", "13800000002", "CUCC"))
+        .await
+        .expect_err("a carrier registered for another carrier");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(reason(&err), "PERMISSION_DENIED");
+
+    // No client certificate: the handshake fails.
+    let ca = std::fs::read(tls_dir(&c).join("ca.pem")).expect("ca");
+    let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+    let err = RegistryClient::new(tls_channel(&addr, anonymous))
+        .count_cards(count_req(&identity, "13800000001"))
+        .await
+        .expect_err("a client without a certificate got in");
+    assert_ne!(err.code(), Code::Ok);
+
+    // Plaintext: refused too.
+    let err = RegistryClient::new(channel(&addr))
+        .count_cards(count_req(&identity, "13800000001"))
+        .await
+        .expect_err("a plaintext client got in");
+    assert_ne!(err.code(), Code::Ok);
+
+    // A certificate from another CA, even one that trusts our nodes.
+    let stranger_dir = c.dir.path().join("stranger");
+    let stranger = Tls::issue(&stranger_dir, 1, &["query"]);
+    let foreign = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(stranger.dir.join("client-query.pem")).expect("cert"),
+            std::fs::read(stranger.dir.join("client-query.key")).expect("key"),
+        ));
+    let err = RegistryClient::new(tls_channel(&addr, foreign))
+        .count_cards(count_req(&identity, "13800000001"))
+        .await
+        .expect_err("a certificate from another CA got in");
+    assert_ne!(err.code(), Code::Ok);
+    assert!(
+        query
+            .count_cards(count_req(&identity, "13800000001"))
+            .await
+            .is_ok(),
+        "the cluster stopped answering certified clients"
+    );
+
+    // A client certificate, even the admin's, cannot speak raft.
+    for path in [
+        "/oneid.raft.v1.RaftService/AppendEntries",
+        "/oneid.raft.v1.RaftService/Forward",
+    ] {
+        let err = raw_call(channel_as(&c, 1, "client-admin"), path, Vec::new())
+            .await
+            .expect_err("a client reached the raft service");
+        assert_eq!(err.code(), Code::PermissionDenied, "{path}: {err:?}");
+        assert_eq!(reason(&err), "WRONG_ROLE", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
+    let c = tls_cluster().await;
+    let dir = tls_dir(&c);
+    let file = |n: &str| dir.join(n).display().to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_oneid"))
+            .args(args)
+            .env_remove("ONEID_INSECURE")
+            .env_remove("ONEID_CA")
+            .env_remove("ONEID_CERT")
+            .env_remove("ONEID_KEY")
+            .output()
+            .expect("run oneid")
+    };
+    let addr = c.node(1).addr.clone();
+    let ok = cli(&[
+        "status",
+        "--endpoints",
+        &addr,
+        "--ca",
+        &file("ca.pem"),
+        "--cert",
+        &file("client-regulator.pem"),
+        "--key",
+        &file("client-regulator.key"),
+    ]);
+    assert!(ok.status.success(), "{}", output_text(&ok));
+    let bare = cli(&["status", "--endpoints", &addr]);
+    assert!(!bare.status.success());
+    assert!(
+        output_text(&bare).contains("no TLS credentials"),
+        "{}",
+        output_text(&bare)
+    );
+
+    let data = c.dir.path().join("plain");
+    let port = free_port().to_string();
+    let serve = cli(&[
+        "serve",
+        "--node-id",
+        "9",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        !serve.status.success(),
+        "a node started with neither TLS nor --insecure"
+    );
+    assert!(
+        output_text(&serve).contains("--insecure"),
+        "{}",
+        output_text(&serve)
+    );
+}
+
+/// Who may call what, written out independently of the server's table.
+/// Roles are named as in `oneid certs`; "node" is a node certificate.
+const MATRIX: &[(&str, &[&str])] = &[
+    ("/oneid.v1.Registry/RegisterCard", &["carrier"]),
+    ("/oneid.v1.Registry/CancelCard", &["carrier"]),
+    ("/oneid.v1.Registry/CountCards", &["query"]),
+    ("/oneid.v1.Registry/ImportCards", &["carrier"]),
+    ("/oneid.v1.Registry/ListCarrierCards", &["carrier"]),
+    ("/oneid.v1.Registry/ReportReverification", &["carrier"]),
+    ("/oneid.v1.Registry/RequestCountNotification", &["query"]),
+    ("/oneid.v1.Notifications/ListOutbox", &["admin"]),
+    ("/oneid.v1.Notifications/AckNotification", &["admin"]),
+    ("/oneid.v1.Disputes/OpenDispute", &["query"]),
+    ("/oneid.v1.Disputes/ResolveDispute", &["carrier"]),
+    (
+        "/oneid.v1.Disputes/GetDispute",
+        &["query", "carrier", "regulator"],
+    ),
+    ("/oneid.v1.Regulator/FlagHighRisk", &["regulator"]),
+    ("/oneid.v1.Regulator/Restrict", &["regulator"]),
+    ("/oneid.v1.Regulator/Unrestrict", &["regulator"]),
+    ("/oneid.v1.Regulator/GetRestriction", &["regulator"]),
+    ("/oneid.v1.Regulator/SetPolicy", &["admin"]),
+    ("/oneid.v1.Regulator/GetPolicy", &["admin", "regulator"]),
+    ("/oneid.v1.Regulator/NationalStatistics", &["regulator"]),
+    ("/oneid.v1.Regulator/ListAudit", &["regulator"]),
+    ("/oneid.v1.Linkage/LinkAccount", &["platform"]),
+    ("/oneid.v1.Linkage/UnlinkAccount", &["platform"]),
+    ("/oneid.v1.Linkage/CountLinkedAccounts", &["query"]),
+    ("/oneid.v1.Linkage/ListReverify", &["platform"]),
+    ("/oneid.v1.Linkage/AckReverify", &["platform"]),
+    (
+        "/oneid.v1.Cluster/Status",
+        &["carrier", "query", "platform", "regulator", "admin", "node"],
+    ),
+    ("/oneid.v1.Cluster/AddLearner", &["admin"]),
+    ("/oneid.v1.Cluster/ChangeVoters", &["admin"]),
+    ("/oneid.v1.Cluster/TransferLeader", &["admin"]),
+    ("/oneid.v1.Admin/SaveSnapshot", &["admin"]),
+    ("/oneid.raft.v1.RaftService/AppendEntries", &["node"]),
+    ("/oneid.raft.v1.RaftService/Vote", &["node"]),
+    ("/oneid.raft.v1.RaftService/InstallSnapshot", &["node"]),
+    ("/oneid.raft.v1.RaftService/Forward", &["node"]),
+    ("/oneid.raft.v1.RaftService/ReadIndex", &["node"]),
+    ("/oneid.raft.v1.RaftService/TimeoutNow", &["node"]),
+];
+
+/// A request that names the caller's own carrier or platform where the RPC
+/// takes one, so an allowed role passes the ownership check too.
+fn request_for(path: &str) -> Vec<u8> {
+    let carrier = || "CMCC".to_string();
+    match path.rsplit('/').next().unwrap_or_default() {
+        "RegisterCard" => cmcc_card("m-1", "13800000009", "CMCC").encode_to_vec(),
+        "ImportCards" => pb::ImportCardsRequest {
+            cards: vec![cmcc_card("m-2", "13800000010", "CMCC")],
+        }
+        .encode_to_vec(),
+        "CancelCard" => pb::CancelCardRequest {
+            carrier: carrier(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ListCarrierCards" => pb::ListCarrierCardsRequest {
+            carrier: carrier(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ReportReverification" => pb::ReportReverificationRequest {
+            carrier: carrier(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ResolveDispute" => pb::ResolveDisputeRequest {
+            carrier: carrier(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "LinkAccount" | "UnlinkAccount" | "AckReverify" => pb::LinkAccountRequest {
+            platform: "wechat".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ListReverify" => pb::ListReverifyRequest {
+            platform: "wechat".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        // TransferLeader with no target would move leadership mid-test.
+        "TransferLeader" => pb::TransferLeaderRequest { to: 999 }.encode_to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// A refusal by the authorization layer or an ownership check.
+fn refused(s: &Status) -> bool {
+    matches!(
+        reason(s).as_str(),
+        "WRONG_ROLE" | "PERMISSION_DENIED" | "UNAUTHENTICATED"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_answers_every_role_as_the_matrix_says() {
+    let c = tls_cluster().await;
+
+    // The matrix covers every client-facing RPC the server has.
+    let covered: BTreeSet<String> = MATRIX.iter().map(|(p, _)| p.to_string()).collect();
+    for rpc in oneid::gateway::methods::RPCS {
+        let path = format!("/oneid.v1.{}/{}", rpc.service, rpc.method);
+        assert!(covered.contains(&path), "{path} is missing from the matrix");
+    }
+
+    let callers: Vec<(&str, String)> = [
+        "carrier:CMCC",
+        "query",
+        "platform:wechat",
+        "regulator",
+        "admin",
+    ]
+    .iter()
+    .map(|r| (r.split(':').next().unwrap_or(r), stem(r)))
+    .chain([("node", "node-1".to_string())])
+    .collect();
+    let mut wrong = Vec::new();
+    for (path, allowed) in MATRIX {
+        for (kind, stem) in &callers {
+            let answer = raw_call(channel_as(&c, 2, stem), path, request_for(path)).await;
+            let was_refused = matches!(&answer, Err(s) if refused(s));
+            if was_refused == allowed.contains(kind) {
+                wrong.push(format!("{path} as {kind}: {answer:?}"));
+            }
+            if was_refused {
+                let s = answer.as_ref().err().map(|s| s.code());
+                assert_eq!(s, Some(Code::PermissionDenied), "{path} as {kind}");
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "matrix violations:\n{}", wrong.join("\n"));
+
+    // A platform may not act for another platform.
+    let other = pb::LinkAccountRequest {
+        platform: "alipay".into(),
+        ..Default::default()
+    };
+    let err = raw_call(
+        channel_as(&c, 1, &stem("platform:wechat")),
+        "/oneid.v1.Linkage/LinkAccount",
+        other.encode_to_vec(),
+    )
+    .await
+    .expect_err("a platform linked for another platform");
+    assert_eq!(reason(&err), "PERMISSION_DENIED");
+}
+
+/// One unary call of `path` with an already encoded request.
+async fn raw_call(ch: Channel, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Bytes in, bytes out: lets one helper call any RPC.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
