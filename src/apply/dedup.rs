@@ -70,7 +70,7 @@ mod tests {
 
     use super::*;
     use crate::apply::apply_envelope;
-    use crate::command::{Applied, Command, Envelope, Restrict, TrimRequestIds, COMMAND_VERSION};
+    use crate::command::{Applied, Command, Envelope, Restrict, TrimRequestIds};
     use crate::domain::Policy;
 
     struct Node {
@@ -97,12 +97,9 @@ mod tests {
 
         fn apply(&mut self, request_id: &str, now_ms: u64, command: Command) -> Applied {
             self.index += 1;
-            let bytes = command::encode(&Envelope {
-                version: COMMAND_VERSION,
-                request_id: request_id.into(),
-                command,
-            })
-            .unwrap();
+            let mut envelope = Envelope::internal(command);
+            envelope.request_id = request_id.into();
+            let bytes = envelope.encode().unwrap();
             let mut tx = Tx::new(&self.db);
             let applied = apply_envelope(
                 &mut tx,

@@ -25,7 +25,7 @@ use oneid_storage::records::{
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
 
-use crate::command::{self, Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION};
+use crate::command::{Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION};
 use crate::domain::{record_failed_verification, DomainError, Policy, Reason};
 
 /// A rule's refusal, or a storage failure that stops the apply.

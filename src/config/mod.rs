@@ -134,6 +134,8 @@ impl Default for LimitsSection {
             unlimited_callers: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
+}
+
 /// mTLS on the node's port: its certificate and key, and the CA that signs
 /// every node and client. Without them the node refuses to start unless
 /// `insecure` asks for plaintext.

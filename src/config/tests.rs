@@ -249,6 +249,9 @@ fn limits_are_checked_and_overridable() {
     let cfg = Config::resolve(None, env(&[]), &flags).expect("resolve");
     assert!(cfg.limits.unlimited_callers.is_empty());
     assert_eq!(cfg.limits.max_tracked_callers, 100_000);
+}
+
+#[test]
 fn tls_needs_all_three_files_or_an_explicit_insecure() {
     let mut cfg = Config::parse(MINIMAL).expect("parse");
     assert_eq!(cfg.validate().expect("insecure is valid").tls, None);

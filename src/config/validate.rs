@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::registry::MAX_IMPORT_BATCH;
 use super::{Config, ConfigError, TlsSection};
+use crate::api::registry::MAX_IMPORT_BATCH;
 use crate::idkey::IdHasher;
 use crate::node::{self, NodeConfig};
 use crate::observe::log;
