@@ -19,6 +19,12 @@ type Reply = oneshot::Sender<Result<(u64, Vec<u8>), ReplicaError>>;
 struct Pending {
     command: Vec<u8>,
     reply: Reply,
+    /// Sent here by a follower that took this node for the leader. It is
+    /// never forwarded on: a leader that lost leadership while the batch
+    /// waited would otherwise forward it to the new leader, whose own
+    /// in-flight forwards may be waiting on this node — a cycle only the
+    /// request timeout breaks.
+    forwarded: bool,
 }
 
 pub struct Proposer {
@@ -45,7 +51,11 @@ impl Proposer {
     pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ReplicaError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { command, reply })
+            .send(Pending {
+                command,
+                reply,
+                forwarded: false,
+            })
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?;
         rx.await.map_err(|_| ReplicaError::ShuttingDown)?
@@ -56,11 +66,17 @@ impl Proposer {
     pub async fn propose_many(
         &self,
         commands: Vec<Vec<u8>>,
+        forwarded: bool,
     ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
         let mut receivers = Vec::with_capacity(commands.len());
         for command in commands {
             let (reply, rx) = oneshot::channel();
-            if self.tx.send(Pending { command, reply }).await.is_err() {
+            let pending = Pending {
+                command,
+                reply,
+                forwarded,
+            };
+            if self.tx.send(pending).await.is_err() {
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(Err(ReplicaError::ShuttingDown));
                 receivers.push(rx);
@@ -85,7 +101,7 @@ impl Proposer {
             .acquire()
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?;
-        submit(&self.shared, commands).await
+        submit(&self.shared, commands, true).await
     }
 }
 
@@ -93,13 +109,17 @@ impl Proposer {
 async fn submit(
     shared: &Shared,
     commands: Vec<Vec<u8>>,
+    may_forward: bool,
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
     let _gate = shared.gate.read().await;
     if shared.is_leader() {
         let (index, results) = shared.propose_local(commands).await?;
         Ok(results.into_iter().map(|r| (index, r)).collect())
-    } else {
+    } else if may_forward {
         shared.forward(commands).await
+    } else {
+        // Nothing was proposed: the follower retries with the new leader.
+        Err(ReplicaError::NoLeader)
     }
 }
 
@@ -123,9 +143,10 @@ async fn run(
         }
         let shared = shared.clone();
         tokio::spawn(async move {
+            let may_forward = !batch.iter().any(|p| p.forwarded);
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match submit(&shared, commands).await {
+            match submit(&shared, commands, may_forward).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(result));

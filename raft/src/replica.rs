@@ -304,12 +304,23 @@ impl Replica {
         self.proposer.propose(command).await
     }
 
-    /// Queues a follower's forwarded batch on this (leader) node.
+    /// Queues several commands at once (an import batch); they coalesce
+    /// with everything else queued into the next entries.
     pub async fn propose_many(
         &self,
         commands: Vec<Vec<u8>>,
     ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
-        self.proposer.propose_many(commands).await
+        self.proposer.propose_many(commands, false).await
+    }
+
+    /// Queues a follower's forwarded batch on this (leader) node; if
+    /// leadership moves before it is proposed it fails with `NoLeader`
+    /// (nothing applied) instead of being forwarded again.
+    pub async fn propose_forwarded(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
+        self.proposer.propose_many(commands, true).await
     }
 
     /// Proposes an already-batched set of commands as one entry on the leader

@@ -130,10 +130,15 @@ impl RaftService for RaftRpc {
             return Err(Status::failed_precondition("not the leader"));
         }
         let mut resp = ForwardResponse::default();
-        for r in self.replica.propose_many(commands).await {
-            // Any failure makes the whole batch's outcome unknown to the
-            // follower; its clients retry with their request ids.
-            let (index, result) = r.map_err(|e| Status::unavailable(e.to_string()))?;
+        for r in self.replica.propose_forwarded(commands).await {
+            // Leadership moved before the batch was proposed: nothing was
+            // applied, and the follower may say so. Any other failure makes
+            // the whole batch's outcome unknown to it; its clients retry
+            // with their request ids.
+            let (index, result) = r.map_err(|e| match e {
+                ReplicaError::NoLeader => Status::failed_precondition("not the leader"),
+                e => Status::unavailable(e.to_string()),
+            })?;
             resp.applied_indexes.push(index);
             resp.results.push(result.into());
         }
