@@ -245,28 +245,34 @@ pub async fn run(
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let notifications = NotificationsServer::from_arc(services.notifications.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
-    // The gateway has no client certificates to take roles from, so it
-    // serves only in insecure mode; with TLS the HTTP port keeps /metrics,
-    // /ready and /live.
-    let api_gateway = if tls.is_some() {
-        tracing::info!("TLS is on: the HTTP/JSON gateway (/v1/...) is off");
-        axum::Router::new()
-    } else {
-        gateway::router(
-            Gateway::new(services, CLIENT_CALL_TIMEOUT)
-                .context("building the HTTP/JSON gateway")?,
-        )
+    let http = match http_listener {
+        Some(l) => {
+            // The gateway has no client certificates to take roles from, so
+            // it serves only in insecure mode; with TLS the HTTP port keeps
+            // /metrics, /ready and /live. Built only when there is an HTTP
+            // port: it parses the descriptors and renders the OpenAPI
+            // document, start-up work a node without one need not do.
+            let api_gateway = if tls.is_some() {
+                tracing::info!("TLS is on: the HTTP/JSON gateway (/v1/...) is off");
+                axum::Router::new()
+            } else {
+                gateway::router(
+                    Gateway::new(services, CLIENT_CALL_TIMEOUT)
+                        .context("building the HTTP/JSON gateway")?,
+                )
+            };
+            let served =
+                observe::http::serve(l, obs.clone(), api_gateway, stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move {
+                // Metrics are not worth taking the node down for; say so and
+                // keep serving gRPC.
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }))
+        }
+        None => None,
     };
-    let http = http_listener.map(|l| {
-        let served = observe::http::serve(l, obs.clone(), api_gateway, stopped(stop_rx.clone()));
-        tokio::spawn(async move {
-            // Metrics are not worth taking the node down for; say so and
-            // keep serving gRPC.
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        })
-    });
 
     let sweeper = tokio::spawn(crate::sweeper::run(
         replica.clone(),
