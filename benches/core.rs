@@ -81,6 +81,7 @@ fn register_command(i: u64) -> Vec<u8> {
             unit_key: None,
         }),
         by: String::new(),
+        keys: Default::default(),
     }
     .encode()
     .expect("encode")

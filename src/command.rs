@@ -10,6 +10,9 @@ use crate::domain::{DomainError, Reason};
 pub const COMMAND_VERSION: u8 = 1;
 /// An envelope that also names its authenticated caller ([`Envelope::by`]).
 pub const CALLER_VERSION: u8 = 2;
+/// An envelope whose id keys are not plain version-1 keys
+/// ([`Envelope::keys`]): a pepper rotation happened or is under way.
+pub const KEYED_VERSION: u8 = 3;
 
 pub type IdKey = oneid_storage::keys::IdKey;
 
@@ -24,6 +27,43 @@ pub struct Envelope {
     /// The authenticated caller (role and certificate subject) the audit
     /// trail names; empty without one (insecure mode, the node itself).
     pub by: String,
+    /// Which pepper version the command's id keys were derived with.
+    pub keys: KeyBinding,
+}
+
+/// How a command's id keys relate to pepper versions, so apply can tell a
+/// key derived before a rotation from one derived after, and find records
+/// that a rotation in progress has moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyBinding {
+    /// Derived from an ID number under pepper `version`; during a rotation,
+    /// `next` holds the same keys under the rotation's target version.
+    Derived {
+        version: u32,
+        next: Option<NextKeys>,
+    },
+    /// Read back from stored state (e.g. the holder of a number): valid
+    /// while records exist under it or it has moved.
+    Stored,
+}
+
+impl Default for KeyBinding {
+    fn default() -> Self {
+        KeyBinding::Derived {
+            version: 1,
+            next: None,
+        }
+    }
+}
+
+/// A command's id keys under a rotation's target version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextKeys {
+    pub version: u32,
+    pub id_key: IdKey,
+    /// Register only: the last-six tag and unit key under `version`.
+    pub last6_tag: Option<[u8; 16]>,
+    pub unit_key: Option<IdKey>,
 }
 
 impl Envelope {
@@ -36,39 +76,53 @@ impl Envelope {
             request_id: String::new(),
             command,
             by: String::new(),
+            keys: KeyBinding::default(),
         }
     }
 
-    /// Without a caller, exactly the version-1 bytes (what nodes without
+    /// Without a caller and with version-1 keys, exactly the version-1 bytes (what nodes without
     /// TLS, and log entries written before callers existed, hold); with
-    /// one, version 2 appends it. bincode lays a struct out as the tuple of
-    /// its fields, so the tuples below are the struct layouts.
+    /// one, version 2 appends it; with other keys, version 3 appends the
+    /// binding too. bincode lays a struct out as the tuple of its fields, so
+    /// the tuples below are the struct layouts.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        if self.by.is_empty() {
+        if self.keys != KeyBinding::default() {
+            encode(&(
+                KEYED_VERSION,
+                &self.request_id,
+                &self.command,
+                &self.by,
+                &self.keys,
+            ))
+        } else if self.by.is_empty() {
             encode(&(self.version, &self.request_id, &self.command))
         } else {
             encode(&(CALLER_VERSION, &self.request_id, &self.command, &self.by))
         }
     }
 
-    /// Reads either layout: a version-1 envelope is too short for version
-    /// 2, and a version-2 one has bytes left over as version 1.
+    /// Reads every layout; the leading version byte says which.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
-        if let Ok((version, request_id, command)) = decode::<(u8, String, Command)>(bytes) {
-            return Ok(Envelope {
-                version,
-                request_id,
-                command,
-                by: String::new(),
-            });
+        let mut e = Envelope {
+            version: *bytes
+                .first()
+                .ok_or_else(|| CodecError("empty envelope".into()))?,
+            request_id: String::new(),
+            command: Command::AckNotification(0),
+            by: String::new(),
+            keys: KeyBinding::default(),
+        };
+        match e.version {
+            KEYED_VERSION => {
+                (_, e.request_id, e.command, e.by, e.keys) =
+                    decode::<(u8, String, Command, String, KeyBinding)>(bytes)?
+            }
+            CALLER_VERSION => {
+                (_, e.request_id, e.command, e.by) = decode::<(u8, String, Command, String)>(bytes)?
+            }
+            _ => (e.version, e.request_id, e.command) = decode::<(u8, String, Command)>(bytes)?,
         }
-        let (version, request_id, command, by) = decode::<(u8, String, Command, String)>(bytes)?;
-        Ok(Envelope {
-            version,
-            request_id,
-            command,
-            by,
-        })
+        Ok(e)
     }
 }
 
@@ -100,6 +154,83 @@ pub enum Command {
     AckNotification(u64),
     /// Proposed by the leader: forget request ids past their retention.
     TrimRequestIds(TrimRequestIds),
+    /// An administrator starts moving every id key to a new pepper version.
+    BeginRekey(Rekey),
+    /// Proposed by the leader: moves identities to the new keys it derived.
+    RekeyBatch(RekeyBatch),
+    /// Proposed by the leader once no identity is left under the old keys.
+    FinishRekey(Rekey),
+    /// Proposed by the leader after a rotation: forgets old-to-new aliases.
+    DropAliases(TrimRequestIds),
+}
+
+/// A pepper rotation from version `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rekey {
+    pub from: u32,
+    pub to: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyBatch {
+    pub rotation: Rekey,
+    pub ids: Vec<MoveId>,
+}
+
+/// One identity's keys before and after, with what its cards hold under
+/// the new version. Apply skips it if its cards changed since the leader
+/// read them (the next pass picks it up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveId {
+    pub old: IdKey,
+    pub new: IdKey,
+    pub cards: Vec<MovedCard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedCard {
+    pub msisdn: String,
+    pub last6_tag: [u8; 16],
+    pub unit_key: Option<IdKey>,
+}
+
+impl Command {
+    /// The id key this command is about, for the commands that name an
+    /// identity (rather than a number, a dispute, ...).
+    pub fn id_key(&self) -> Option<&IdKey> {
+        match self {
+            Command::Register(r) => Some(&r.id_key),
+            Command::OpenDispute(o) => Some(&o.id_key),
+            Command::Restrict(r) => Some(&r.id_key),
+            Command::Unrestrict(u) => Some(&u.id_key),
+            Command::FailedVerification(k) | Command::VerificationPassed(k) => Some(k),
+            Command::NotifyCount(n) => Some(&n.id_key),
+            _ => None,
+        }
+    }
+
+    /// The same command with its id key (and a registration's derived
+    /// tags) replaced: `None` when `next` lacks a tag the command needs.
+    pub fn rekeyed(&self, id_key: IdKey, next: Option<&NextKeys>) -> Option<Command> {
+        let mut c = self.clone();
+        match &mut c {
+            Command::Register(r) => {
+                let next = next?;
+                r.id_key = id_key;
+                r.last6_tag = next.last6_tag?;
+                if r.unit_key.is_some() {
+                    r.unit_key = Some(next.unit_key?);
+                }
+            }
+            Command::OpenDispute(o) => o.id_key = id_key,
+            Command::Restrict(r) => r.id_key = id_key,
+            Command::Unrestrict(u) => u.id_key = id_key,
+            Command::FailedVerification(k) | Command::VerificationPassed(k) => *k = id_key,
+            Command::NotifyCount(n) => n.id_key = id_key,
+            _ => return None,
+        }
+        Some(c)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +363,11 @@ pub enum Outcome {
     Trimmed {
         removed: u32,
     },
+    /// Identities a rekey batch moved, and those it left for a later pass.
+    Rekeyed {
+        moved: u32,
+        skipped: u32,
+    },
 }
 
 impl Outcome {
@@ -302,6 +438,7 @@ mod tests {
             request_id: "r1".into(),
             command: cancel(),
             by: String::new(),
+            keys: KeyBinding::default(),
         };
         assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
         e.by = "carrier:CMCC [CN=oneid client carrier:CMCC]".into();
@@ -309,6 +446,21 @@ mod tests {
         assert_eq!(back.version, CALLER_VERSION);
         assert_eq!(back.by, e.by);
         assert_eq!(back.command, e.command);
+        e.keys = KeyBinding::Derived {
+            version: 2,
+            next: Some(NextKeys {
+                version: 3,
+                id_key: [9; 32],
+                last6_tag: None,
+                unit_key: None,
+            }),
+        };
+        let back = Envelope::decode(&e.encode().unwrap()).unwrap();
+        assert_eq!(back.version, KEYED_VERSION);
+        assert_eq!((&back.keys, &back.by), (&e.keys, &e.by));
+        e.by.clear();
+        e.keys = KeyBinding::Stored;
+        assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap().keys, e.keys);
     }
 
     #[test]

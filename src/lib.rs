@@ -14,6 +14,7 @@ pub mod node;
 pub mod observe;
 pub mod query_audit;
 pub mod reader;
+pub mod rekey;
 pub mod security;
 pub mod state_machine;
 pub mod sweeper;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::api::admin::AdminApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::disputes::DisputesApi;
+use crate::api::keyring::Keyring;
 use crate::api::linkage::LinkageApi;
 use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
@@ -207,33 +208,35 @@ pub async fn run(
         },
         cfg.limits.unlimited_callers.clone(),
     );
+    let keyring = Keyring::new(cfg.hasher.clone(), reader.clone());
+    let admin_writer = writer.clone();
     // One instance of each service, shared by the gRPC server and the
     // HTTP/JSON gateway, so both run the same checks on the same state.
     let services = gateway::Services {
         registry: Arc::new(RegistryApi::new(
             writer.clone(),
             reader.clone(),
-            cfg.hasher.clone(),
+            keyring.clone(),
             query_limit.clone(),
             cfg.limits.max_import_batch,
         )),
         disputes: Arc::new(DisputesApi::new(
             writer.clone(),
             reader.clone(),
-            cfg.hasher.clone(),
+            keyring.clone(),
         )),
         regulator: Arc::new(RegulatorApi::new(
             writer.clone(),
             reader.clone(),
-            cfg.hasher.clone(),
+            keyring.clone(),
         )),
         linkage: Arc::new(LinkageApi::new(
             writer.clone(),
             reader.clone(),
-            cfg.hasher.clone(),
+            keyring.clone(),
             query_limit,
         )),
-        notifications: Arc::new(NotificationsApi::new(writer, reader.clone())),
+        notifications: Arc::new(NotificationsApi::new(writer.clone(), reader.clone())),
     };
     let registry = RegistryServer::from_arc(services.registry.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
@@ -279,8 +282,19 @@ pub async fn run(
         reader.clone(),
         stop_rx.clone(),
     ));
+    let rekeying = tokio::spawn(crate::rekey::run(
+        replica.clone(),
+        reader.clone(),
+        cfg.hasher.clone(),
+        stop_rx.clone(),
+    ));
+    let admin = AdminServer::new(AdminApi::new(
+        replica.clone(),
+        admin_writer,
+        reader.clone(),
+        keyring,
+    ));
     let cluster = ClusterServer::new(ClusterApi::new(replica.clone(), reader));
-    let admin = AdminServer::new(AdminApi::new(replica.clone()));
     let raft_rpc = RaftServiceServer::new(RaftRpc::new(replica.clone(), snapshot_dir))
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
@@ -331,6 +345,7 @@ pub async fn run(
     }
     watcher.abort();
     sweeper.abort();
+    rekeying.abort();
     tracing::info!("shutting down raft");
     let _ = replica.raft().shutdown().await;
     db.sync_wal().context("final WAL sync")?;

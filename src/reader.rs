@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    AuditRecord, CardRecord, DedupAgeRecord, DisputeRecord, HolderRecord, LinkRecord,
-    LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord, ReverifyRecord,
-    StatsRecord, AUDIT_V, CARD_V, DEDUP_AGE_V, DISPUTE_V, HOLDER_V, LINK_V, LOCKOUT_V, MSISDN_V,
-    OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
+    AliasRecord, AuditRecord, CardRecord, DedupAgeRecord, DisputeRecord, HolderRecord,
+    KeyStateRecord, LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord,
+    RestrictionRecord, ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_V, CARD_V, DEDUP_AGE_V,
+    DISPUTE_V, HOLDER_V, KEY_STATE_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V,
+    RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -72,9 +73,16 @@ impl Reader {
 
     /// Every card registered under `id_key` (any status), by number.
     pub fn cards_of(&self, id_key: &IdKey) -> Result<Vec<(String, CardRecord)>, StorageError> {
-        let rows = self
-            .db
-            .scan_sm(&keys::card_prefix(id_key), None, MAX_CARDS_LISTED)?;
+        self.decode_cards(
+            self.db
+                .scan_sm(&keys::card_prefix(id_key), None, MAX_CARDS_LISTED)?,
+        )
+    }
+
+    fn decode_cards(
+        &self,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<(String, CardRecord)>, StorageError> {
         rows.into_iter()
             .map(|(k, v)| {
                 let card = codec::decode(CARD_V, &v, CF_SM_DATA, &k)?;
@@ -82,6 +90,56 @@ impl Reader {
                 Ok((msisdn, card))
             })
             .collect()
+    }
+
+    /// Every card under `id_key` in number order, unbounded: for moving an
+    /// identity in a pepper rotation, which must see all of them.
+    pub fn all_cards_of(&self, id_key: &IdKey) -> Result<Vec<(String, CardRecord)>, StorageError> {
+        self.decode_cards(
+            self.db
+                .scan_sm(&keys::card_prefix(id_key), None, usize::MAX)?,
+        )
+    }
+
+    /// Which pepper version keys are under, and the rotation under way.
+    pub fn key_state(&self) -> Result<KeyStateRecord, StorageError> {
+        Ok(self.get(KEY_STATE_V, keys::KEY_STATE)?.unwrap_or_default())
+    }
+
+    /// Where a rotation in progress moved the identity keyed `old`.
+    pub fn moved_to(&self, old: &IdKey) -> Result<Option<IdKey>, StorageError> {
+        Ok(self
+            .get::<AliasRecord>(ALIAS_V, &keys::moved_key(old))?
+            .map(|a| a.other))
+    }
+
+    /// True when `key` is already under the rotation's new version.
+    pub fn has_arrived(&self, key: &IdKey) -> Result<bool, StorageError> {
+        Ok(self
+            .get::<AliasRecord>(ALIAS_V, &keys::arrived_key(key))?
+            .is_some())
+    }
+
+    /// Up to `limit` identity keys of records under one of
+    /// [`keys::ID_SCOPED_PREFIXES`], after the key `after`.
+    pub fn id_keys(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, IdKey)>, StorageError> {
+        Ok(self
+            .db
+            .scan_sm(prefix, after, limit)?
+            .into_iter()
+            .filter_map(|(k, _)| keys::id_of(&k).map(|id| (k, id)))
+            .collect())
+    }
+
+    /// True when a finished rotation still has aliases to forget.
+    pub fn has_aliases(&self) -> Result<bool, StorageError> {
+        Ok(!self.db.scan_sm(keys::MOVED_PREFIX, None, 1)?.is_empty()
+            || !self.db.scan_sm(keys::ARRIVED_PREFIX, None, 1)?.is_empty())
     }
 
     pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {

@@ -12,9 +12,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::keyring::Keyring;
+use super::writer::Writer;
 use super::ApiError;
+use crate::command::{Command, Rekey};
+use crate::domain::{DomainError, Reason};
 use crate::pb;
 use crate::pb::admin_server::Admin;
+use crate::reader::Reader;
 
 /// Bytes of snapshot file per streamed message, well under the client's
 /// default 4 MiB decoding limit.
@@ -33,11 +38,30 @@ type Pieces = Pin<Box<dyn Stream<Item = Result<pb::SnapshotPiece, Status>> + Sen
 
 pub struct AdminApi {
     replica: Arc<Replica>,
+    writer: Writer,
+    reader: Reader,
+    keyring: Keyring,
 }
 
 impl AdminApi {
-    pub fn new(replica: Arc<Replica>) -> Self {
-        AdminApi { replica }
+    pub fn new(replica: Arc<Replica>, writer: Writer, reader: Reader, keyring: Keyring) -> Self {
+        AdminApi {
+            replica,
+            writer,
+            reader,
+            keyring,
+        }
+    }
+
+    fn rekey_status(&self) -> Result<pb::RekeyStatus, ApiError> {
+        let state = self.reader.key_state()?;
+        Ok(pb::RekeyStatus {
+            current_version: state.current,
+            target_version: state.next,
+            moved_ids: state.moved,
+            dropping_aliases: state.next == 0 && self.reader.has_aliases()?,
+            node_pepper_versions: self.keyring.hasher().versions(),
+        })
     }
 }
 
@@ -61,6 +85,38 @@ impl Admin for AdminApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn start_rekey(
+        &self,
+        req: Request<pb::StartRekeyRequest>,
+    ) -> Result<Response<pb::RekeyStatus>, Status> {
+        let req = req.into_inner();
+        let to = req.to_version;
+        if to < 2 {
+            return Err(ApiError::from(DomainError::new(
+                Reason::InvalidArgument,
+                format!("to_version {to}: rotations go to version 2 or later"),
+            ))
+            .into());
+        }
+        // This node must derive the new keys itself; the leader's migration
+        // needs them too and says so in its log if it cannot.
+        self.keyring
+            .hasher()
+            .rekey(&[0; 32], to)
+            .map_err(ApiError::from)?;
+        let command = Command::BeginRekey(Rekey { from: to - 1, to });
+        self.writer.submit(&req.request_id, command).await?;
+        Ok(Response::new(self.rekey_status()?))
+    }
+
+    async fn get_rekey_status(
+        &self,
+        _req: Request<pb::GetRekeyStatusRequest>,
+    ) -> Result<Response<pb::RekeyStatus>, Status> {
+        self.writer.linearizable().await?;
+        Ok(Response::new(self.rekey_status()?))
     }
 }
 

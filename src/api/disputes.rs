@@ -3,12 +3,12 @@
 
 use tonic::{Request, Response, Status};
 
+use super::keyring::Keyring;
 use super::registry::card_status_response;
 use super::writer::{unexpected, Writer};
 use super::{convert, ApiError};
 use crate::command::{Command, OpenDispute, Outcome, ResolveDispute};
 use crate::domain::{DisputeOutcome, DomainError, Msisdn, Reason};
-use crate::idkey::IdHasher;
 use crate::pb;
 use crate::pb::disputes_server::Disputes;
 use crate::reader::Reader;
@@ -20,15 +20,15 @@ const MAX_OPERATOR: usize = 64;
 pub struct DisputesApi {
     writer: Writer,
     reader: Reader,
-    hasher: IdHasher,
+    keyring: Keyring,
 }
 
 impl DisputesApi {
-    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
+    pub fn new(writer: Writer, reader: Reader, keyring: Keyring) -> Self {
         DisputesApi {
             writer,
             reader,
-            hasher,
+            keyring,
         }
     }
 }
@@ -50,12 +50,20 @@ impl Disputes for DisputesApi {
                 .as_str()
                 .to_string()
         };
-        let command = Command::OpenDispute(OpenDispute {
-            id_key: self.hasher.id_key(&identity),
-            msisdn: msisdn.as_str().to_string(),
-            contact,
-        });
-        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        let (index, applied) = self
+            .keyring
+            .write(&self.writer, || {
+                let keyed = self.keyring.identity(&identity)?;
+                let command = Command::OpenDispute(OpenDispute {
+                    id_key: keyed.key,
+                    msisdn: msisdn.as_str().to_string(),
+                    contact: contact.clone(),
+                });
+                Ok(self
+                    .writer
+                    .submit_keyed(&req.request_id, command, keyed.binding))
+            })
+            .await?;
         match applied.outcome {
             Outcome::DisputeOpened { dispute_id } => Ok(Response::new(pb::OpenDisputeResponse {
                 dispute_id,

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// The role may call the RPC, but not for another carrier or platform.
     #[error("permission denied: {0}")]
     NotYours(String),
+    /// This node cannot derive id keys under the version the registry needs.
+    #[error(transparent)]
+    Pepper(#[from] crate::idkey::PepperError),
 }
 
 impl From<StorageError> for ApiError {
@@ -98,6 +101,7 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::DisputeClosed => Code::FailedPrecondition,
         Reason::NumberInUse | Reason::DisputeOpen => Code::AlreadyExists,
         Reason::LockedOut => Code::ResourceExhausted,
+        Reason::KeyRotated => Code::Aborted,
         Reason::NotFound => Code::NotFound,
         Reason::WrongCarrier | Reason::VerificationFailed => Code::PermissionDenied,
     }
@@ -137,6 +141,10 @@ impl From<ApiError> for Status {
             }
             ApiError::WrongRole(m) => with_reason(Code::PermissionDenied, "WRONG_ROLE", m),
             ApiError::NotYours(m) => with_reason(Code::PermissionDenied, "PERMISSION_DENIED", m),
+            ApiError::Pepper(e) => {
+                tracing::error!("{e}");
+                with_reason(Code::FailedPrecondition, "PEPPER_VERSION", e.to_string())
+            }
         }
     }
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use tonic::{Request, Response, Status};
 
+use super::keyring::Keyring;
 use super::writer::{write_response, Writer};
 use super::{convert, verify, ApiError};
 use crate::command::{Command, Link};
 use crate::domain::link::parse_last6;
 use crate::domain::{DomainError, Reason};
-use crate::idkey::IdHasher;
 use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::linkage_server::Linkage;
@@ -24,16 +24,16 @@ const MAX_PAGE: usize = 1000;
 pub struct LinkageApi {
     writer: Writer,
     reader: Reader,
-    hasher: IdHasher,
+    keyring: Keyring,
     queries: QueryLimit,
 }
 
 impl LinkageApi {
-    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher, queries: QueryLimit) -> Self {
+    pub fn new(writer: Writer, reader: Reader, keyring: Keyring, queries: QueryLimit) -> Self {
         LinkageApi {
             writer,
             reader,
-            hasher,
+            keyring,
             queries,
         }
     }
@@ -93,7 +93,7 @@ impl Linkage for LinkageApi {
             let req = req.into_inner();
             let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
             let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
-            let tag = self.hasher.last6_tag(&last6);
+            let tags = self.keyring.last6_tags(&last6)?;
             self.writer.linearizable().await?;
             let holder = self
                 .reader
@@ -114,10 +114,11 @@ impl Linkage for LinkageApi {
                 Some((id_key, card)) => {
                     let lockout = verify::check_lockout(&self.reader, &id_key)?;
                     verify::settle(
+                        &self.keyring,
                         &self.writer,
-                        id_key,
+                        verify::Subject::Stored(id_key),
                         lockout,
-                        card.last6_tag == tag,
+                        tags.contains(&card.last6_tag),
                         failure,
                     )
                     .await?;

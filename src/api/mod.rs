@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod convert;
 pub mod disputes;
 pub mod error;
+pub mod keyring;
 pub mod linkage;
 pub mod notifications;
 pub mod registry;

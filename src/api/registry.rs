@@ -4,13 +4,13 @@
 
 use tonic::{Request, Response, Status};
 
+use super::keyring::Keyring;
 use super::writer::{unexpected, Writer};
 use super::{convert, verify, ApiError};
 use crate::command::{
     self, Applied, Cancel, Command, Envelope, NotifyCount, Outcome, Register, Reverified,
     COMMAND_VERSION,
 };
-use crate::idkey::IdHasher;
 use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::registry_server::Registry;
@@ -36,7 +36,7 @@ fn refused(e: ApiError) -> pb::ImportItemResult {
 pub struct RegistryApi {
     writer: Writer,
     reader: Reader,
-    hasher: IdHasher,
+    keyring: Keyring,
     queries: QueryLimit,
     max_import_batch: usize,
 }
@@ -45,14 +45,14 @@ impl RegistryApi {
     pub fn new(
         writer: Writer,
         reader: Reader,
-        hasher: IdHasher,
+        keyring: Keyring,
         queries: QueryLimit,
         max_import_batch: usize,
     ) -> Self {
         RegistryApi {
             writer,
             reader,
-            hasher,
+            keyring,
             queries,
             max_import_batch,
         }
@@ -62,22 +62,79 @@ impl RegistryApi {
     /// unvalidated and no plaintext ID number reaches the log.
     fn register_envelope(&self, req: &pb::RegisterCardRequest) -> Result<Envelope, ApiError> {
         let r = convert::registration(req)?;
+        let keys = self.keyring.registration(
+            &r.identity,
+            Some(r.identity.last6()),
+            r.responsible_unit.as_ref(),
+        )?;
         Ok(Envelope {
             version: COMMAND_VERSION,
             request_id: r.request_id,
             command: Command::Register(Register {
-                id_key: self.hasher.id_key(&r.identity),
+                id_key: keys.keyed.key,
                 msisdn: r.msisdn.as_str().to_string(),
                 carrier: r.carrier.as_str().to_string(),
                 province: r.province.code(),
                 kind: r.kind.code() as u8,
                 channel: r.channel.code() as u8,
                 strict_verification: r.strict_verification,
-                last6_tag: self.hasher.last6_tag(r.identity.last6()),
-                unit_key: r.responsible_unit.as_ref().map(|u| self.hasher.id_key(u)),
+                last6_tag: keys.last6_tag,
+                unit_key: keys.unit_key,
             }),
             by: authz::current_actor(),
+            keys: keys.keyed.binding,
         })
+    }
+    /// One pass of an import: every valid item proposed in one go.
+    async fn import_once(
+        &self,
+        cards: &[pb::RegisterCardRequest],
+    ) -> Result<Vec<pb::ImportItemResult>, ApiError> {
+        let mut results = vec![pb::ImportItemResult::default(); cards.len()];
+        let mut slots = Vec::with_capacity(cards.len());
+        let mut commands = Vec::with_capacity(cards.len());
+        for (i, card) in cards.iter().enumerate() {
+            match self
+                .register_envelope(card)
+                .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
+            {
+                Ok(bytes) => {
+                    slots.push(i);
+                    commands.push(bytes);
+                }
+                Err(e) => results[i] = refused(e),
+            }
+        }
+        let outcomes = tokio::time::timeout(
+            self.writer.timeout(),
+            self.writer.replica().propose_many(commands),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::Indeterminate(format!("no outcome within {:?}", self.writer.timeout()))
+        })?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = match outcome.map_err(ApiError::from).and_then(|(_, bytes)| {
+                command::decode::<Applied>(&bytes).map_err(|e| ApiError::Internal(e.to_string()))
+            }) {
+                Ok(applied) => match applied.outcome.as_error() {
+                    Some(e) if e.reason == crate::domain::Reason::KeyRotated => {
+                        return Err(e.into())
+                    }
+                    Some(e) => refused(e.into()),
+                    None => pb::ImportItemResult {
+                        ok: true,
+                        replayed: applied.replayed,
+                        ..Default::default()
+                    },
+                },
+                // Not a refusal but a cluster condition (no leader, a
+                // timeout): the whole request fails so the importer retries
+                // it; request ids make the retry safe.
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(results)
     }
 }
 
@@ -88,8 +145,13 @@ impl Registry for RegistryApi {
         req: Request<pb::RegisterCardRequest>,
     ) -> Result<Response<pb::RegisterCardResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
-        let envelope = self.register_envelope(&req.into_inner())?;
-        let (index, applied) = self.writer.execute(envelope).await?;
+        let req = req.into_inner();
+        let (index, applied) = self
+            .keyring
+            .write(&self.writer, || {
+                Ok(self.writer.execute(self.register_envelope(&req)?))
+            })
+            .await?;
         match applied.outcome {
             Outcome::Registered {
                 active_at_carrier_province,
@@ -121,47 +183,13 @@ impl Registry for RegistryApi {
             ))
             .into());
         }
-        let mut results = vec![pb::ImportItemResult::default(); cards.len()];
-        let mut slots = Vec::with_capacity(cards.len());
-        let mut commands = Vec::with_capacity(cards.len());
-        for (i, card) in cards.iter().enumerate() {
-            match self
-                .register_envelope(card)
-                .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
-            {
-                Ok(bytes) => {
-                    slots.push(i);
-                    commands.push(bytes);
-                }
-                Err(e) => results[i] = refused(e),
-            }
-        }
-        let outcomes = tokio::time::timeout(
-            self.writer.timeout(),
-            self.writer.replica().propose_many(commands),
-        )
-        .await
-        .map_err(|_| {
-            ApiError::Indeterminate(format!("no outcome within {:?}", self.writer.timeout()))
-        })?;
-        for (slot, outcome) in slots.into_iter().zip(outcomes) {
-            results[slot] = match outcome.map_err(ApiError::from).and_then(|(_, bytes)| {
-                command::decode::<Applied>(&bytes).map_err(|e| ApiError::Internal(e.to_string()))
-            }) {
-                Ok(applied) => match applied.outcome.as_error() {
-                    Some(e) => refused(e.into()),
-                    None => pb::ImportItemResult {
-                        ok: true,
-                        replayed: applied.replayed,
-                        ..Default::default()
-                    },
-                },
-                // Not a refusal but a cluster condition (no leader, a
-                // timeout): the whole request fails so the importer retries
-                // it; request ids make the retry safe.
-                Err(e) => return Err(e.into()),
-            };
-        }
+        // A rotation between deriving the keys and applying them refuses the
+        // affected items KEY_ROTATED; the whole batch is derived again and
+        // resubmitted (its request ids replay the items that went through).
+        let results = self
+            .keyring
+            .write(&self.writer, || Ok(self.import_once(&cards)))
+            .await?;
         Ok(Response::new(pb::ImportCardsResponse { results }))
     }
 
@@ -182,6 +210,7 @@ impl Registry for RegistryApi {
                 carrier: carrier.as_str().to_string(),
             }),
             by: authz::current_actor(),
+            keys: command::KeyBinding::default(),
         };
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
@@ -197,15 +226,22 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CountCardsRequest>,
     ) -> Result<Response<pb::CountCardsResponse>, Status> {
-        let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
+        let (identity, subject) =
+            verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
         let allowed = self.queries.check(&req);
         let result: Result<Response<pb::CountCardsResponse>, Status> = async {
             allowed?;
             let req = req.into_inner();
-            let id_key = id_key.map_err(ApiError::from)?;
+            let identity = identity.map_err(ApiError::from)?;
             let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-            verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
-            let holder = self.reader.holder(&id_key).map_err(ApiError::from)?;
+            let holder = verify::possession(
+                &self.keyring,
+                &self.reader,
+                &self.writer,
+                &identity,
+                &verify,
+            )
+            .await?;
             let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
                 m.into_iter()
                     .map(|(carrier, count)| pb::CarrierCount {
@@ -231,19 +267,19 @@ impl Registry for RegistryApi {
         req: Request<pb::ListCarrierCardsRequest>,
     ) -> Result<Response<pb::ListCarrierCardsResponse>, Status> {
         let actor = super::verify::short(&req.get_ref().carrier);
-        let (id_key, subject) = verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
+        let (identity, subject) =
+            verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::ListCarrierCardsResponse>, Status> = async {
             // Inside the audited block: a carrier asking about another
             // carrier's cards is recorded in the query audit trail.
             authz::own_carrier(&req, &req.get_ref().carrier)?;
             let req = req.into_inner();
-            let id_key = id_key.map_err(ApiError::from)?;
+            let identity = identity.map_err(ApiError::from)?;
             let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
             self.writer.linearizable().await?;
             let cards = self
-                .reader
-                .cards_of(&id_key)
-                .map_err(ApiError::from)?
+                .keyring
+                .read(&identity, |_, at| Ok(self.reader.cards_of(at)?))?
                 .into_iter()
                 .filter(|(_, c)| c.carrier == carrier.as_str())
                 .map(|(msisdn, c)| pb::CarrierCard {
@@ -295,16 +331,30 @@ impl Registry for RegistryApi {
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-        let id_key = self.hasher.id_key(&identity);
         // Checked here first so failures count toward the lockout (a refused
         // command leaves no writes); apply checks again against the state it
         // writes into.
-        verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
-        let command = Command::NotifyCount(NotifyCount {
-            id_key,
-            verify_msisdn: verify.as_str().to_string(),
-        });
-        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        verify::possession(
+            &self.keyring,
+            &self.reader,
+            &self.writer,
+            &identity,
+            &verify,
+        )
+        .await?;
+        let (index, applied) = self
+            .keyring
+            .write(&self.writer, || {
+                let keyed = self.keyring.identity(&identity)?;
+                let command = Command::NotifyCount(NotifyCount {
+                    id_key: keyed.key,
+                    verify_msisdn: verify.as_str().to_string(),
+                });
+                Ok(self
+                    .writer
+                    .submit_keyed(&req.request_id, command, keyed.binding))
+            })
+            .await?;
         match applied.outcome {
             Outcome::Notified { notification_id } => Ok(Response::new(pb::NotificationResponse {
                 notification_id,

@@ -3,12 +3,12 @@
 
 use tonic::{Request, Response, Status};
 
+use super::keyring::Keyring;
 use super::registry::card_status_response;
 use super::writer::{write_response, Writer};
 use super::{convert, ApiError};
 use crate::command::{Command, FlagHighRisk, Restrict, SetPolicy, Unrestrict};
 use crate::domain::{DomainError, Reason};
-use crate::idkey::IdHasher;
 use crate::pb;
 use crate::pb::regulator_server::Regulator;
 use crate::reader::Reader;
@@ -18,15 +18,15 @@ const MAX_REASON: usize = 200;
 pub struct RegulatorApi {
     writer: Writer,
     reader: Reader,
-    hasher: IdHasher,
+    keyring: Keyring,
 }
 
 impl RegulatorApi {
-    pub fn new(writer: Writer, reader: Reader, hasher: IdHasher) -> Self {
+    pub fn new(writer: Writer, reader: Reader, keyring: Keyring) -> Self {
         RegulatorApi {
             writer,
             reader,
-            hasher,
+            keyring,
         }
     }
 }
@@ -58,12 +58,20 @@ impl Regulator for RegulatorApi {
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let reason = convert::note("reason", &req.reason, MAX_REASON).map_err(ApiError::from)?;
-        let command = Command::Restrict(Restrict {
-            id_key: self.hasher.id_key(&identity),
-            reason,
-            duration_ms: u64::from(req.duration_hours) * 3_600_000,
-        });
-        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        let (index, applied) = self
+            .keyring
+            .write(&self.writer, || {
+                let keyed = self.keyring.identity(&identity)?;
+                let command = Command::Restrict(Restrict {
+                    id_key: keyed.key,
+                    reason: reason.clone(),
+                    duration_ms: u64::from(req.duration_hours) * 3_600_000,
+                });
+                Ok(self
+                    .writer
+                    .submit_keyed(&req.request_id, command, keyed.binding))
+            })
+            .await?;
         Ok(write_response(index, applied.replayed))
     }
 
@@ -73,10 +81,16 @@ impl Regulator for RegulatorApi {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let command = Command::Unrestrict(Unrestrict {
-            id_key: self.hasher.id_key(&identity),
-        });
-        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        let (index, applied) = self
+            .keyring
+            .write(&self.writer, || {
+                let keyed = self.keyring.identity(&identity)?;
+                let command = Command::Unrestrict(Unrestrict { id_key: keyed.key });
+                Ok(self
+                    .writer
+                    .submit_keyed(&req.request_id, command, keyed.binding))
+            })
+            .await?;
         Ok(write_response(index, applied.replayed))
     }
 
@@ -84,12 +98,14 @@ impl Regulator for RegulatorApi {
         &self,
         req: Request<pb::GetRestrictionRequest>,
     ) -> Result<Response<pb::Restriction>, Status> {
-        let (id_key, subject) =
-            super::verify::identity_key(&self.hasher, req.get_ref().identity.as_ref());
+        let (identity, subject) =
+            super::verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::Restriction>, Status> = async {
-            let id_key = id_key.map_err(ApiError::from)?;
+            let identity = identity.map_err(ApiError::from)?;
             self.writer.linearizable().await?;
-            let r = self.reader.restriction(&id_key).map_err(ApiError::from)?;
+            let r = self
+                .keyring
+                .read(&identity, |_, at| Ok(self.reader.restriction(at)?))?;
             Ok(Response::new(match r {
                 None => pb::Restriction::default(),
                 Some(r) => pb::Restriction {

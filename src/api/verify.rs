@@ -2,13 +2,13 @@
 //! linked-account variant). Failures are replicated state: three through
 //! any mix of nodes lock the identity out for the policy's lockout time.
 
-use oneid_storage::records::LockoutRecord;
+use oneid_storage::records::{HolderRecord, LockoutRecord};
 
+use super::keyring::Keyring;
 use super::writer::Writer;
 use super::ApiError;
-use crate::command::{Command, Envelope, IdKey, Outcome};
-use crate::domain::{DomainError, Msisdn, Reason};
-use crate::idkey::IdHasher;
+use crate::command::{Command, Envelope, IdKey, KeyBinding, Outcome};
+use crate::domain::{DomainError, Identity, Msisdn, Reason};
 use crate::pb;
 use crate::reader::Reader;
 
@@ -33,27 +33,51 @@ pub fn check_lockout(reader: &Reader, id_key: &IdKey) -> Result<Option<LockoutRe
     Ok(lockout)
 }
 
+/// Whose verification is being settled: an identity from the request, or
+/// one read back from the state (the holder of a number).
+pub enum Subject<'a> {
+    Derived(&'a Identity),
+    Stored(IdKey),
+}
+
 /// Records the outcome of a verification: a failure is counted (and may
 /// lock the identity out); a success after earlier failures clears them.
 /// Returns the error to answer a failure with.
 pub async fn settle(
+    keyring: &Keyring,
     writer: &Writer,
-    id_key: IdKey,
+    subject: Subject<'_>,
     lockout: Option<LockoutRecord>,
     verified: bool,
     failure: &str,
 ) -> Result<(), ApiError> {
-    if verified {
-        if lockout.is_some_and(|l| l.failures > 0) {
-            writer
-                .execute(Envelope::internal(Command::VerificationPassed(id_key)))
-                .await?;
-        }
+    let needed = !verified || lockout.is_some_and(|l| l.failures > 0);
+    if !needed {
         return Ok(());
     }
-    let (_, applied) = writer
-        .execute(Envelope::internal(Command::FailedVerification(id_key)))
+    let (_, applied) = keyring
+        .write(writer, || {
+            let (key, keys) = match &subject {
+                Subject::Derived(identity) => {
+                    let k = keyring.identity(identity)?;
+                    (k.key, k.binding)
+                }
+                Subject::Stored(key) => (*key, KeyBinding::Stored),
+            };
+            let command = if verified {
+                Command::VerificationPassed(key)
+            } else {
+                Command::FailedVerification(key)
+            };
+            Ok(writer.execute(Envelope {
+                keys,
+                ..Envelope::internal(command)
+            }))
+        })
         .await?;
+    if verified {
+        return Ok(());
+    }
     if let Outcome::LockedOut { until_ms } = applied.outcome {
         return Err(locked_out(until_ms));
     }
@@ -63,16 +87,19 @@ pub async fn settle(
     )))
 }
 
-/// The keyed hash of a request's identity, validated once, with the form
-/// audit trails show it in (a short keyed-hash prefix).
-pub fn identity_key(
-    hasher: &IdHasher,
+/// A request's identity, validated once, with the form audit trails show
+/// it in (a short keyed-hash prefix under the current pepper version).
+pub fn identity_subject(
+    keyring: &Keyring,
     raw: Option<&pb::Identity>,
-) -> (Result<IdKey, DomainError>, String) {
+) -> (Result<Identity, DomainError>, String) {
     match super::convert::identity(raw) {
         Ok(identity) => {
-            let key = hasher.id_key(&identity);
-            (Ok(key), crate::apply::id_subject(&key))
+            let subject = match keyring.identity(&identity) {
+                Ok(k) => crate::apply::id_subject(&k.key),
+                Err(_) => "identity (no key)".into(),
+            };
+            (Ok(identity), subject)
         }
         Err(e) => (Err(e), "invalid identity".into()),
     }
@@ -88,24 +115,33 @@ pub fn short(raw: &str) -> String {
     raw.chars().filter(|c| !c.is_control()).take(32).collect()
 }
 
-/// The check both count queries make: `verify` must be an active card under
-/// `id_key`, the identity must not be locked out, and the outcome is
-/// recorded toward the lockout.
+/// The check both count queries make: `verify` must be an active card of
+/// `identity`, the identity must not be locked out, and the outcome is
+/// recorded toward the lockout. Returns the identity's card summary, read
+/// in the same pass.
 pub async fn possession(
+    keyring: &Keyring,
     reader: &Reader,
     writer: &Writer,
-    id_key: IdKey,
+    identity: &Identity,
     verify: &Msisdn,
-) -> Result<(), ApiError> {
+) -> Result<HolderRecord, ApiError> {
     writer.linearizable().await?;
-    let lockout = check_lockout(reader, &id_key)?;
-    let verified = reader.is_active_under(verify.as_str(), &id_key)?;
+    let (lockout, verified, holder) = keyring.read(identity, |_, at| {
+        Ok((
+            check_lockout(reader, at)?,
+            reader.is_active_under(verify.as_str(), at)?,
+            reader.holder(at)?,
+        ))
+    })?;
     settle(
+        keyring,
         writer,
-        id_key,
+        Subject::Derived(identity),
         lockout,
         verified,
         "the verification number is not an active card under this identity",
     )
-    .await
+    .await?;
+    Ok(holder)
 }

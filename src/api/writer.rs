@@ -7,7 +7,7 @@ use std::time::Duration;
 use oneid_raft::Replica;
 
 use super::ApiError;
-use crate::command::{self, Applied, Command, Envelope, COMMAND_VERSION};
+use crate::command::{self, Applied, Command, Envelope, KeyBinding, COMMAND_VERSION};
 use crate::domain::{DomainError, Reason};
 use crate::query_audit::QueryAudit;
 
@@ -84,12 +84,24 @@ impl Writer {
         request_id: &str,
         command: Command,
     ) -> Result<(u64, Applied), ApiError> {
+        self.submit_keyed(request_id, command, KeyBinding::default())
+            .await
+    }
+
+    /// [`Writer::submit`] for a command whose id keys `keys` describes.
+    pub async fn submit_keyed(
+        &self,
+        request_id: &str,
+        command: Command,
+        keys: KeyBinding,
+    ) -> Result<(u64, Applied), ApiError> {
         let request_id = super::convert::request_id(request_id)?;
         self.execute(Envelope {
             version: COMMAND_VERSION,
             request_id,
             command,
             by: crate::security::authz::current_actor(),
+            keys,
         })
         .await
     }

@@ -20,6 +20,10 @@ pub fn id_subject(k: &IdKey) -> String {
     format!("id:{}", hex::encode(&k[..6]))
 }
 
+fn rotation(r: &crate::command::Rekey) -> String {
+    format!("pepper v{} -> v{}", r.from, r.to)
+}
+
 /// (actor, action, subject) of a command.
 fn describe(c: &Command) -> (String, &'static str, String) {
     match c {
@@ -49,6 +53,14 @@ fn describe(c: &Command) -> (String, &'static str, String) {
             format!("notification:{n}"),
         ),
         Command::TrimRequestIds(_) => ("system".into(), "trim_request_ids", String::new()),
+        Command::BeginRekey(r) => ("admin".into(), "begin_rekey", rotation(r)),
+        Command::RekeyBatch(b) => (
+            "system".into(),
+            "rekey_batch",
+            format!("{} ids {}", b.ids.len(), rotation(&b.rotation)),
+        ),
+        Command::FinishRekey(r) => ("system".into(), "finish_rekey", rotation(r)),
+        Command::DropAliases(_) => ("system".into(), "drop_aliases", String::new()),
     }
 }
 

@@ -11,10 +11,14 @@ mod links;
 #[cfg(test)]
 mod model_tests;
 mod outbox;
+mod rekey;
+#[cfg(test)]
+mod rekey_tests;
 mod tx;
 
 pub use audit::id_subject;
 pub use dedup::REQUEST_ID_RETENTION_MS;
+pub use rekey::state as key_state;
 pub use tx::Tx;
 
 use oneid_storage::keys;
@@ -25,7 +29,9 @@ use oneid_storage::records::{
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, StorageError};
 
-use crate::command::{Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION};
+use crate::command::{
+    Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION, KEYED_VERSION,
+};
 use crate::domain::{record_failed_verification, DomainError, Policy, Reason};
 
 /// A rule's refusal, or a storage failure that stops the apply.
@@ -85,7 +91,7 @@ pub fn apply_envelope(
             ))))
         }
     };
-    if envelope.version != COMMAND_VERSION && envelope.version != CALLER_VERSION {
+    if ![COMMAND_VERSION, CALLER_VERSION, KEYED_VERSION].contains(&envelope.version) {
         return Ok(fresh(Outcome::rejected(DomainError::new(
             Reason::InvalidArgument,
             format!("command version {} is not supported", envelope.version),
@@ -102,7 +108,11 @@ pub fn apply_envelope(
     }
     // A refused command writes nothing but its dedup record.
     tx.begin();
-    let outcome = match dispatch(tx, policy, now_ms, &envelope.command) {
+    let bound = rekey::bind(tx, &envelope).and_then(|rebound| {
+        let command = rebound.as_ref().unwrap_or(&envelope.command);
+        dispatch(tx, policy, now_ms, command)
+    });
+    let outcome = match bound {
         Ok(outcome) => outcome,
         Err(Refusal::Rule(e)) => {
             tx.rollback();
@@ -111,7 +121,12 @@ pub fn apply_envelope(
         Err(Refusal::Storage(e)) => return Err(e),
     };
     audit::record(tx, index, position, now_ms, &envelope, &outcome)?;
-    if dedup {
+    // A retry after KEY_ROTATED carries the same request id and new keys:
+    // it must run, not replay the refusal.
+    let retriable = outcome
+        .as_error()
+        .is_some_and(|e| e.reason == Reason::KeyRotated);
+    if dedup && !retriable {
         dedup::remember(tx, &envelope.request_id, now_ms, &outcome)?;
     }
     Ok(fresh(outcome))
@@ -214,5 +229,9 @@ fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) ->
         Command::Unlink(l) => links::unlink(tx, l),
         Command::AckReverify(l) => links::ack_reverify(tx, l),
         Command::TrimRequestIds(t) => Ok(dedup::trim(tx, now_ms, t.limit)?),
+        Command::BeginRekey(r) => rekey::begin(tx, r),
+        Command::RekeyBatch(b) => rekey::batch(tx, b),
+        Command::FinishRekey(r) => rekey::finish(tx, r),
+        Command::DropAliases(d) => rekey::drop_aliases(tx, d.limit),
     }
 }

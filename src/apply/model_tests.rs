@@ -545,6 +545,7 @@ proptest! {
                     request_id: format!("r{seq}"),
                     command: cmd,
                     by: String::new(),
+                    keys: KeyBinding::default(),
                 }.encode().unwrap();
                 let got = apply_envelope(&mut tx, &mut pol, (seq, 0), model.clock, &bytes).unwrap();
                 let got = match got.outcome.as_error() {

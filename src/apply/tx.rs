@@ -62,6 +62,11 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// True when `key` holds a value in this transaction's view.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.raw(key)?.is_some())
+    }
+
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let before = self.writes.insert(key.clone(), value);
         self.undo.push((key, before));

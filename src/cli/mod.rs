@@ -10,6 +10,7 @@ pub mod demo;
 pub mod gen;
 pub mod import;
 pub mod member;
+pub mod rekey;
 pub mod rows;
 pub mod sample;
 pub mod serve;
@@ -76,6 +77,8 @@ pub enum Cmd {
     Outbox(casework::OutboxArgs),
     /// Print the HTTP/JSON gateway's OpenAPI 3.0 document.
     Openapi,
+    /// Rotate the pepper behind every id key, online: start, status.
+    Rekey(rekey::RekeyArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -102,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Stats(a) => casework::stats(a).await,
         Cmd::Audit(a) => casework::audit(a).await,
         Cmd::Outbox(a) => casework::outbox(a).await,
+        Cmd::Rekey(a) => rekey::run(a).await,
         Cmd::Openapi => {
             let catalog = crate::gateway::json::catalog()?;
             print!("{}", crate::gateway::openapi::render(&catalog)?);

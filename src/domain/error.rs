@@ -17,10 +17,13 @@ pub enum Reason {
     DisputeOpen,
     DisputeClosed,
     LockedOut,
+    /// The command's id keys were derived under a pepper version the
+    /// registry has rotated away from: derive them again and retry.
+    KeyRotated,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::InvalidArgument,
         Reason::InvalidId,
         Reason::InvalidMsisdn,
@@ -37,6 +40,7 @@ impl Reason {
         Reason::DisputeOpen,
         Reason::DisputeClosed,
         Reason::LockedOut,
+        Reason::KeyRotated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Reason {
             Reason::DisputeOpen => "DISPUTE_OPEN",
             Reason::DisputeClosed => "DISPUTE_CLOSED",
             Reason::LockedOut => "LOCKED_OUT",
+            Reason::KeyRotated => "KEY_ROTATED",
         }
     }
 

@@ -68,7 +68,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         | ("grpc.reflection.v1alpha.ServerReflection", _)
         | ("oneid.v1.Cluster", "Status") => Some(Rule::Anyone),
         ("oneid.v1.Cluster", "AddLearner" | "ChangeVoters" | "TransferLeader")
-        | ("oneid.v1.Admin", "SaveSnapshot") => roles(&[Admin]),
+        | ("oneid.v1.Admin", "SaveSnapshot" | "StartRekey" | "GetRekeyStatus") => roles(&[Admin]),
         (
             "oneid.v1.Registry",
             "RegisterCard"

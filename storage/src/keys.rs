@@ -48,12 +48,16 @@ const TAG_LOCKOUT: u8 = b'f';
 const TAG_AUDIT: u8 = b'A';
 const TAG_OUTBOX: u8 = b'o';
 const TAG_DEDUP_AGE: u8 = b'e';
+const TAG_MOVED: u8 = b'a';
+const TAG_ARRIVED: u8 = b'b';
 
 /// The policy in force (limits, windows): replicated state, so every replica
 /// enforces the same numbers.
 pub const POLICY: &[u8] = b"P";
 /// National statistics, updated in the same batch as the changes they count.
 pub const STATS: &[u8] = b"S";
+/// Which pepper version the id keys are under, and the rotation in progress.
+pub const KEY_STATE: &[u8] = b"K";
 
 /// Separates variable-length parts; the parts never contain it (platforms,
 /// accounts and numbers are validated printable ASCII).
@@ -212,6 +216,36 @@ pub fn restriction_key(id_key: &IdKey) -> Vec<u8> {
     k
 }
 
+/// `a ‖ old id_key`: during a pepper rotation, where an identity's records
+/// moved to (the new key), so commands and reads still holding the old key
+/// find them. Dropped once the rotation finishes.
+pub fn moved_key(old: &IdKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + ID_KEY_LEN);
+    k.push(TAG_MOVED);
+    k.extend_from_slice(old);
+    k
+}
+
+/// `b ‖ new id_key`: marks a key as already under the rotation's new
+/// version, so the background migration skips it.
+pub fn arrived_key(new: &IdKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + ID_KEY_LEN);
+    k.push(TAG_ARRIVED);
+    k.extend_from_slice(new);
+    k
+}
+
+pub const MOVED_PREFIX: &[u8] = &[TAG_MOVED];
+pub const ARRIVED_PREFIX: &[u8] = &[TAG_ARRIVED];
+/// Prefixes of the records keyed by an identity alone: every identity with
+/// any state has at least one of them (cards come with a holder record).
+pub const ID_SCOPED_PREFIXES: [&[u8]; 3] = [&[TAG_HOLDER], &[TAG_RESTRICTION], &[TAG_LOCKOUT]];
+
+/// The id key of a `tag ‖ id_key` key.
+pub fn id_of(key: &[u8]) -> Option<IdKey> {
+    key.get(1..1 + ID_KEY_LEN)?.try_into().ok()
+}
+
 fn joined(tag: u8, parts: &[&str]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
     let mut k = Vec::with_capacity(len);
@@ -325,8 +359,11 @@ mod tests {
             lockout_key(&id),
             audit_key(1, 0),
             outbox_key(1),
+            moved_key(&id),
+            arrived_key(&id),
             POLICY.to_vec(),
             STATS.to_vec(),
+            KEY_STATE.to_vec(),
         ];
         let tags: std::collections::BTreeSet<u8> = keys.iter().map(|k| k[0]).collect();
         assert_eq!(tags.len(), keys.len());

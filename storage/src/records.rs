@@ -23,6 +23,8 @@ pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
 pub const DEDUP_AGE_V: u8 = 1;
+pub const KEY_STATE_V: u8 = 1;
+pub const ALIAS_V: u8 = 1;
 pub const SM_META_V: u8 = 1;
 pub const RAFT_ENTRY_V: u8 = 1;
 pub const RAFT_META_V: u8 = 1;
@@ -311,6 +313,40 @@ pub struct LockoutRecord {
     pub failures: u32,
     /// 0 when not locked.
     pub locked_until_ms: u64,
+}
+
+/// Which pepper version id keys are under (`K`). Absent: version 1, no
+/// rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStateRecord {
+    pub current: u32,
+    /// The version a rotation in progress moves to; 0 when none.
+    pub next: u32,
+    /// Identities moved by the rotation in progress (or the last one).
+    pub moved: u64,
+}
+
+impl Default for KeyStateRecord {
+    fn default() -> Self {
+        KeyStateRecord {
+            current: 1,
+            next: 0,
+            moved: 0,
+        }
+    }
+}
+
+impl KeyStateRecord {
+    pub fn rotating_to(&self) -> Option<u32> {
+        (self.next != 0).then_some(self.next)
+    }
+}
+
+/// The other end of a move during a rotation, under `a ‖ old` (the new
+/// key) and `b ‖ new` (the old key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub other: IdKey,
 }
 
 #[cfg(test)]

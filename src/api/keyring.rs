@@ -1,0 +1,160 @@
+//! Id keys as the API derives them: under the pepper version the registry
+//! is at (replicated state), plus the rotation's target version while one
+//! runs, so apply can bind each command to wherever its identity lives.
+
+use std::future::Future;
+
+use oneid_storage::records::KeyStateRecord;
+
+use super::writer::Writer;
+use super::ApiError;
+use crate::command::{IdKey, KeyBinding, NextKeys};
+use crate::domain::{Identity, Reason};
+use crate::idkey::IdHasher;
+use crate::reader::Reader;
+
+/// Reads race with a rotation's moves at most this often before giving up;
+/// each move is a single batch, so one retry nearly always settles it.
+const READ_ATTEMPTS: usize = 4;
+/// A write refused KEY_ROTATED is derived again and retried this often.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// An identity's keys for one command.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// Under the registry's current version.
+    pub key: IdKey,
+    pub binding: KeyBinding,
+    next: Option<IdKey>,
+}
+
+/// A registration's derived values under one version.
+pub struct RegistrationKeys {
+    pub keyed: Keyed,
+    pub last6_tag: [u8; 16],
+    pub unit_key: Option<IdKey>,
+}
+
+#[derive(Clone)]
+pub struct Keyring {
+    hasher: IdHasher,
+    reader: Reader,
+}
+
+impl Keyring {
+    pub fn new(hasher: IdHasher, reader: Reader) -> Keyring {
+        Keyring { hasher, reader }
+    }
+
+    pub fn hasher(&self) -> &IdHasher {
+        &self.hasher
+    }
+
+    fn state(&self) -> Result<KeyStateRecord, ApiError> {
+        Ok(self.reader.key_state()?)
+    }
+
+    /// Keys for a command about `identity`.
+    pub fn identity(&self, identity: &Identity) -> Result<Keyed, ApiError> {
+        Ok(self.registration(identity, None, None)?.keyed)
+    }
+
+    /// Keys, last-six tags and the unit's key of a registration (`last6`
+    /// None: a command that needs only the identity's key).
+    pub fn registration(
+        &self,
+        identity: &Identity,
+        last6: Option<&str>,
+        unit: Option<&Identity>,
+    ) -> Result<RegistrationKeys, ApiError> {
+        let state = self.state()?;
+        let h = &self.hasher;
+        let at = |version: u32| -> Result<NextKeys, ApiError> {
+            Ok(NextKeys {
+                version,
+                id_key: h.id_key_at(identity, version)?,
+                last6_tag: last6.map(|l| h.last6_tag_at(l, version)).transpose()?,
+                unit_key: unit.map(|u| h.id_key_at(u, version)).transpose()?,
+            })
+        };
+        let current = at(state.current)?;
+        let next = state.rotating_to().map(at).transpose()?;
+        Ok(RegistrationKeys {
+            keyed: Keyed {
+                key: current.id_key,
+                next: next.as_ref().map(|n| n.id_key),
+                binding: KeyBinding::Derived {
+                    version: state.current,
+                    next,
+                },
+            },
+            last6_tag: current.last6_tag.unwrap_or_default(),
+            unit_key: current.unit_key,
+        })
+    }
+
+    /// The tags a card's stored last-six tag may equal: under the current
+    /// version and, during a rotation, the next (a card moves with its
+    /// identity, so it holds one or the other).
+    pub fn last6_tags(&self, last6: &str) -> Result<Vec<[u8; 16]>, ApiError> {
+        let state = self.state()?;
+        let mut versions = vec![state.current];
+        versions.extend(state.rotating_to());
+        versions
+            .into_iter()
+            .map(|v| Ok(self.hasher.last6_tag_at(last6, v)?))
+            .collect()
+    }
+
+    /// The key `identity`'s records are under right now.
+    fn locate(&self, keyed: &Keyed) -> Result<IdKey, ApiError> {
+        if keyed.next.is_none() {
+            return Ok(keyed.key);
+        }
+        Ok(self.reader.moved_to(&keyed.key)?.unwrap_or(keyed.key))
+    }
+
+    /// Runs the reads in `read` against the key `identity`'s records are
+    /// under, again if a rotation moved them meanwhile: moves are atomic and
+    /// one-way, so finding the same place before and after proves the reads
+    /// saw the identity where it was.
+    pub fn read<T>(
+        &self,
+        identity: &Identity,
+        mut read: impl FnMut(&Keyed, &IdKey) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        for _ in 0..READ_ATTEMPTS {
+            let keyed = self.identity(identity)?;
+            let at = self.locate(&keyed)?;
+            let value = read(&keyed, &at)?;
+            if self.locate(&self.identity(identity)?)? == at {
+                return Ok(value);
+            }
+        }
+        Err(ApiError::Unavailable(
+            "the identity's keys moved during every read attempt; retry".into(),
+        ))
+    }
+
+    /// Proposes the command `write` builds from fresh keys, deriving them
+    /// again when apply refuses them as rotated (after catching up with the
+    /// log, so the retry sees the rotation that refused it).
+    pub async fn write<T, F, Fut>(&self, writer: &Writer, mut write: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Result<Fut, ApiError>,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match write()?.await {
+                Err(ApiError::Domain(e))
+                    if e.reason == Reason::KeyRotated && attempt < WRITE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    writer.linearizable().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+}
