@@ -279,6 +279,8 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("/oneid.v1.Cluster/ChangeVoters", &["admin"]),
     ("/oneid.v1.Cluster/TransferLeader", &["admin"]),
     ("/oneid.v1.Admin/SaveSnapshot", &["admin"]),
+    ("/oneid.v1.Admin/StartRekey", &["admin"]),
+    ("/oneid.v1.Admin/GetRekeyStatus", &["admin"]),
     ("/oneid.raft.v1.RaftService/AppendEntries", &["node"]),
     ("/oneid.raft.v1.RaftService/Vote", &["node"]),
     ("/oneid.raft.v1.RaftService/InstallSnapshot", &["node"]),

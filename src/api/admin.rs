@@ -108,6 +108,8 @@ impl Admin for AdminApi {
             .map_err(ApiError::from)?;
         let command = Command::BeginRekey(Rekey { from: to - 1, to });
         self.writer.submit(&req.request_id, command).await?;
+        // The status read below is local: catch up with the write first.
+        self.writer.linearizable().await?;
         Ok(Response::new(self.rekey_status()?))
     }
 
