@@ -52,16 +52,12 @@ impl Disputes for DisputesApi {
         };
         let (index, applied) = self
             .keyring
-            .write(&self.writer, || {
-                let keyed = self.keyring.identity(&identity)?;
-                let command = Command::OpenDispute(OpenDispute {
-                    id_key: keyed.key,
+            .submit(&self.writer, &req.request_id, &identity, |id_key| {
+                Command::OpenDispute(OpenDispute {
+                    id_key,
                     msisdn: msisdn.as_str().to_string(),
                     contact: contact.clone(),
-                });
-                Ok(self
-                    .writer
-                    .submit_keyed(&req.request_id, command, keyed.binding))
+                })
             })
             .await?;
         match applied.outcome {

@@ -8,7 +8,7 @@ use oneid_storage::records::KeyStateRecord;
 
 use super::writer::Writer;
 use super::ApiError;
-use crate::command::{IdKey, KeyBinding, NextKeys};
+use crate::command::{Applied, Command, IdKey, KeyBinding, NextKeys};
 use crate::domain::{Identity, Reason};
 use crate::idkey::IdHasher;
 use crate::reader::Reader;
@@ -67,7 +67,16 @@ impl Keyring {
         last6: Option<&str>,
         unit: Option<&Identity>,
     ) -> Result<RegistrationKeys, ApiError> {
-        let state = self.state()?;
+        self.derive(&self.state()?, identity, last6, unit)
+    }
+
+    fn derive(
+        &self,
+        state: &KeyStateRecord,
+        identity: &Identity,
+        last6: Option<&str>,
+        unit: Option<&Identity>,
+    ) -> Result<RegistrationKeys, ApiError> {
         let h = &self.hasher;
         let at = |version: u32| -> Result<NextKeys, ApiError> {
             Ok(NextKeys {
@@ -115,25 +124,45 @@ impl Keyring {
     }
 
     /// Runs the reads in `read` against the key `identity`'s records are
-    /// under, again if a rotation moved them meanwhile: moves are atomic and
-    /// one-way, so finding the same place before and after proves the reads
-    /// saw the identity where it was.
+    /// under, again if a rotation moved them meanwhile: moves happen only
+    /// during a rotation and are atomic and one-way, so finding the same key
+    /// state (and, during a rotation, the same place) after the reads proves
+    /// they saw the identity where it was.
     pub fn read<T>(
         &self,
         identity: &Identity,
-        mut read: impl FnMut(&Keyed, &IdKey) -> Result<T, ApiError>,
+        mut read: impl FnMut(&IdKey) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         for _ in 0..READ_ATTEMPTS {
-            let keyed = self.identity(identity)?;
+            let before = self.state()?;
+            let keyed = self.derive(&before, identity, None, None)?.keyed;
             let at = self.locate(&keyed)?;
-            let value = read(&keyed, &at)?;
-            if self.locate(&self.identity(identity)?)? == at {
+            let value = read(&at)?;
+            let settled = self.state()? == before
+                && (before.rotating_to().is_none() || self.locate(&keyed)? == at);
+            if settled {
                 return Ok(value);
             }
         }
         Err(ApiError::Unavailable(
             "the identity's keys moved during every read attempt; retry".into(),
         ))
+    }
+
+    /// Proposes the command `build` makes from `identity`'s key under
+    /// `request_id`, deriving the key again if a rotation refused it.
+    pub async fn submit(
+        &self,
+        writer: &Writer,
+        request_id: &str,
+        identity: &Identity,
+        build: impl Fn(IdKey) -> Command,
+    ) -> Result<(u64, Applied), ApiError> {
+        self.write(writer, || {
+            let keyed = self.identity(identity)?;
+            Ok(writer.submit_keyed(request_id, build(keyed.key), keyed.binding))
+        })
+        .await
     }
 
     /// Proposes the command `write` builds from fresh keys, deriving them

@@ -279,7 +279,7 @@ impl Registry for RegistryApi {
             self.writer.linearizable().await?;
             let cards = self
                 .keyring
-                .read(&identity, |_, at| Ok(self.reader.cards_of(at)?))?
+                .read(&identity, |at| Ok(self.reader.cards_of(at)?))?
                 .into_iter()
                 .filter(|(_, c)| c.carrier == carrier.as_str())
                 .map(|(msisdn, c)| pb::CarrierCard {
@@ -344,15 +344,11 @@ impl Registry for RegistryApi {
         .await?;
         let (index, applied) = self
             .keyring
-            .write(&self.writer, || {
-                let keyed = self.keyring.identity(&identity)?;
-                let command = Command::NotifyCount(NotifyCount {
-                    id_key: keyed.key,
+            .submit(&self.writer, &req.request_id, &identity, |id_key| {
+                Command::NotifyCount(NotifyCount {
+                    id_key,
                     verify_msisdn: verify.as_str().to_string(),
-                });
-                Ok(self
-                    .writer
-                    .submit_keyed(&req.request_id, command, keyed.binding))
+                })
             })
             .await?;
         match applied.outcome {

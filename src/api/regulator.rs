@@ -60,16 +60,12 @@ impl Regulator for RegulatorApi {
         let reason = convert::note("reason", &req.reason, MAX_REASON).map_err(ApiError::from)?;
         let (index, applied) = self
             .keyring
-            .write(&self.writer, || {
-                let keyed = self.keyring.identity(&identity)?;
-                let command = Command::Restrict(Restrict {
-                    id_key: keyed.key,
+            .submit(&self.writer, &req.request_id, &identity, |id_key| {
+                Command::Restrict(Restrict {
+                    id_key,
                     reason: reason.clone(),
                     duration_ms: u64::from(req.duration_hours) * 3_600_000,
-                });
-                Ok(self
-                    .writer
-                    .submit_keyed(&req.request_id, command, keyed.binding))
+                })
             })
             .await?;
         Ok(write_response(index, applied.replayed))
@@ -83,12 +79,8 @@ impl Regulator for RegulatorApi {
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let (index, applied) = self
             .keyring
-            .write(&self.writer, || {
-                let keyed = self.keyring.identity(&identity)?;
-                let command = Command::Unrestrict(Unrestrict { id_key: keyed.key });
-                Ok(self
-                    .writer
-                    .submit_keyed(&req.request_id, command, keyed.binding))
+            .submit(&self.writer, &req.request_id, &identity, |id_key| {
+                Command::Unrestrict(Unrestrict { id_key })
             })
             .await?;
         Ok(write_response(index, applied.replayed))
@@ -105,7 +97,7 @@ impl Regulator for RegulatorApi {
             self.writer.linearizable().await?;
             let r = self
                 .keyring
-                .read(&identity, |_, at| Ok(self.reader.restriction(at)?))?;
+                .read(&identity, |at| Ok(self.reader.restriction(at)?))?;
             Ok(Response::new(match r {
                 None => pb::Restriction::default(),
                 Some(r) => pb::Restriction {

@@ -127,7 +127,7 @@ pub async fn possession(
     verify: &Msisdn,
 ) -> Result<HolderRecord, ApiError> {
     writer.linearizable().await?;
-    let (lockout, verified, holder) = keyring.read(identity, |_, at| {
+    let (lockout, verified, holder) = keyring.read(identity, |at| {
         Ok((
             check_lockout(reader, at)?,
             reader.is_active_under(verify.as_str(), at)?,

@@ -65,7 +65,6 @@ pub(super) fn trim(tx: &mut Tx, now_ms: u64, limit: u32) -> Result<Outcome, Stor
 
 #[cfg(test)]
 mod tests {
-    use oneid_storage::schema::Tuning;
     use oneid_storage::Db;
 
     use super::*;
@@ -81,13 +80,7 @@ mod tests {
 
     impl Node {
         fn new() -> Node {
-            let dir = tempfile::tempdir().unwrap();
-            let tuning = Tuning {
-                block_cache_bytes: 1 << 20,
-                write_buffer_bytes: 1 << 20,
-                max_write_buffers: 2,
-            };
-            let db = Db::open(dir.path(), tuning).unwrap();
+            let (dir, db) = crate::apply::test_db();
             Node {
                 _dir: dir,
                 db,

@@ -132,6 +132,19 @@ pub fn apply_envelope(
     Ok(fresh(outcome))
 }
 
+/// A small RocksDB in a temporary directory, for apply's unit tests.
+#[cfg(test)]
+pub(crate) fn test_db() -> (tempfile::TempDir, std::sync::Arc<oneid_storage::Db>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tuning = oneid_storage::schema::Tuning {
+        block_cache_bytes: 1 << 20,
+        write_buffer_bytes: 1 << 20,
+        max_write_buffers: 2,
+    };
+    let db = oneid_storage::Db::open(dir.path(), tuning).expect("open test db");
+    (dir, db)
+}
+
 /// The domain's view of stored or commanded policy values.
 pub fn policy_of(v: &PolicyValues) -> Policy {
     Policy {

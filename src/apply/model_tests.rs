@@ -11,7 +11,7 @@ use oneid_storage::records::{
     CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord, ReverifyRecord, StatsRecord,
     CARD_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V, STATS_V,
 };
-use oneid_storage::schema::{Tuning, CF_SM_DATA};
+use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db};
 use proptest::prelude::*;
 
@@ -528,8 +528,7 @@ proptest! {
 
     #[test]
     fn state_machine_matches_the_model(ops in prop::collection::vec((op(), 1usize..4), 1..60)) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), Tuning { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, max_write_buffers: 2 }).unwrap();
+        let (_dir, db) = super::test_db();
         let mut model = Model::default();
         let mut pol = policy();
         let mut seq = 0u64;

@@ -11,7 +11,7 @@ use oneid_storage::records::{
     CardRecord, HolderRecord, LockoutRecord, MsisdnRecord, PendingRecord, RestrictionRecord,
     StatsRecord, CARD_V, HOLDER_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V, STATS_V,
 };
-use oneid_storage::schema::{Tuning, CF_SM_DATA};
+use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db};
 use proptest::prelude::*;
 
@@ -44,13 +44,7 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let tuning = Tuning {
-            block_cache_bytes: 1 << 20,
-            write_buffer_bytes: 1 << 20,
-            max_write_buffers: 2,
-        };
-        let db = Db::open(dir.path(), tuning).unwrap();
+        let (dir, db) = super::test_db();
         Node {
             _dir: dir,
             db,
