@@ -55,12 +55,26 @@ impl Reader {
 
     /// The card currently holding `msisdn` (not cancelled or stripped).
     pub fn held_card(&self, msisdn: &str) -> Result<Option<(IdKey, CardRecord)>, StorageError> {
-        let rec: Option<MsisdnRecord> = self.get(MSISDN_V, &keys::msisdn_key(msisdn))?;
-        let Some(rec) = rec.filter(|r| r.held) else {
-            return Ok(None);
-        };
-        let card: Option<CardRecord> = self.get(CARD_V, &keys::card_key(&rec.id_key, msisdn))?;
-        Ok(card.map(|c| (rec.id_key, c)))
+        let number_key = keys::msisdn_key(msisdn);
+        let mut seen: Option<IdKey> = None;
+        // The number index and the card are two reads; a pepper rotation
+        // moving the holder in between leaves the index pointing at the new
+        // key, so a missing card is looked up again under it.
+        loop {
+            let rec: Option<MsisdnRecord> = self.get(MSISDN_V, &number_key)?;
+            let Some(rec) = rec.filter(|r| r.held) else {
+                return Ok(None);
+            };
+            if seen == Some(rec.id_key) {
+                return Ok(None);
+            }
+            let card: Option<CardRecord> =
+                self.get(CARD_V, &keys::card_key(&rec.id_key, msisdn))?;
+            if let Some(card) = card {
+                return Ok(Some((rec.id_key, card)));
+            }
+            seen = Some(rec.id_key);
+        }
     }
 
     /// True when `msisdn` is an active (in service) card under `id_key`:
