@@ -312,7 +312,7 @@ pub async fn run(
         // Inside the metrics layer, so refusals are counted and carry a
         // request id.
         .layer(ShedLayer::new(cfg.limits.max_concurrent_requests))
-        .layer(AuthzLayer::new(tls.is_none()))
+        .layer(AuthzLayer::new(tls.is_none(), member_check(&replica)))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)
@@ -356,6 +356,18 @@ pub async fn run(
 /// A leader stopping on purpose hands over, so writes pause for a catch-up
 /// and one vote round instead of a lease and an election timeout. Failing
 /// that (no other voter, target too slow) the node stops anyway.
+/// Whether a node is in this node's membership (any config it knows,
+/// joint ones included), or this node knows none yet.
+fn member_check(replica: &Replica) -> crate::security::authz::MemberCheck {
+    let metrics = replica.raft().metrics();
+    Arc::new(move |id| {
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let mut nodes = membership.nodes().map(|(n, _)| *n).peekable();
+        nodes.peek().is_none() || nodes.any(|n| n == id)
+    })
+}
+
 async fn hand_over_leadership(replica: &Replica) {
     if !replica.shared.is_leader() {
         return;

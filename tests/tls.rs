@@ -30,7 +30,8 @@ const ROLES: [&str; 6] = [
 /// A running TLS cluster with certificates for every role in [`ROLES`].
 async fn tls_cluster() -> Cluster {
     let mut c = Cluster::unstarted(3, &[], false);
-    c.tls = Some(Tls::issue(c.dir.path(), 3, &ROLES));
+    // Node 4 has a certificate but is not a member.
+    c.tls = Some(Tls::issue(c.dir.path(), 4, &ROLES));
     for id in 1..=3 {
         c.spawn(id);
     }
@@ -179,6 +180,13 @@ async fn certified_clients_get_in_and_everyone_else_is_refused() {
             .expect_err("a client reached the raft service");
         assert_eq!(err.code(), Code::PermissionDenied, "{path}: {err:?}");
         assert_eq!(reason(&err), "WRONG_ROLE", "{path}");
+        // Nor can a node certificate of a node outside the membership
+        // (a removed node keeps its certificate).
+        let err = raw_call(channel_as(&c, 1, "node-4"), path, Vec::new())
+            .await
+            .expect_err("a non-member node reached the raft service");
+        assert_eq!(err.code(), Code::PermissionDenied, "{path}: {err:?}");
+        assert!(err.message().contains("not a member"), "{path}: {err:?}");
     }
 }
 

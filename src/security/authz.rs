@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -127,11 +128,30 @@ fn principal_of<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, 
     Principal::from_cert(&cert).map_err(ApiError::Unauthenticated)
 }
 
+/// Whether a node id is in this node's current membership (voter or
+/// learner). A node with no membership yet (new, waiting to be added or to
+/// hear from the founders) says yes to every node certificate.
+pub type MemberCheck = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// Decides one request: the principal to hand to the handler, or the
 /// refusal to send back.
-fn decide<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, ApiError> {
+fn decide<B>(
+    req: &http::Request<B>,
+    insecure: bool,
+    is_member: &MemberCheck,
+) -> Result<Principal, ApiError> {
     let path = req.uri().path();
     let who = principal_of(req, insecure)?;
+    // A certificate from the cluster's CA is not enough for raft traffic:
+    // a node removed from the cluster (or never added) keeps its
+    // certificate, and must not vote or append.
+    if let Principal::Node(id) = who {
+        if rule(path) == Some(Rule::Nodes) && !is_member(id) {
+            return Err(ApiError::WrongRole(format!(
+                "{who} is not a member of this cluster and may not call {path}"
+            )));
+        }
+    }
     // A method missing from the table is refused to every certified
     // caller, so a service added later is closed until someone decides who
     // may call it; the insecure operator still gets UNIMPLEMENTED for typos.
@@ -149,12 +169,16 @@ fn decide<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, ApiErr
 #[derive(Clone)]
 pub struct AuthzLayer {
     insecure: bool,
+    is_member: MemberCheck,
 }
 
 impl AuthzLayer {
     /// `insecure`: no TLS, so every caller is the operator.
-    pub fn new(insecure: bool) -> Self {
-        AuthzLayer { insecure }
+    pub fn new(insecure: bool, is_member: MemberCheck) -> Self {
+        AuthzLayer {
+            insecure,
+            is_member,
+        }
     }
 }
 
@@ -165,6 +189,7 @@ impl<S> Layer<S> for AuthzLayer {
         Authz {
             inner,
             insecure: self.insecure,
+            is_member: self.is_member.clone(),
         }
     }
 }
@@ -173,6 +198,7 @@ impl<S> Layer<S> for AuthzLayer {
 pub struct Authz<S> {
     inner: S,
     insecure: bool,
+    is_member: MemberCheck,
 }
 
 tokio::task_local! {
@@ -212,7 +238,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        match decide(&req, self.insecure) {
+        match decide(&req, self.insecure, &self.is_member) {
             Ok(who) => {
                 req.extensions_mut().insert(who.clone());
                 Box::pin(CALLER.scope(who, self.inner.call(req)))
