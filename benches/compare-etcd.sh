@@ -52,13 +52,13 @@ run() { # target endpoints op run
   R["$1-$3-p99"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
 n=1
-for op in register count mixed; do
+for op in register count mixed link; do
   run etcd "$E" "$op" "$n"
   run oneid "$O" "$op" "$n"
   n=$((n + 1))
 done
 echo
-for op in register count mixed; do
+for op in register count mixed link; do
   awk -v o="${R[oneid-$op-ops]}" -v e="${R[etcd-$op-ops]}" -v op="$op" \
       -v op99="${R[oneid-$op-p99]}" -v ep99="${R[etcd-$op-p99]}" \
       'BEGIN { printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f\n", op, o / e, op99 / ep99 }'
