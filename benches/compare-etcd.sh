@@ -46,7 +46,8 @@ O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
 run() { # target endpoints op run
   local line
-  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>/dev/null)
+  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>"$WORK/bench.err") \
+    || { echo "bench --target $1 --op $3 failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
   echo "$line"
   R["$1-$3-ops"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
   R["$1-$3-p99"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
