@@ -46,19 +46,20 @@ O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
 run() { # target endpoints op run
   local line
-  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>/dev/null)
+  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>"$WORK/bench.err") \
+    || { echo "bench --target $1 --op $3 failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
   echo "$line"
   R["$1-$3-ops"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
   R["$1-$3-p99"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
 n=1
-for op in register count mixed; do
+for op in register count mixed link; do
   run etcd "$E" "$op" "$n"
   run oneid "$O" "$op" "$n"
   n=$((n + 1))
 done
 echo
-for op in register count mixed; do
+for op in register count mixed link; do
   awk -v o="${R[oneid-$op-ops]}" -v e="${R[etcd-$op-ops]}" -v op="$op" \
       -v op99="${R[oneid-$op-p99]}" -v ep99="${R[etcd-$op-p99]}" \
       'BEGIN { printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f\n", op, o / e, op99 / ep99 }'

@@ -113,8 +113,7 @@ async fn submit(
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
     let _gate = shared.gate.read().await;
     if shared.is_leader() {
-        let (index, results) = shared.propose_local(commands).await?;
-        Ok(results.into_iter().map(|r| (index, r)).collect())
+        shared.propose_here(commands).await
     } else if may_forward {
         shared.forward(commands).await
     } else {

@@ -105,15 +105,29 @@ impl Shared {
 
     async fn leader_client(&self) -> Result<(NodeId, RaftServiceClient<Channel>), ReplicaError> {
         let (id, addr) = self.known_leader().await?;
+        Ok((id, self.client_of(&addr)?))
+    }
+
+    fn client_of(&self, addr: &str) -> Result<RaftServiceClient<Channel>, ReplicaError> {
         let channel = self
             .channels
-            .get(&addr)
+            .get(addr)
             .map_err(|e| ReplicaError::Rejected(format!("leader address {addr}: {e}")))?;
-        Ok((id, RaftServiceClient::new(channel)))
+        Ok(RaftServiceClient::new(channel))
+    }
+
+    /// Appends a batch on this node, which must be the leader; each
+    /// command's log index and result.
+    pub async fn propose_here(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+        let (index, results) = self.propose_local(commands).await?;
+        Ok(results.into_iter().map(|r| (index, r)).collect())
     }
 
     /// Appends a batch on this node, which must be the leader.
-    pub async fn propose_local(
+    async fn propose_local(
         &self,
         commands: Vec<Vec<u8>>,
     ) -> Result<(u64, Vec<Vec<u8>>), ReplicaError> {
@@ -161,7 +175,15 @@ impl Shared {
         commands: Vec<Vec<u8>>,
     ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
         let n = commands.len();
-        let (leader, mut client) = self.leader_client().await?;
+        let (leader, addr) = self.known_leader().await?;
+        if leader == self.node_id {
+            // This node won the election the batch was waiting on. Sent to
+            // itself, the batch would queue behind the proposer slot it
+            // holds until the request timeout: after a leader crash that
+            // stalled every write for the whole timeout (3 s).
+            return self.propose_here(commands).await;
+        }
+        let mut client = self.client_of(&addr)?;
         let mut req = tonic::Request::new(ForwardRequest {
             commands: commands.into_iter().map(Into::into).collect(),
         });

@@ -1,7 +1,8 @@
 //! `oneid bench`: a closed-loop load generator. N clients each keep one
 //! request in flight for a fixed time or op count; latencies go into an
 //! HdrHistogram. The same logic drives etcd (put of a card-sized value /
-//! linearizable get), so both systems are measured by one tool.
+//! linearizable get / put of a link-sized value), so both systems are
+//! measured by one tool.
 //!
 //! Prints one line per run:
 //! `target=… op=… clients=… ops=… ops_per_s=… p50_us=… p99_us=… errors=… max_gap_ms=…`
@@ -19,6 +20,7 @@ use super::sample::SampleGen;
 use crate::domain::Identity;
 use crate::etcdpb::kv_client::KvClient;
 use crate::pb;
+use crate::pb::linkage_client::LinkageClient;
 use crate::pb::registry_client::RegistryClient;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub enum BenchOp {
     Count,
     /// 90% count, 10% register.
     Mixed,
+    /// Link a new platform account to one of the population's registered
+    /// numbers (etcd: put of a link-sized value).
+    Link,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -54,7 +59,8 @@ pub struct BenchArgs {
     /// Stop after this many operations, if sooner.
     #[arg(long, default_value_t = u64::MAX)]
     pub ops: u64,
-    /// Identities pre-registered for counts.
+    /// Identities pre-registered for counts, one number each; links go to
+    /// these numbers.
     #[arg(long, default_value_t = 10_000)]
     pub population: usize,
     /// Distinguishes runs against the same cluster (number and key space).
@@ -64,8 +70,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
     /// TLS for oneid targets (etcd is always plaintext). A mixed workload
-    /// registers (carrier) and counts (query), which one role cannot do:
-    /// run it against an --insecure cluster.
+    /// registers (carrier) and counts (query), and a link workload
+    /// registers its numbers first (carrier) then links (platform), which
+    /// one role cannot do: run them against an --insecure cluster.
     #[command(flatten)]
     pub tls: super::client::ClientTls,
 }
@@ -93,7 +100,7 @@ fn channels(a: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
 
 /// What one client does for one operation.
 enum Client {
-    Oneid(RegistryClient<Channel>),
+    Oneid(RegistryClient<Channel>, LinkageClient<Channel>),
     Etcd(KvClient<Channel>),
 }
 
@@ -108,6 +115,7 @@ struct Workload {
 
 const PROVINCES: [&str; 8] = ["11", "31", "44", "32", "33", "51", "37", "42"];
 const CARRIERS: [&str; 4] = ["CMCC", "CTCC", "CUCC", "CBN"];
+const PLATFORMS: [&str; 4] = ["wechat", "alipay", "douyin", "weibo"];
 
 impl Workload {
     /// The n-th new card: identities × carriers × provinces are cycled so no
@@ -133,6 +141,19 @@ impl Workload {
             responsible_unit: None,
         }
     }
+
+    /// The n-th new link: a fresh account, the population's numbers taken
+    /// in turn, so a number reaches the per-number link limit only after
+    /// 256 × |population| links.
+    fn link_request(&self, n: u64) -> pb::LinkAccountRequest {
+        let (_, msisdn) = &self.population[(n % self.population.len() as u64) as usize];
+        pb::LinkAccountRequest {
+            request_id: format!("bench-link-{}-{n}", self.run),
+            msisdn: msisdn.clone(),
+            platform: PLATFORMS[(n % 4) as usize].into(),
+            account_id: format!("acct-{}-{n}", self.run),
+        }
+    }
 }
 
 /// 11-digit numbers unique per (run, n): prefix 13x/15x/18x by run.
@@ -145,6 +166,11 @@ fn msisdn(run: u64, n: u64) -> String {
     format!("{p}{:08}", n % 100_000_000)
 }
 
+/// About the size of a link record (linked-at time, re-verify flag).
+fn etcd_link_value(n: u64) -> Vec<u8> {
+    format!("{{\"linked_at_ms\":{n},\"needs_reverify\":false}}").into_bytes()
+}
+
 fn etcd_value(n: u64) -> Vec<u8> {
     // About the size of a card record plus its indexes.
     format!("{{\"carrier\":\"CMCC\",\"province\":44,\"kind\":1,\"channel\":2,\"status\":1,\"registered_at_ms\":{n},\"id_key\":\"{:064x}\"}}", n)
@@ -154,12 +180,31 @@ fn etcd_value(n: u64) -> Vec<u8> {
 impl Client {
     async fn one(&mut self, w: &Workload, op: BenchOp, n: u64) -> Result<(), String> {
         let write = match op {
-            BenchOp::Register => true,
+            BenchOp::Register | BenchOp::Link => true,
             BenchOp::Count => false,
             BenchOp::Mixed => n % 10 == 0,
         };
         match self {
-            Client::Oneid(c) => {
+            Client::Oneid(_, l) if op == BenchOp::Link => {
+                let k = w.seq.fetch_add(1, Ordering::Relaxed);
+                l.link_account(w.link_request(k))
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}", s.code()))
+            }
+            Client::Etcd(c) if op == BenchOp::Link => {
+                let k = w.seq.fetch_add(1, Ordering::Relaxed);
+                let l = w.link_request(k);
+                c.put(crate::etcdpb::PutRequest {
+                    key: format!("link/{}/{}/{}", l.msisdn, l.platform, l.account_id).into_bytes(),
+                    value: etcd_link_value(k),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}", s.code()))
+            }
+            Client::Oneid(c, _) => {
                 if write {
                     let k = w.seq.fetch_add(1, Ordering::Relaxed);
                     c.register_card(w.register_request(k))
@@ -217,7 +262,9 @@ impl Client {
 
 fn client_for(target: BenchTarget, ch: Channel) -> Client {
     match target {
-        BenchTarget::Oneid => Client::Oneid(RegistryClient::new(ch)),
+        BenchTarget::Oneid => {
+            Client::Oneid(RegistryClient::new(ch.clone()), LinkageClient::new(ch))
+        }
         BenchTarget::Etcd => Client::Etcd(KvClient::new(ch)),
     }
 }
@@ -242,7 +289,7 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
                     return Ok::<(), anyhow::Error>(());
                 };
                 let r = match &mut client {
-                    Client::Oneid(c) => c
+                    Client::Oneid(c, _) => c
                         .register_card(pb::RegisterCardRequest {
                             request_id: format!("bench-pop-{run}-{i}"),
                             identity: Some(pb::Identity {
@@ -299,7 +346,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         writers,
         seq: AtomicU64::new(0),
     });
-    if a.op != BenchOp::Register {
+    // Links go to registered numbers; etcd puts need nothing there first.
+    let needs_population = match a.op {
+        BenchOp::Register => false,
+        BenchOp::Link => a.target == BenchTarget::Oneid,
+        BenchOp::Count | BenchOp::Mixed => true,
+    };
+    if needs_population {
         let t = Instant::now();
         populate(&a, &chans, &w).await?;
         eprintln!(

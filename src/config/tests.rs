@@ -51,7 +51,7 @@ fn the_example_file_parses_and_validates() {
 #[test]
 fn defaults_then_file_then_env_then_flags() {
     let file = write(&format!(
-        "{MINIMAL}\n[raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\n\
+        "{MINIMAL}\n[raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 200\n\
          request_timeout_ms = 1000\n[log]\nformat = \"json\"\n"
     ));
     let vars = env(&[
@@ -66,10 +66,10 @@ fn defaults_then_file_then_env_then_flags() {
     };
     let cfg = Config::resolve(Some(file.path()), vars, &flags).expect("resolve");
     // default (not in file, env or flags)
-    assert_eq!(cfg.raft.election_timeout_max_ms, 800);
+    assert_eq!(cfg.raft.election_timeout_max_ms, 300);
     assert_eq!(cfg.raft.snapshot_logs, 20_000);
     // file over default
-    assert_eq!(cfg.raft.election_timeout_min_ms, 300);
+    assert_eq!(cfg.raft.election_timeout_min_ms, 200);
     assert_eq!(cfg.raft.request_timeout_ms, 1_000);
     assert_eq!(cfg.node.id, Some(1));
     // env over file
@@ -84,7 +84,7 @@ fn defaults_then_file_then_env_then_flags() {
         .expect("valid")
         .node_config(crate::idkey::IdHasher::new(&[7; 32]).expect("hasher"));
     assert_eq!(node.heartbeat_ms, 60);
-    assert_eq!(node.election_timeout_ms, (300, 800));
+    assert_eq!(node.election_timeout_ms, (200, 300));
     assert_eq!(node.request_timeout, std::time::Duration::from_secs(1));
     assert_eq!(node.listen.port(), 7200);
 }
@@ -155,7 +155,7 @@ fn validation_reports_every_problem() {
     cfg.node.id = Some(0);
     cfg.node.addr = Some("localhost".into());
     cfg.node.http_addr = Some("nowhere:x".into());
-    cfg.raft.election_timeout_min_ms = 800;
+    cfg.raft.election_timeout_min_ms = 300;
     cfg.raft.heartbeat_ms = 900;
     cfg.raft.snapshot_logs = 0;
     cfg.raft.request_timeout_ms = 0;
@@ -165,8 +165,8 @@ fn validation_reports_every_problem() {
         "node.id must be a positive integer",
         "node.addr \"localhost\" is not IP:PORT",
         "node.http_addr \"nowhere:x\"",
-        "election_timeout_min_ms (800) must be less than raft.election_timeout_max_ms (800)",
-        "raft.heartbeat_ms (900) must be less than raft.election_timeout_min_ms (800)",
+        "election_timeout_min_ms (300) must be less than raft.election_timeout_max_ms (300)",
+        "raft.heartbeat_ms (900) must be less than raft.election_timeout_min_ms (300)",
         "raft.snapshot_logs must be positive",
         "raft.request_timeout_ms must be positive",
         "runtime.worker_threads",

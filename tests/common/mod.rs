@@ -178,6 +178,15 @@ impl Cluster {
         &self.nodes[(id - 1) as usize]
     }
 
+    /// Every node's HOST:PORT, comma separated, as CLI `--endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn spawn(&mut self, id: u64) {
         let spec = self
             .views
