@@ -5,11 +5,8 @@
 use tonic::{Request, Response, Status};
 
 use super::writer::{unexpected, Writer};
-use super::{convert, verify, ApiError};
-use crate::command::{
-    self, Applied, Cancel, Command, Envelope, NotifyCount, Outcome, Register, Reverified,
-    COMMAND_VERSION,
-};
+use super::{commands, convert, verify, ApiError};
+use crate::command::{self, Applied, Command, Outcome};
 use crate::idkey::IdHasher;
 use crate::limits::QueryLimit;
 use crate::pb;
@@ -57,28 +54,6 @@ impl RegistryApi {
             max_import_batch,
         }
     }
-
-    /// Validates a registration and hashes its identity: nothing
-    /// unvalidated and no plaintext ID number reaches the log.
-    fn register_envelope(&self, req: &pb::RegisterCardRequest) -> Result<Envelope, ApiError> {
-        let r = convert::registration(req)?;
-        Ok(Envelope {
-            version: COMMAND_VERSION,
-            request_id: r.request_id,
-            command: Command::Register(Register {
-                id_key: self.hasher.id_key(&r.identity),
-                msisdn: r.msisdn.as_str().to_string(),
-                carrier: r.carrier.as_str().to_string(),
-                province: r.province.code(),
-                kind: r.kind.code() as u8,
-                channel: r.channel.code() as u8,
-                strict_verification: r.strict_verification,
-                last6_tag: self.hasher.last6_tag(r.identity.last6()),
-                unit_key: r.responsible_unit.as_ref().map(|u| self.hasher.id_key(u)),
-            }),
-            by: authz::current_actor(),
-        })
-    }
 }
 
 #[tonic::async_trait]
@@ -88,7 +63,7 @@ impl Registry for RegistryApi {
         req: Request<pb::RegisterCardRequest>,
     ) -> Result<Response<pb::RegisterCardResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
-        let envelope = self.register_envelope(&req.into_inner())?;
+        let envelope = commands::register(&self.hasher, &req.into_inner())?;
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
             Outcome::Registered {
@@ -123,22 +98,21 @@ impl Registry for RegistryApi {
         }
         let mut results = vec![pb::ImportItemResult::default(); cards.len()];
         let mut slots = Vec::with_capacity(cards.len());
-        let mut commands = Vec::with_capacity(cards.len());
+        let mut encoded = Vec::with_capacity(cards.len());
         for (i, card) in cards.iter().enumerate() {
-            match self
-                .register_envelope(card)
+            match commands::register(&self.hasher, card)
                 .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
             {
                 Ok(bytes) => {
                     slots.push(i);
-                    commands.push(bytes);
+                    encoded.push(bytes);
                 }
                 Err(e) => results[i] = refused(e),
             }
         }
         let outcomes = tokio::time::timeout(
             self.writer.timeout(),
-            self.writer.replica().propose_many(commands),
+            self.writer.replica().propose_many(encoded),
         )
         .await
         .map_err(|_| {
@@ -170,19 +144,7 @@ impl Registry for RegistryApi {
         req: Request<pb::CancelCardRequest>,
     ) -> Result<Response<pb::CancelCardResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
-        let req = req.into_inner();
-        let request_id = convert::request_id(&req.request_id).map_err(ApiError::from)?;
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let envelope = Envelope {
-            version: COMMAND_VERSION,
-            request_id,
-            command: Command::Cancel(Cancel {
-                msisdn: msisdn.as_str().to_string(),
-                carrier: carrier.as_str().to_string(),
-            }),
-            by: authz::current_actor(),
-        };
+        let envelope = commands::cancel(&req.into_inner())?;
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
             Outcome::Cancelled => Ok(Response::new(pb::CancelCardResponse {
@@ -273,12 +235,7 @@ impl Registry for RegistryApi {
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let command = Command::Reverified(Reverified {
-            msisdn: msisdn.as_str().to_string(),
-            carrier: carrier.as_str().to_string(),
-        });
+        let command = commands::reverified(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "reverification",
@@ -293,17 +250,12 @@ impl Registry for RegistryApi {
     ) -> Result<Response<pb::NotificationResponse>, Status> {
         self.queries.check(&req)?;
         let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-        let id_key = self.hasher.id_key(&identity);
+        let (command, verify) = commands::notify_count(&self.hasher, &req)?;
         // Checked here first so failures count toward the lockout (a refused
         // command leaves no writes); apply checks again against the state it
         // writes into.
-        verify::possession(&self.reader, &self.writer, id_key, &verify).await?;
-        let command = Command::NotifyCount(NotifyCount {
-            id_key,
-            verify_msisdn: verify.as_str().to_string(),
-        });
+        verify::possession(&self.reader, &self.writer, command.id_key, &verify).await?;
+        let command = Command::NotifyCount(command);
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         match applied.outcome {
             Outcome::Notified { notification_id } => Ok(Response::new(pb::NotificationResponse {

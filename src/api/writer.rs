@@ -7,7 +7,7 @@ use std::time::Duration;
 use oneid_raft::Replica;
 
 use super::ApiError;
-use crate::command::{self, Applied, Command, Envelope, COMMAND_VERSION};
+use crate::command::{self, Applied, Command, Envelope};
 use crate::domain::{DomainError, Reason};
 use crate::query_audit::QueryAudit;
 
@@ -84,14 +84,8 @@ impl Writer {
         request_id: &str,
         command: Command,
     ) -> Result<(u64, Applied), ApiError> {
-        let request_id = super::convert::request_id(request_id)?;
-        self.execute(Envelope {
-            version: COMMAND_VERSION,
-            request_id,
-            command,
-            by: crate::security::authz::current_actor(),
-        })
-        .await
+        self.execute(super::commands::envelope(request_id, command)?)
+            .await
     }
 
     /// Waits until this node's state reflects every write acknowledged
