@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use oneid::fuzzing;
 
-const TARGETS: [(&str, fn(&[u8]) -> bool); 3] = [
+/// A target body: true when the input was accepted.
+type Target = fn(&[u8]) -> bool;
+
+const TARGETS: [(&str, Target); 3] = [
     ("request_to_command", fuzzing::request_to_command),
     ("stored_record", fuzzing::stored_record),
     ("raft_message", fuzzing::raft_message),
@@ -16,7 +19,7 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-fn target(name: &str) -> fn(&[u8]) -> bool {
+fn target(name: &str) -> Target {
     match TARGETS.iter().find(|(n, _)| *n == name) {
         Some((_, f)) => *f,
         None => panic!("no fuzz target {name}"),
