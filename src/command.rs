@@ -403,8 +403,17 @@ pub struct Applied {
 #[error("command codec: {0}")]
 pub struct CodecError(String);
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes one decoded command or outcome may allocate for its strings:
+/// far above any client message, far below what aborts the process when a
+/// corrupt length prefix is believed (found by fuzzing).
+const MAX_DECODE_BYTES: usize = 64 << 20;
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODE_BYTES>,
+> {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

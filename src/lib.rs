@@ -7,6 +7,8 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod idkey;
 pub mod limits;

@@ -7,8 +7,18 @@ use serde::Serialize;
 #[error("wire: {0}")]
 pub struct WireError(pub String);
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes one decoded message may allocate for its byte strings: the
+/// node's raft message size limit. Without it bincode allocates whatever
+/// length prefix it reads before finding the bytes missing, and ten bytes
+/// claiming a terabyte string abort the process (found by fuzzing).
+pub const MAX_DECODE_BYTES: usize = 512 << 20;
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODE_BYTES>,
+> {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {

@@ -6,16 +6,13 @@ use tonic::{Request, Response, Status};
 use super::keyring::Keyring;
 use super::registry::card_status_response;
 use super::writer::{unexpected, Writer};
-use super::{convert, ApiError};
-use crate::command::{Command, OpenDispute, Outcome, ResolveDispute};
+use super::{commands, ApiError};
+use crate::command::Outcome;
 use crate::domain::{DisputeOutcome, DomainError, Msisdn, Reason};
 use crate::pb;
 use crate::pb::disputes_server::Disputes;
 use crate::reader::Reader;
 use crate::security::authz;
-
-/// Longest operator id kept with a resolution.
-const MAX_OPERATOR: usize = 64;
 
 pub struct DisputesApi {
     writer: Writer,
@@ -40,24 +37,10 @@ impl Disputes for DisputesApi {
         req: Request<pb::OpenDisputeRequest>,
     ) -> Result<Response<pb::OpenDisputeResponse>, Status> {
         let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let contact = if req.contact_msisdn.is_empty() {
-            String::new()
-        } else {
-            convert::msisdn(&req.contact_msisdn)
-                .map_err(ApiError::from)?
-                .as_str()
-                .to_string()
-        };
         let (index, applied) = self
             .keyring
-            .submit(&self.writer, &req.request_id, &identity, |id_key| {
-                Command::OpenDispute(OpenDispute {
-                    id_key,
-                    msisdn: msisdn.as_str().to_string(),
-                    contact: contact.clone(),
-                })
+            .submit(&self.writer, &req.request_id, || {
+                commands::open_dispute(&self.keyring, &req)
             })
             .await?;
         match applied.outcome {
@@ -76,23 +59,7 @@ impl Disputes for DisputesApi {
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
-        if req.dispute_id == 0 {
-            return Err(ApiError::from(DomainError::new(
-                Reason::InvalidArgument,
-                "dispute_id is required",
-            ))
-            .into());
-        }
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let outcome = convert::dispute_outcome(req.outcome).map_err(ApiError::from)?;
-        let operator =
-            convert::note("operator", &req.operator, MAX_OPERATOR).map_err(ApiError::from)?;
-        let command = Command::ResolveDispute(ResolveDispute {
-            dispute_id: req.dispute_id,
-            carrier: carrier.as_str().to_string(),
-            outcome: outcome.code(),
-            operator,
-        });
+        let command = commands::resolve_dispute(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "resolve dispute",

@@ -6,9 +6,10 @@ use std::future::Future;
 
 use oneid_storage::records::KeyStateRecord;
 
+use super::commands::Bound;
 use super::writer::Writer;
 use super::ApiError;
-use crate::command::{Applied, Command, IdKey, KeyBinding, NextKeys};
+use crate::command::{Applied, IdKey, KeyBinding, NextKeys};
 use crate::domain::{Identity, Reason};
 use crate::idkey::IdHasher;
 use crate::reader::Reader;
@@ -38,12 +39,33 @@ pub struct RegistrationKeys {
 #[derive(Clone)]
 pub struct Keyring {
     hasher: IdHasher,
-    reader: Reader,
+    source: Source,
+}
+
+/// Where the key state comes from.
+#[derive(Clone)]
+enum Source {
+    /// The node's replica: the registry's real, replicated state.
+    Replica(Reader),
+    /// A fixed state with nothing moved (the fuzz targets).
+    Fixed(KeyStateRecord),
 }
 
 impl Keyring {
     pub fn new(hasher: IdHasher, reader: Reader) -> Keyring {
-        Keyring { hasher, reader }
+        Keyring {
+            hasher,
+            source: Source::Replica(reader),
+        }
+    }
+
+    /// A keyring that derives keys as a registry in `state` would, with no
+    /// identity moved yet.
+    pub fn fixed(hasher: IdHasher, state: KeyStateRecord) -> Keyring {
+        Keyring {
+            hasher,
+            source: Source::Fixed(state),
+        }
     }
 
     pub fn hasher(&self) -> &IdHasher {
@@ -51,7 +73,10 @@ impl Keyring {
     }
 
     fn state(&self) -> Result<KeyStateRecord, ApiError> {
-        Ok(self.reader.key_state()?)
+        match &self.source {
+            Source::Replica(reader) => Ok(reader.key_state()?),
+            Source::Fixed(state) => Ok(*state),
+        }
     }
 
     /// Keys for a command about `identity`.
@@ -117,10 +142,12 @@ impl Keyring {
 
     /// The key `identity`'s records are under right now.
     fn locate(&self, keyed: &Keyed) -> Result<IdKey, ApiError> {
-        if keyed.next.is_none() {
-            return Ok(keyed.key);
+        match &self.source {
+            Source::Replica(reader) if keyed.next.is_some() => {
+                Ok(reader.moved_to(&keyed.key)?.unwrap_or(keyed.key))
+            }
+            _ => Ok(keyed.key),
         }
-        Ok(self.reader.moved_to(&keyed.key)?.unwrap_or(keyed.key))
     }
 
     /// Runs the reads in `read` against the key `identity`'s records are
@@ -149,18 +176,17 @@ impl Keyring {
         ))
     }
 
-    /// Proposes the command `build` makes from `identity`'s key under
-    /// `request_id`, deriving the key again if a rotation refused it.
+    /// Proposes the command `build` makes (with keys from this keyring)
+    /// under `request_id`, building it again if a rotation refused its keys.
     pub async fn submit(
         &self,
         writer: &Writer,
         request_id: &str,
-        identity: &Identity,
-        build: impl Fn(IdKey) -> Command,
+        build: impl Fn() -> Result<Bound, ApiError>,
     ) -> Result<(u64, Applied), ApiError> {
         self.write(writer, || {
-            let keyed = self.identity(identity)?;
-            Ok(writer.submit_keyed(request_id, build(keyed.key), keyed.binding))
+            let (command, keys) = build()?;
+            Ok(writer.submit_keyed(request_id, command, keys))
         })
         .await
     }

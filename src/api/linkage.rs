@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::keyring::Keyring;
 use super::writer::{write_response, Writer};
-use super::{convert, verify, ApiError};
+use super::{commands, convert, verify, ApiError};
 use crate::command::{Command, Link};
 use crate::domain::link::parse_last6;
 use crate::domain::{DomainError, Reason};
@@ -38,14 +38,6 @@ impl LinkageApi {
         }
     }
 
-    fn link_of(req: &pb::LinkAccountRequest) -> Result<Link, ApiError> {
-        Ok(Link {
-            msisdn: convert::msisdn(&req.msisdn)?.as_str().to_string(),
-            platform: convert::platform(&req.platform)?.as_str().to_string(),
-            account: convert::account(&req.account_id)?.as_str().to_string(),
-        })
-    }
-
     async fn write(
         &self,
         req: Request<pb::LinkAccountRequest>,
@@ -53,7 +45,7 @@ impl LinkageApi {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         authz::own_platform(&req, &req.get_ref().platform)?;
         let req = req.into_inner();
-        let link = Self::link_of(&req)?;
+        let link = commands::link(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command(link)).await?;
         Ok(write_response(index, applied.replayed))
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod commands;
 pub mod convert;
 pub mod disputes;
 pub mod error;

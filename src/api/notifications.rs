@@ -4,9 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::writer::{write_response, Writer};
-use super::ApiError;
-use crate::command::Command;
-use crate::domain::{DomainError, Reason};
+use super::{commands, ApiError};
 use crate::pb;
 use crate::pb::notifications_server::Notifications;
 use crate::reader::Reader;
@@ -62,20 +60,8 @@ impl Notifications for NotificationsApi {
         req: Request<pb::AckNotificationRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        if req.notification_id == 0 {
-            return Err(ApiError::from(DomainError::new(
-                Reason::InvalidArgument,
-                "notification_id is required",
-            ))
-            .into());
-        }
-        let (index, applied) = self
-            .writer
-            .submit(
-                &req.request_id,
-                Command::AckNotification(req.notification_id),
-            )
-            .await?;
+        let command = commands::ack_notification(&req)?;
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(write_response(index, applied.replayed))
     }
 }

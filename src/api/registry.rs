@@ -6,11 +6,8 @@ use tonic::{Request, Response, Status};
 
 use super::keyring::Keyring;
 use super::writer::{unexpected, Writer};
-use super::{convert, verify, ApiError};
-use crate::command::{
-    self, Applied, Cancel, Command, Envelope, NotifyCount, Outcome, Register, Reverified,
-    COMMAND_VERSION,
-};
+use super::{commands, convert, verify, ApiError};
+use crate::command::{self, Applied, Outcome};
 use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::registry_server::Registry;
@@ -58,33 +55,6 @@ impl RegistryApi {
         }
     }
 
-    /// Validates a registration and hashes its identity: nothing
-    /// unvalidated and no plaintext ID number reaches the log.
-    fn register_envelope(&self, req: &pb::RegisterCardRequest) -> Result<Envelope, ApiError> {
-        let r = convert::registration(req)?;
-        let keys = self.keyring.registration(
-            &r.identity,
-            Some(r.identity.last6()),
-            r.responsible_unit.as_ref(),
-        )?;
-        Ok(Envelope {
-            version: COMMAND_VERSION,
-            request_id: r.request_id,
-            command: Command::Register(Register {
-                id_key: keys.keyed.key,
-                msisdn: r.msisdn.as_str().to_string(),
-                carrier: r.carrier.as_str().to_string(),
-                province: r.province.code(),
-                kind: r.kind.code() as u8,
-                channel: r.channel.code() as u8,
-                strict_verification: r.strict_verification,
-                last6_tag: keys.last6_tag,
-                unit_key: keys.unit_key,
-            }),
-            by: authz::current_actor(),
-            keys: keys.keyed.binding,
-        })
-    }
     /// One pass of an import: every valid item proposed in one go.
     async fn import_once(
         &self,
@@ -94,8 +64,7 @@ impl RegistryApi {
         let mut slots = Vec::with_capacity(cards.len());
         let mut commands = Vec::with_capacity(cards.len());
         for (i, card) in cards.iter().enumerate() {
-            match self
-                .register_envelope(card)
+            match commands::register(&self.keyring, card)
                 .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
             {
                 Ok(bytes) => {
@@ -149,7 +118,9 @@ impl Registry for RegistryApi {
         let (index, applied) = self
             .keyring
             .write(&self.writer, || {
-                Ok(self.writer.execute(self.register_envelope(&req)?))
+                Ok(self
+                    .writer
+                    .execute(commands::register(&self.keyring, &req)?))
             })
             .await?;
         match applied.outcome {
@@ -198,20 +169,7 @@ impl Registry for RegistryApi {
         req: Request<pb::CancelCardRequest>,
     ) -> Result<Response<pb::CancelCardResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
-        let req = req.into_inner();
-        let request_id = convert::request_id(&req.request_id).map_err(ApiError::from)?;
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let envelope = Envelope {
-            version: COMMAND_VERSION,
-            request_id,
-            command: Command::Cancel(Cancel {
-                msisdn: msisdn.as_str().to_string(),
-                carrier: carrier.as_str().to_string(),
-            }),
-            by: authz::current_actor(),
-            keys: command::KeyBinding::default(),
-        };
+        let envelope = commands::cancel(&req.into_inner())?;
         let (index, applied) = self.writer.execute(envelope).await?;
         match applied.outcome {
             Outcome::Cancelled => Ok(Response::new(pb::CancelCardResponse {
@@ -309,12 +267,7 @@ impl Registry for RegistryApi {
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-        let command = Command::Reverified(Reverified {
-            msisdn: msisdn.as_str().to_string(),
-            carrier: carrier.as_str().to_string(),
-        });
+        let command = commands::reverified(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "reverification",
@@ -344,11 +297,8 @@ impl Registry for RegistryApi {
         .await?;
         let (index, applied) = self
             .keyring
-            .submit(&self.writer, &req.request_id, &identity, |id_key| {
-                Command::NotifyCount(NotifyCount {
-                    id_key,
-                    verify_msisdn: verify.as_str().to_string(),
-                })
+            .submit(&self.writer, &req.request_id, || {
+                commands::notify_count(&self.keyring, &req)
             })
             .await?;
         match applied.outcome {

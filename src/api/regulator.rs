@@ -6,14 +6,11 @@ use tonic::{Request, Response, Status};
 use super::keyring::Keyring;
 use super::registry::card_status_response;
 use super::writer::{write_response, Writer};
-use super::{convert, ApiError};
-use crate::command::{Command, FlagHighRisk, Restrict, SetPolicy, Unrestrict};
+use super::{commands, ApiError};
 use crate::domain::{DomainError, Reason};
 use crate::pb;
 use crate::pb::regulator_server::Regulator;
 use crate::reader::Reader;
-
-const MAX_REASON: usize = 200;
 
 pub struct RegulatorApi {
     writer: Writer,
@@ -38,11 +35,7 @@ impl Regulator for RegulatorApi {
         req: Request<pb::FlagHighRiskRequest>,
     ) -> Result<Response<pb::CardStatusResponse>, Status> {
         let req = req.into_inner();
-        let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
-        let command = Command::FlagHighRisk(FlagHighRisk {
-            msisdn: msisdn.as_str().to_string(),
-            window_ms: u64::from(req.reverify_within_seconds) * 1000,
-        });
+        let command = commands::flag_high_risk(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "flag high-risk",
@@ -56,16 +49,10 @@ impl Regulator for RegulatorApi {
         req: Request<pb::RestrictRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
-        let reason = convert::note("reason", &req.reason, MAX_REASON).map_err(ApiError::from)?;
         let (index, applied) = self
             .keyring
-            .submit(&self.writer, &req.request_id, &identity, |id_key| {
-                Command::Restrict(Restrict {
-                    id_key,
-                    reason: reason.clone(),
-                    duration_ms: u64::from(req.duration_hours) * 3_600_000,
-                })
+            .submit(&self.writer, &req.request_id, || {
+                commands::restrict(&self.keyring, &req)
             })
             .await?;
         Ok(write_response(index, applied.replayed))
@@ -76,11 +63,10 @@ impl Regulator for RegulatorApi {
         req: Request<pb::UnrestrictRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let (index, applied) = self
             .keyring
-            .submit(&self.writer, &req.request_id, &identity, |id_key| {
-                Command::Unrestrict(Unrestrict { id_key })
+            .submit(&self.writer, &req.request_id, || {
+                commands::unrestrict(&self.keyring, &req)
             })
             .await?;
         Ok(write_response(index, applied.replayed))
@@ -118,17 +104,7 @@ impl Regulator for RegulatorApi {
         req: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let p = req
-            .policy
-            .ok_or_else(|| ApiError::from(invalid_arg("policy is required")))?;
-        let command = Command::SetPolicy(SetPolicy {
-            own_hall_threshold: p.own_hall_threshold,
-            reverify_window_ms: p.reverify_window_seconds.saturating_mul(1000),
-            max_per_carrier: p.max_cards_per_carrier,
-            max_total: p.max_cards_total,
-            max_failed_verifications: p.max_failed_verifications,
-            lockout_ms: p.lockout_seconds.saturating_mul(1000),
-        });
+        let command = commands::set_policy(&req)?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(write_response(index, applied.replayed))
     }

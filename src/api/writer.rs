@@ -7,7 +7,7 @@ use std::time::Duration;
 use oneid_raft::Replica;
 
 use super::ApiError;
-use crate::command::{self, Applied, Command, Envelope, KeyBinding, COMMAND_VERSION};
+use crate::command::{self, Applied, Command, Envelope, KeyBinding};
 use crate::domain::{DomainError, Reason};
 use crate::query_audit::QueryAudit;
 
@@ -95,15 +95,8 @@ impl Writer {
         command: Command,
         keys: KeyBinding,
     ) -> Result<(u64, Applied), ApiError> {
-        let request_id = super::convert::request_id(request_id)?;
-        self.execute(Envelope {
-            version: COMMAND_VERSION,
-            request_id,
-            command,
-            by: crate::security::authz::current_actor(),
-            keys,
-        })
-        .await
+        self.execute(super::commands::envelope(request_id, (command, keys))?)
+            .await
     }
 
     /// Waits until this node's state reflects every write acknowledged

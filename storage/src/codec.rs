@@ -15,8 +15,19 @@ use crate::StorageError;
 
 const CRC_LEN: usize = 4;
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes one decoded record may allocate for its byte strings (a raft
+/// log entry is the largest record: at most one raft message). Without it
+/// bincode allocates whatever length prefix it reads, and a record claiming
+/// a terabyte string aborts the node instead of being reported corrupt
+/// (found by fuzzing).
+pub const MAX_DECODE_BYTES: usize = 512 << 20;
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODE_BYTES>,
+> {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
 }
 
 /// Encodes `value` as a versioned, checksummed record.
@@ -138,6 +149,16 @@ mod tests {
         bytes.extend_from_slice(&crc.to_le_bytes());
         let err = decode::<Sample>(1, &bytes, "t", b"k").unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_corruption_not_an_abort() {
+        // A string claiming 2^40 bytes, in a record with a valid crc.
+        let mut bytes = vec![1, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0];
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let err = decode::<String>(1, &bytes, "t", b"k").unwrap_err();
+        assert!(err.is_corruption(), "{err}");
     }
 
     proptest! {
