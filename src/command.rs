@@ -86,7 +86,10 @@ impl Envelope {
     /// binding too. bincode lays a struct out as the tuple of its fields, so
     /// the tuples below are the struct layouts.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        if self.keys != KeyBinding::default() {
+        // A version byte names its layout on decode, so an envelope read
+        // as version 2 or 3 keeps that layout even when the fields it adds
+        // are empty: re-encoding must give back what was read.
+        if self.version == KEYED_VERSION || self.keys != KeyBinding::default() {
             encode(&(
                 KEYED_VERSION,
                 &self.request_id,
@@ -94,10 +97,10 @@ impl Envelope {
                 &self.by,
                 &self.keys,
             ))
-        } else if self.by.is_empty() {
-            encode(&(self.version, &self.request_id, &self.command))
-        } else {
+        } else if self.version == CALLER_VERSION || !self.by.is_empty() {
             encode(&(CALLER_VERSION, &self.request_id, &self.command, &self.by))
+        } else {
+            encode(&(self.version, &self.request_id, &self.command))
         }
     }
 
@@ -490,6 +493,25 @@ mod tests {
         let e = Envelope::decode(&old).unwrap();
         assert_eq!((e.version, e.by.as_str()), (1, ""));
         assert_eq!(e.encode().unwrap(), old);
+    }
+
+    #[test]
+    fn every_layout_round_trips_with_its_added_fields_empty() {
+        // Found by the stored_record fuzz target: a version-2 envelope with
+        // no caller was written back in the version-1 layout, under its
+        // version-2 byte, and no longer decoded.
+        for version in [CALLER_VERSION, KEYED_VERSION] {
+            let e = Envelope {
+                version,
+                request_id: "r1".into(),
+                command: cancel(),
+                by: String::new(),
+                keys: KeyBinding::default(),
+            };
+            let bytes = e.encode().unwrap();
+            assert_eq!(bytes[0], version);
+            assert_eq!(Envelope::decode(&bytes).unwrap(), e);
+        }
     }
 
     #[test]
