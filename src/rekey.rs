@@ -86,8 +86,18 @@ async fn step(replica: &Replica, reader: &Reader, hasher: &IdHasher) -> Result<b
         from: state.current,
         to,
     };
-    let ids = pending_ids(reader, PER_BATCH)?;
-    if ids.is_empty() {
+    // The scan can cover the whole id space at the end of a pass: off the
+    // async workers, which serve client requests.
+    let (scan_reader, scan_hasher) = (reader.clone(), hasher.clone());
+    let moves = tokio::task::spawn_blocking(move || -> Result<Vec<MoveId>, MigrateError> {
+        pending_ids(&scan_reader, PER_BATCH)?
+            .into_iter()
+            .map(|old| move_of(&scan_reader, &scan_hasher, old, to))
+            .collect()
+    })
+    .await
+    .map_err(|e| MigrateError::NotApplied(format!("rotation scan task: {e}")))??;
+    if moves.is_empty() {
         return match propose(replica, Command::FinishRekey(rotation)).await? {
             Outcome::Done => {
                 tracing::info!(
@@ -100,10 +110,6 @@ async fn step(replica: &Replica, reader: &Reader, hasher: &IdHasher) -> Result<b
             other => Err(MigrateError::NotApplied(format!("{other:?}"))),
         };
     }
-    let moves = ids
-        .into_iter()
-        .map(|old| move_of(reader, hasher, old, to))
-        .collect::<Result<Vec<_>, _>>()?;
     let batch = Command::RekeyBatch(RekeyBatch {
         rotation,
         ids: moves,

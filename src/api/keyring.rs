@@ -165,7 +165,9 @@ impl Keyring {
             let keyed = self.derive(&before, identity, None, None)?.keyed;
             let at = self.locate(&keyed)?;
             let value = read(&at)?;
-            let settled = self.state()? == before
+            // `moved` ticks with every batch; only the versions matter here.
+            let after = self.state()?;
+            let settled = (after.current, after.next) == (before.current, before.next)
                 && (before.rotating_to().is_none() || self.locate(&keyed)? == at);
             if settled {
                 return Ok(value);
