@@ -13,12 +13,8 @@ pub struct WireError(pub String);
 /// claiming a terabyte string abort the process (found by fuzzing).
 pub const MAX_DECODE_BYTES: usize = 512 << 20;
 
-fn config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<MAX_DECODE_BYTES>,
-> {
-    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+fn config() -> oneid_storage::codec::Limited<MAX_DECODE_BYTES> {
+    oneid_storage::codec::limited()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {

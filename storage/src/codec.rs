@@ -22,12 +22,21 @@ const CRC_LEN: usize = 4;
 /// (found by fuzzing).
 pub const MAX_DECODE_BYTES: usize = 512 << 20;
 
-fn config() -> bincode::config::Configuration<
+/// bincode's standard configuration with a decode allocation limit of
+/// `LIMIT` bytes: every bincode format of the node (records, raft wire,
+/// commands) uses it with its own limit.
+pub type Limited<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<MAX_DECODE_BYTES>,
-> {
-    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+    bincode::config::Limit<LIMIT>,
+>;
+
+pub fn limited<const LIMIT: usize>() -> Limited<LIMIT> {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
+
+fn config() -> Limited<MAX_DECODE_BYTES> {
+    limited()
 }
 
 /// Encodes `value` as a versioned, checksummed record.
