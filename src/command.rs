@@ -106,26 +106,30 @@ impl Envelope {
 
     /// Reads every layout; the leading version byte says which.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
-        let mut e = Envelope {
-            version: *bytes
-                .first()
-                .ok_or_else(|| CodecError("empty envelope".into()))?,
-            request_id: String::new(),
-            command: Command::AckNotification(0),
-            by: String::new(),
-            keys: KeyBinding::default(),
-        };
-        match e.version {
+        let version = *bytes
+            .first()
+            .ok_or_else(|| CodecError("empty envelope".into()))?;
+        let (request_id, command, by, keys) = match version {
             KEYED_VERSION => {
-                (_, e.request_id, e.command, e.by, e.keys) =
-                    decode::<(u8, String, Command, String, KeyBinding)>(bytes)?
+                let (_, r, c, b, k) = decode::<(u8, String, Command, String, KeyBinding)>(bytes)?;
+                (r, c, b, k)
             }
             CALLER_VERSION => {
-                (_, e.request_id, e.command, e.by) = decode::<(u8, String, Command, String)>(bytes)?
+                let (_, r, c, b) = decode::<(u8, String, Command, String)>(bytes)?;
+                (r, c, b, KeyBinding::default())
             }
-            _ => (e.version, e.request_id, e.command) = decode::<(u8, String, Command)>(bytes)?,
-        }
-        Ok(e)
+            _ => {
+                let (_, r, c) = decode::<(u8, String, Command)>(bytes)?;
+                (r, c, String::new(), KeyBinding::default())
+            }
+        };
+        Ok(Envelope {
+            version,
+            request_id,
+            command,
+            by,
+            keys,
+        })
     }
 }
 

@@ -130,6 +130,12 @@ impl IdHasher {
         self.loaded().len() as u32
     }
 
+    /// Ok when this node has pepper `version` (re-reading the pepper file
+    /// if needed), else why not.
+    pub fn require(&self, version: u32) -> Result<(), PepperError> {
+        self.up_to(version).map(|_| ())
+    }
+
     /// The peppers up to `version`, reading the pepper file again if this
     /// node does not have that version yet.
     fn up_to(&self, version: u32) -> Result<Arc<Vec<Hmac<Sha256>>>, PepperError> {
@@ -191,16 +197,11 @@ impl IdHasher {
         Ok(Self::mac(&macs[to as usize - 1], &[key]))
     }
 
-    /// Keyed tag of the last six characters of an ID number (version 1),
-    /// stored with each card so a linkage query (number + last six) can be
-    /// checked without keeping any part of the number in plaintext. The
-    /// `last6:` prefix separates it from `id_key` inputs, which start with a
-    /// doc type code.
-    pub fn last6_tag(&self, last6: &str) -> [u8; 16] {
-        truncated(Self::mac(&self.loaded()[0], &[b"last6:", last6.as_bytes()]))
-    }
-
-    /// The last-six tag under pepper `version`.
+    /// Keyed tag of the last six characters of an ID number under pepper
+    /// `version`, stored with each card so a linkage query (number + last
+    /// six) can be checked without keeping any part of the number in
+    /// plaintext. The `last6:` prefix separates it from `id_key` inputs,
+    /// which start with a doc type code.
     pub fn last6_tag_at(&self, last6: &str, version: u32) -> Result<[u8; 16], PepperError> {
         let macs = self.up_to(version)?;
         let mut tag = truncated(Self::mac(&macs[0], &[b"last6:", last6.as_bytes()]));
@@ -261,9 +262,18 @@ mod tests {
         let a = IdHasher::new(b"0123456789abcdef").unwrap();
         let b = IdHasher::new(b"0123456789abcdeF").unwrap();
         let id = Identity::parse(DocType::ResidentId, "11010519491231002X").unwrap();
-        assert_eq!(a.last6_tag(id.last6()), a.last6_tag("31002X"));
-        assert_ne!(a.last6_tag("31002X"), a.last6_tag("310021"));
-        assert_ne!(a.last6_tag("31002X"), b.last6_tag("31002X"));
+        assert_eq!(
+            a.last6_tag_at(id.last6(), 1).unwrap(),
+            a.last6_tag_at("31002X", 1).unwrap()
+        );
+        assert_ne!(
+            a.last6_tag_at("31002X", 1).unwrap(),
+            a.last6_tag_at("310021", 1).unwrap()
+        );
+        assert_ne!(
+            a.last6_tag_at("31002X", 1).unwrap(),
+            b.last6_tag_at("31002X", 1).unwrap()
+        );
     }
 
     #[test]
@@ -289,8 +299,11 @@ mod tests {
         assert_ne!(k2, k1);
         assert_eq!(v2.rekey(&k1, 2).unwrap(), k2);
         let t2 = v2.last6_tag_at("31002X", 2).unwrap();
-        assert_eq!(v2.retag(&v1.last6_tag("31002X"), 2).unwrap(), t2);
-        assert_ne!(t2, v1.last6_tag("31002X"));
+        assert_eq!(
+            v2.retag(&v1.last6_tag_at("31002X", 1).unwrap(), 2).unwrap(),
+            t2
+        );
+        assert_ne!(t2, v1.last6_tag_at("31002X", 1).unwrap());
         assert!(matches!(
             v1.id_key_at(&id, 2),
             Err(PepperError::MissingVersion {

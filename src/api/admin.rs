@@ -102,10 +102,7 @@ impl Admin for AdminApi {
         }
         // This node must derive the new keys itself; the leader's migration
         // needs them too and says so in its log if it cannot.
-        self.keyring
-            .hasher()
-            .rekey(&[0; 32], to)
-            .map_err(ApiError::from)?;
+        self.keyring.hasher().require(to).map_err(ApiError::from)?;
         let command = Command::BeginRekey(Rekey { from: to - 1, to });
         self.writer.submit(&req.request_id, command).await?;
         // The status read below is local: catch up with the write first.

@@ -26,7 +26,18 @@ pub struct Keyed {
     /// Under the registry's current version.
     pub key: IdKey,
     pub binding: KeyBinding,
-    next: Option<IdKey>,
+}
+
+impl Keyed {
+    /// The key under a rotation's target version, while one runs.
+    fn next_key(&self) -> Option<IdKey> {
+        match &self.binding {
+            KeyBinding::Derived {
+                next: Some(next), ..
+            } => Some(next.id_key),
+            _ => None,
+        }
+    }
 }
 
 /// A registration's derived values under one version.
@@ -116,7 +127,6 @@ impl Keyring {
         Ok(RegistrationKeys {
             keyed: Keyed {
                 key: current.id_key,
-                next: next.as_ref().map(|n| n.id_key),
                 binding: KeyBinding::Derived {
                     version: state.current,
                     next,
@@ -143,7 +153,7 @@ impl Keyring {
     /// The key `identity`'s records are under right now.
     fn locate(&self, keyed: &Keyed) -> Result<IdKey, ApiError> {
         match &self.source {
-            Source::Replica(reader) if keyed.next.is_some() => {
+            Source::Replica(reader) if keyed.next_key().is_some() => {
                 Ok(reader.moved_to(&keyed.key)?.unwrap_or(keyed.key))
             }
             _ => Ok(keyed.key),
