@@ -96,11 +96,33 @@ pub fn tls_channel(addr: &str, tls: ClientTlsConfig) -> Channel {
         .connect_lazy()
 }
 
+/// A port nothing listens on, below Linux's ephemeral range (32768+).
+///
+/// Asking the kernel for port 0 returns a port from the ephemeral range,
+/// which the kernel also hands out as the source port of outgoing
+/// connections: between the test freeing the port and the node binding it,
+/// one of the nodes' own peer connections could take it ("Address already
+/// in use", or a node answering on another cluster's address). Below the
+/// range only listeners compete; each test process starts at its own
+/// offset and counts up, probing with a bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000; // up to 31 999
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 impl Cluster {
@@ -350,6 +372,17 @@ impl Cluster {
         let mut out = String::new();
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            // A panic is the first thing to look for, and rarely in the tail.
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                if l.contains("panicked") {
+                    out.push_str(&format!("--- node {} panic ---\n", n.id));
+                    for l in &lines[i..lines.len().min(i + 8)] {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             out.push_str(&format!("--- node {} log (last lines) ---\n", n.id));
             for l in tail.into_iter().rev() {
