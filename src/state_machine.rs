@@ -192,13 +192,23 @@ impl StateMachine {
                     // Leaders' clocks differ; the replicated clock never runs back.
                     applied.clock_ms = applied.clock_ms.max(p.stamp_ms);
                     let mut results = Vec::with_capacity(p.commands.len());
-                    for (position, cmd) in p.commands.iter().enumerate() {
-                        let a = apply::apply_envelope(
+                    let decoded: Vec<_> = p
+                        .commands
+                        .iter()
+                        .map(|c| command::Envelope::decode(c))
+                        .collect();
+                    let mut reads = Vec::new();
+                    for e in decoded.iter().flatten() {
+                        apply::reads(e, &mut reads);
+                    }
+                    tx.prefetch(reads)?;
+                    for (position, envelope) in decoded.into_iter().enumerate() {
+                        let a = apply::apply_decoded(
                             &mut tx,
                             &mut self.policy,
                             (entry.log_id.index, position as u32),
                             applied.clock_ms,
-                            cmd,
+                            envelope,
                         )?;
                         let encoded =
                             command::encode(&a).map_err(|e| StorageError::Encode(e.to_string()))?;

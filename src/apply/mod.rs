@@ -76,11 +76,41 @@ pub fn apply_envelope(
     now_ms: u64,
     bytes: &[u8],
 ) -> Result<Applied, StorageError> {
+    apply_decoded(
+        tx,
+        policy,
+        (index, position),
+        now_ms,
+        Envelope::decode(bytes),
+    )
+}
+
+/// The keys applying `envelope` is sure to look up, for [`Tx::prefetch`]:
+/// a registration's (the bulk of the log) and every request id.
+pub fn reads(envelope: &Envelope, out: &mut Vec<Vec<u8>>) {
+    if !envelope.request_id.is_empty() {
+        out.push(keys::dedup_key(&envelope.request_id));
+    }
+    if let Command::Register(r) = &envelope.command {
+        out.push(keys::restriction_key(&r.id_key));
+        out.push(keys::msisdn_key(&r.msisdn));
+        out.push(keys::holder_key(&r.id_key));
+    }
+}
+
+/// [`apply_envelope`] for an envelope already decoded (or not decodable).
+pub fn apply_decoded(
+    tx: &mut Tx,
+    policy: &mut Policy,
+    (index, position): (u64, u32),
+    now_ms: u64,
+    decoded: Result<Envelope, crate::command::CodecError>,
+) -> Result<Applied, StorageError> {
     let fresh = |outcome| Applied {
         outcome,
         replayed: false,
     };
-    let envelope = match Envelope::decode(bytes) {
+    let envelope = match decoded {
         Ok(e) => e,
         // Every replica decodes the same bytes the same way, so a rejection
         // here is as deterministic as any other outcome.

@@ -2,7 +2,8 @@
 //! later commands in the same batch see earlier ones, with an undo log so a
 //! refused command leaves no partial writes.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use oneid_storage::keys;
 use oneid_storage::records::{StatDelta, StatsRecord, STATS_V};
@@ -20,6 +21,10 @@ type Undo = (Vec<u8>, Option<Staged>);
 pub struct Tx<'a> {
     db: &'a Db,
     writes: Overlay,
+    /// What the database held for each key looked up during this apply
+    /// call. Nothing is written to the database until the batch is, so one
+    /// lookup per key is enough (the key state is read by every command).
+    stored: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
     /// (key, overlay entry before the write) for each write since `begin`.
     undo: Vec<Undo>,
     /// Statistics changes, folded into the one stats record at commit so a
@@ -34,6 +39,7 @@ impl<'a> Tx<'a> {
         Tx {
             db,
             writes: BTreeMap::new(),
+            stored: RefCell::default(),
             undo: Vec::new(),
             stats: Vec::new(),
             stats_mark: 0,
@@ -41,14 +47,40 @@ impl<'a> Tx<'a> {
     }
 
     fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.writes.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self
-                .db
-                .raw()
-                .get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?
-                .map(|v| v.to_vec())),
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.stored.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self
+            .db
+            .raw()
+            .get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?
+            .map(|v| v.to_vec());
+        self.stored.borrow_mut().insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    /// Looks up `keys` in one batched read, so the commands that follow
+    /// find them without a lookup each.
+    pub fn prefetch(&self, mut keys: Vec<Vec<u8>>) -> Result<(), StorageError> {
+        {
+            let stored = self.stored.borrow();
+            keys.retain(|k| !stored.contains_key(k) && !self.writes.contains_key(k));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let cf = self.db.cf(CF_SM_DATA)?;
+        let found = self.db.raw().batched_multi_get_cf(cf, &keys, true);
+        let mut stored = self.stored.borrow_mut();
+        for (k, v) in keys.into_iter().zip(found) {
+            stored.insert(k, v?.map(|v| v.to_vec()));
+        }
+        Ok(())
     }
 
     pub fn get<T: serde::de::DeserializeOwned>(
