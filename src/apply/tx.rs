@@ -185,7 +185,14 @@ impl<'a> Tx<'a> {
             self.put(STATS_V, keys::STATS.to_vec(), &stats)?;
         }
         let cf = self.db.cf(CF_SM_DATA)?;
-        let mut batch = WriteBatch::default();
+        // Sized up front: an import's batch runs to megabytes, and growing
+        // it by doubling copies it over and over.
+        let bytes: usize = self
+            .writes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 16)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
         for (k, v) in self.writes {
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
