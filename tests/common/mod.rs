@@ -370,25 +370,27 @@ impl Cluster {
 
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for n in &self.nodes {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-            // A panic is the first thing to look for, and rarely in the tail.
-            let lines: Vec<&str> = text.lines().collect();
-            for (i, l) in lines.iter().enumerate() {
-                if l.contains("panicked") {
-                    out.push_str(&format!("--- node {} panic ---\n", n.id));
-                    for l in &lines[i..lines.len().min(i + 8)] {
-                        out.push_str(l);
-                        out.push('\n');
-                    }
-                }
-            }
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("--- node {} log (last lines) ---\n", n.id));
-            for l in tail.into_iter().rev() {
+        let mut section = |title: String, lines: &[&str]| {
+            out.push_str(&format!("--- {title} ---\n"));
+            for l in lines {
                 out.push_str(l);
                 out.push('\n');
             }
+        };
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            // A panic is the first thing to look for, and rarely in the tail.
+            for (i, l) in lines.iter().enumerate() {
+                if l.contains("panicked") {
+                    section(
+                        format!("node {} panic", n.id),
+                        &lines[i..lines.len().min(i + 8)],
+                    );
+                }
+            }
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            section(format!("node {} log (last lines)", n.id), tail);
         }
         out
     }
