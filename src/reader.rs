@@ -25,6 +25,24 @@ use crate::state_machine::read_applied;
 pub const MAX_CARDS_LISTED: usize = 1000;
 pub const MAX_LINKS_LISTED: usize = 256;
 
+/// A looked-up (value, key) decoded as a record of `version`.
+fn decoded<T: serde::de::DeserializeOwned>(
+    found: Option<(&[u8], &[u8])>,
+    version: u8,
+) -> Result<Option<T>, StorageError> {
+    found
+        .map(|(v, key)| codec::decode(version, v, CF_SM_DATA, key))
+        .transpose()
+}
+
+/// See [`Reader::verification`].
+pub struct Verification {
+    pub key_state: KeyStateRecord,
+    pub lockout: Option<LockoutRecord>,
+    pub active: bool,
+    pub holder: HolderRecord,
+}
+
 #[derive(Clone)]
 pub struct Reader {
     db: Arc<Db>,
@@ -41,10 +59,8 @@ impl Reader {
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
         let cf = self.db.cf(CF_SM_DATA)?;
-        match self.db.raw().get_pinned_cf(cf, key)? {
-            None => Ok(None),
-            Some(v) => codec::decode(version, &v, CF_SM_DATA, key).map(Some),
-        }
+        let found = self.db.raw().get_pinned_cf(cf, key)?;
+        decoded(found.as_deref().map(|v| (v, key)), version)
     }
 
     pub fn holder(&self, id_key: &IdKey) -> Result<HolderRecord, StorageError> {
@@ -83,6 +99,43 @@ impl Reader {
         Ok(self
             .held_card(msisdn)?
             .is_some_and(|(k, c)| &k == id_key && c.status == Lifecycle::Active.to_parts().0))
+    }
+
+    /// What a count's proof of possession needs, read in one batched lookup
+    /// from one consistent view of the replica: the key state (so the caller
+    /// can check its key was derived under it), the identity's lockout, and
+    /// whether `msisdn` is an active card held under `id_key`, with the
+    /// identity's summary.
+    pub fn verification(&self, id_key: &IdKey, msisdn: &str) -> Result<Verification, StorageError> {
+        let cf = self.db.cf(CF_SM_DATA)?;
+        let wanted = [
+            keys::KEY_STATE.to_vec(),
+            keys::lockout_key(id_key),
+            keys::msisdn_key(msisdn),
+            keys::card_key(id_key, msisdn),
+            keys::holder_key(id_key),
+        ];
+        // A multi-get reads every key at one sequence number: the values
+        // are of one applied state, never half of an apply batch.
+        let found = self.db.raw().batched_multi_get_cf(cf, &wanted, false);
+        let mut values = Vec::with_capacity(wanted.len());
+        for v in found {
+            values.push(v?);
+        }
+        let field = |i: usize| values[i].as_deref().map(|v| (v, wanted[i].as_slice()));
+        let key_state: KeyStateRecord = decoded(field(0), KEY_STATE_V)?.unwrap_or_default();
+        let lockout: Option<LockoutRecord> = decoded(field(1), LOCKOUT_V)?;
+        let number: Option<MsisdnRecord> = decoded(field(2), MSISDN_V)?;
+        let card: Option<CardRecord> = decoded(field(3), CARD_V)?;
+        let holder: HolderRecord = decoded(field(4), HOLDER_V)?.unwrap_or_default();
+        let active = number.is_some_and(|n| n.held && &n.id_key == id_key)
+            && card.is_some_and(|c| c.status == Lifecycle::Active.to_parts().0);
+        Ok(Verification {
+            key_state,
+            lockout,
+            active,
+            holder,
+        })
     }
 
     /// Every card registered under `id_key` (any status), by number.

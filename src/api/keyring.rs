@@ -40,6 +40,22 @@ impl Keyed {
     }
 }
 
+/// An identity's keys and the key state they were derived under.
+pub struct Derived {
+    pub state: KeyStateRecord,
+    pub keyed: Keyed,
+}
+
+impl Derived {
+    /// True when a replica whose key state is `seen` keeps every record of
+    /// the identity under `keyed.key`: the version the key was derived
+    /// under, and no rotation moving identities. Data read in one view
+    /// together with `seen` is then the identity's whole state in that view.
+    pub fn holds_in(&self, seen: &KeyStateRecord) -> bool {
+        seen.rotating_to().is_none() && seen.current == self.state.current
+    }
+}
+
 /// A registration's derived values under one version.
 pub struct RegistrationKeys {
     pub keyed: Keyed,
@@ -92,7 +108,14 @@ impl Keyring {
 
     /// Keys for a command about `identity`.
     pub fn identity(&self, identity: &Identity) -> Result<Keyed, ApiError> {
-        Ok(self.registration(identity, None, None)?.keyed)
+        Ok(self.derived(identity)?.keyed)
+    }
+
+    /// Keys for `identity` with the key state they were derived under.
+    pub fn derived(&self, identity: &Identity) -> Result<Derived, ApiError> {
+        let state = self.state()?;
+        let keyed = self.derive(&state, identity, None, None)?.keyed;
+        Ok(Derived { state, keyed })
     }
 
     /// Keys, last-six tags and the unit's key of a registration (`last6`

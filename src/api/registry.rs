@@ -184,8 +184,8 @@ impl Registry for RegistryApi {
         &self,
         req: Request<pb::CountCardsRequest>,
     ) -> Result<Response<pb::CountCardsResponse>, Status> {
-        let (identity, subject) =
-            verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
+        let (identity, derived, subject) =
+            verify::keyed_subject(&self.keyring, req.get_ref().identity.as_ref());
         let allowed = self.queries.check(&req);
         let result: Result<Response<pb::CountCardsResponse>, Status> = async {
             allowed?;
@@ -198,6 +198,7 @@ impl Registry for RegistryApi {
                 &self.writer,
                 &identity,
                 &verify,
+                derived,
             )
             .await?;
             let counts = |m: std::collections::BTreeMap<&str, u32>| -> Vec<pb::CarrierCount> {
@@ -293,6 +294,7 @@ impl Registry for RegistryApi {
             &self.writer,
             &identity,
             &verify,
+            None,
         )
         .await?;
         let (index, applied) = self

@@ -4,7 +4,7 @@
 
 use oneid_storage::records::{HolderRecord, LockoutRecord};
 
-use super::keyring::Keyring;
+use super::keyring::{Derived, Keyring};
 use super::writer::Writer;
 use super::ApiError;
 use crate::command::{Command, Envelope, IdKey, KeyBinding, Outcome};
@@ -22,7 +22,11 @@ fn locked_out(until_ms: u64) -> ApiError {
 /// Refuses an identity that is locked out now; returns its failure record
 /// for [`settle`].
 pub fn check_lockout(reader: &Reader, id_key: &IdKey) -> Result<Option<LockoutRecord>, ApiError> {
-    let lockout = reader.lockout(id_key)?;
+    refuse_locked(reader.lockout(id_key)?)
+}
+
+/// Refuses a failure record that locks its identity out now.
+fn refuse_locked(lockout: Option<LockoutRecord>) -> Result<Option<LockoutRecord>, ApiError> {
     if let Some(l) = &lockout {
         // A read may use the local clock: it decides nothing that replicas
         // must agree on, and the lockout itself was set from the log.
@@ -93,15 +97,25 @@ pub fn identity_subject(
     keyring: &Keyring,
     raw: Option<&pb::Identity>,
 ) -> (Result<Identity, DomainError>, String) {
+    let (identity, _, subject) = keyed_subject(keyring, raw);
+    (identity, subject)
+}
+
+/// [`identity_subject`] with the keys it derived, for a handler that goes
+/// on to read under them (none when they could not be derived).
+pub fn keyed_subject(
+    keyring: &Keyring,
+    raw: Option<&pb::Identity>,
+) -> (Result<Identity, DomainError>, Option<Derived>, String) {
     match super::convert::identity(raw) {
-        Ok(identity) => {
-            let subject = match keyring.identity(&identity) {
-                Ok(k) => crate::apply::id_subject(&k.key),
-                Err(_) => "identity (no key)".into(),
-            };
-            (Ok(identity), subject)
-        }
-        Err(e) => (Err(e), "invalid identity".into()),
+        Ok(identity) => match keyring.derived(&identity) {
+            Ok(d) => {
+                let subject = crate::apply::id_subject(&d.keyed.key);
+                (Ok(identity), Some(d), subject)
+            }
+            Err(_) => (Ok(identity), None, "identity (no key)".into()),
+        },
+        Err(e) => (Err(e), None, "invalid identity".into()),
     }
 }
 
@@ -118,22 +132,36 @@ pub fn short(raw: &str) -> String {
 /// The check both count queries make: `verify` must be an active card of
 /// `identity`, the identity must not be locked out, and the outcome is
 /// recorded toward the lockout. Returns the identity's card summary, read
-/// in the same pass.
+/// in the same pass. `derived`: the identity's keys if the caller has them
+/// already (derived before or after the read barrier, either is fine: they
+/// are checked against the key state read with the data).
 pub async fn possession(
     keyring: &Keyring,
     reader: &Reader,
     writer: &Writer,
     identity: &Identity,
     verify: &Msisdn,
+    derived: Option<Derived>,
 ) -> Result<HolderRecord, ApiError> {
+    let derived = match derived {
+        Some(d) => d,
+        None => keyring.derived(identity)?,
+    };
     writer.linearizable().await?;
-    let (lockout, verified, holder) = keyring.read(identity, |at| {
-        Ok((
-            check_lockout(reader, at)?,
-            reader.is_active_under(verify.as_str(), at)?,
-            reader.holder(at)?,
-        ))
-    })?;
+    let view = reader.verification(&derived.keyed.key, verify.as_str())?;
+    let (lockout, verified, holder) = if derived.holds_in(&view.key_state) {
+        (refuse_locked(view.lockout)?, view.active, view.holder)
+    } else {
+        // A rotation is moving identities (or finished one since the keys
+        // were derived): find where this one lives, re-checking the move.
+        keyring.read(identity, |at| {
+            Ok((
+                check_lockout(reader, at)?,
+                reader.is_active_under(verify.as_str(), at)?,
+                reader.holder(at)?,
+            ))
+        })?
+    };
     settle(
         keyring,
         writer,

@@ -14,17 +14,21 @@ use serde::Serialize;
 
 /// A staged value: `None` is a delete.
 type Staged = Option<Vec<u8>>;
-type Overlay = BTreeMap<Vec<u8>, Staged>;
+/// Hash maps, not ordered ones: an import's apply call stages tens of
+/// thousands of keys, and keeping them sorted on every write cost more than
+/// sorting once at commit (and in the rare scan). The random seed is fine:
+/// nothing replicated depends on the iteration order.
+type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
 /// A key and its overlay entry before a write (`None`: it had none).
 type Undo = (Vec<u8>, Option<Staged>);
 
 pub struct Tx<'a> {
     db: &'a Db,
-    writes: Overlay,
+    writes: KeyMap<Staged>,
     /// What the database held for each key looked up during this apply
     /// call. Nothing is written to the database until the batch is, so one
     /// lookup per key is enough (the key state is read by every command).
-    stored: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    stored: RefCell<KeyMap<Option<Vec<u8>>>>,
     /// (key, overlay entry before the write) for each write since `begin`.
     undo: Vec<Undo>,
     /// Statistics changes, folded into the one stats record at commit so a
@@ -38,7 +42,7 @@ impl<'a> Tx<'a> {
     pub fn new(db: &'a Db) -> Tx<'a> {
         Tx {
             db,
-            writes: BTreeMap::new(),
+            writes: KeyMap::default(),
             stored: RefCell::default(),
             undo: Vec::new(),
             stats: Vec::new(),
@@ -46,20 +50,27 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    /// `key`'s value in this transaction's view, handed to `f` without a
+    /// copy.
+    fn with_value<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
         if let Some(v) = self.writes.get(key) {
-            return Ok(v.clone());
+            return f(v.as_deref());
         }
         if let Some(v) = self.stored.borrow().get(key) {
-            return Ok(v.clone());
+            return f(v.as_deref());
         }
         let v = self
             .db
             .raw()
             .get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?
             .map(|v| v.to_vec());
-        self.stored.borrow_mut().insert(key.to_vec(), v.clone());
-        Ok(v)
+        let r = f(v.as_deref());
+        self.stored.borrow_mut().insert(key.to_vec(), v);
+        r
     }
 
     /// Looks up `keys` in one batched read, so the commands that follow
@@ -88,15 +99,15 @@ impl<'a> Tx<'a> {
         version: u8,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        match self.raw(key)? {
-            None => Ok(None),
-            Some(v) => codec::decode(version, &v, CF_SM_DATA, key).map(Some),
-        }
+        self.with_value(key, |v| {
+            v.map(|v| codec::decode(version, v, CF_SM_DATA, key))
+                .transpose()
+        })
     }
 
     /// True when `key` holds a value in this transaction's view.
     pub fn contains(&self, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.raw(key)?.is_some())
+        self.with_value(key, |v| Ok(v.is_some()))
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -129,8 +140,8 @@ impl<'a> Tx<'a> {
     ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
         let overlay: Vec<_> = self
             .writes
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
             .collect();
         // Each overlay delete can hide at most one stored key, so reading
         // `limit + overlay` stored keys is enough to fill `limit`.
@@ -193,7 +204,11 @@ impl<'a> Tx<'a> {
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 16)
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
-        for (k, v) in self.writes {
+        // In key order: the memtable resumes each insert's search where the
+        // previous one ended, so neighbouring keys insert cheaply.
+        let mut rows: Vec<(Vec<u8>, Staged)> = self.writes.into_iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in rows {
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
