@@ -384,3 +384,104 @@ impl Reader {
         Ok((index, codec::hex(&h.finalize())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use oneid_storage::records::{KEY_STATE_V, LOCKOUT_V};
+    use serde::Serialize;
+
+    use super::*;
+    use crate::domain::Lifecycle;
+
+    const NUMBER: &str = "13800000000";
+
+    fn put<T: Serialize>(db: &Db, version: u8, key: Vec<u8>, value: &T) {
+        let cf = db.cf(CF_SM_DATA).unwrap();
+        db.raw()
+            .put_cf(cf, key, codec::encode(version, value).unwrap())
+            .unwrap();
+    }
+
+    fn card(status: Lifecycle) -> CardRecord {
+        let (status, suspend_reason, reverify_deadline_ms) = status.to_parts();
+        CardRecord {
+            carrier: "cmcc".into(),
+            province: 11,
+            kind: 1,
+            channel: 1,
+            status,
+            suspend_reason,
+            reverify_deadline_ms,
+            registered_at_ms: 1,
+            updated_at_ms: 1,
+            open_dispute: 0,
+            last6_tag: [0; 16],
+            unit_key: None,
+        }
+    }
+
+    /// The one-view read agrees with the separate point reads it replaces.
+    fn agrees(r: &Reader, k: &IdKey) -> Verification {
+        let v = r.verification(k, NUMBER).unwrap();
+        assert_eq!(v.active, r.is_active_under(NUMBER, k).unwrap());
+        assert_eq!(v.lockout, r.lockout(k).unwrap());
+        assert_eq!(v.holder, r.holder(k).unwrap());
+        assert_eq!(v.key_state, r.key_state().unwrap());
+        v
+    }
+
+    #[test]
+    fn verification_reads_one_view_of_what_a_count_checks() {
+        let (_dir, db) = crate::apply::test_db();
+        let r = Reader::new(db.clone());
+        let (mine, other) = ([1u8; 32], [2u8; 32]);
+
+        // Nothing stored: not active, no lockout, empty summary, version 1.
+        let v = agrees(&r, &mine);
+        assert!(!v.active && v.lockout.is_none() && v.holder.total() == 0);
+        assert_eq!(v.key_state.current, 1);
+
+        let mut holder = HolderRecord::default();
+        holder.add_kind(false, "cmcc", 11);
+        put(&db, HOLDER_V, keys::holder_key(&mine), &holder);
+        put(
+            &db,
+            CARD_V,
+            keys::card_key(&mine, NUMBER),
+            &card(Lifecycle::Active),
+        );
+        let index = |id_key, held| MsisdnRecord { id_key, held };
+        put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, true));
+        let v = agrees(&r, &mine);
+        assert!(v.active);
+        assert_eq!(v.holder.total(), 1);
+        assert!(!agrees(&r, &other).active);
+
+        // The number released, or now held by someone else: not proof.
+        put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, false));
+        assert!(!agrees(&r, &mine).active);
+        put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(other, true));
+        assert!(!agrees(&r, &mine).active);
+
+        // Held, but the card is suspended: not proof either.
+        put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, true));
+        let suspended = Lifecycle::PendingReverify { deadline_ms: 9 };
+        put(&db, CARD_V, keys::card_key(&mine, NUMBER), &card(suspended));
+        assert!(!agrees(&r, &mine).active);
+
+        let lockout = LockoutRecord {
+            failures: 2,
+            locked_until_ms: 5,
+        };
+        put(&db, LOCKOUT_V, keys::lockout_key(&mine), &lockout);
+        let rotating = KeyStateRecord {
+            current: 1,
+            next: 2,
+            moved: 0,
+        };
+        put(&db, KEY_STATE_V, keys::KEY_STATE.to_vec(), &rotating);
+        let v = agrees(&r, &mine);
+        assert_eq!(v.lockout, Some(lockout));
+        assert_eq!(v.key_state.rotating_to(), Some(2));
+    }
+}
