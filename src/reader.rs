@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    AliasRecord, AuditRecord, CardRecord, DedupAgeRecord, DisputeRecord, HolderRecord,
-    KeyStateRecord, LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord,
-    RestrictionRecord, ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_V, CARD_V, DEDUP_AGE_V,
-    DISPUTE_V, HOLDER_V, KEY_STATE_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V,
-    RESTRICTION_V, REVERIFY_V, STATS_V,
+    AliasRecord, AuditBlock, AuditRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord,
+    LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord,
+    ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V, DISPUTE_V, HOLDER_V,
+    KEY_STATE_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V,
+    STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -24,6 +24,26 @@ use crate::state_machine::read_applied;
 /// Bounds on listings served in one response.
 pub const MAX_CARDS_LISTED: usize = 1000;
 pub const MAX_LINKS_LISTED: usize = 256;
+
+/// The audit rows (index, position, row) one stored audit record holds: a
+/// block's, or a single version-1 record's.
+fn audit_rows(key: &[u8], value: &[u8]) -> Result<Vec<(u64, u32, AuditRecord)>, StorageError> {
+    let (index, position) = keys::parse_audit_key(key).ok_or_else(|| StorageError::Corrupt {
+        cf: CF_SM_DATA,
+        key: codec::hex(key),
+        reason: "malformed audit key".into(),
+    })?;
+    if codec::version_of(value) == Some(AUDIT_BLOCK_V) {
+        let block: AuditBlock = codec::decode(AUDIT_BLOCK_V, value, CF_SM_DATA, key)?;
+        return Ok(block
+            .rows
+            .into_iter()
+            .map(|(position, row)| (index, position, row))
+            .collect());
+    }
+    let row = codec::decode(AUDIT_V, value, CF_SM_DATA, key)?;
+    Ok(vec![(index, position, row)])
+}
 
 /// A looked-up (value, key) decoded as a record of `version`.
 fn decoded<T: serde::de::DeserializeOwned>(
@@ -225,27 +245,36 @@ impl Reader {
         crate::apply::load_policy(&self.db)
     }
 
-    /// Audit records after (`index`, `position`), oldest first.
+    /// Audit records after (`index`, `position`), oldest first, at most
+    /// `limit`.
     pub fn audit(
         &self,
         after: Option<(u64, u32)>,
         limit: usize,
     ) -> Result<Vec<(u64, u32, AuditRecord)>, StorageError> {
-        let after = after.map(|(i, p)| keys::audit_key(i, p));
-        self.db
-            .scan_sm(keys::AUDIT_PREFIX, after.as_deref(), limit)?
-            .into_iter()
-            .map(|(k, v)| {
-                let rec = codec::decode(AUDIT_V, &v, CF_SM_DATA, &k)?;
-                let (index, position) =
-                    keys::parse_audit_key(&k).ok_or_else(|| StorageError::Corrupt {
-                        cf: CF_SM_DATA,
-                        key: codec::hex(&k),
-                        reason: "malformed audit key".into(),
-                    })?;
-                Ok((index, position, rec))
-            })
-            .collect()
+        let page = limit.max(1);
+        // A block is keyed by its entry's first row: start at the entry that
+        // holds `after`, or its later rows would be skipped.
+        let mut from = match after {
+            Some((index, _)) if index > 0 => Some(keys::audit_key(index - 1, u32::MAX)),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let stored = self.db.scan_sm(keys::AUDIT_PREFIX, from.as_deref(), page)?;
+            let exhausted = stored.len() < page;
+            for (k, v) in &stored {
+                for row in audit_rows(k, v)? {
+                    if out.len() < limit && after.is_none_or(|a| (row.0, row.1) > a) {
+                        out.push(row);
+                    }
+                }
+            }
+            if out.len() >= limit || exhausted {
+                return Ok(out);
+            }
+            from = stored.last().map(|(k, _)| k.clone());
+        }
     }
 
     /// Outbox notifications with ids above `after`, oldest first.
@@ -325,30 +354,33 @@ impl Reader {
     /// The earliest re-verification deadline waiting, if any: the leader
     /// proposes a sweep once the clock passes it.
     pub fn earliest_deadline(&self) -> Result<Option<u64>, StorageError> {
-        self.first_time::<PendingRecord>(keys::PENDING_PREFIX, PENDING_V, keys::parse_pending_key)
+        self.first_time(keys::PENDING_PREFIX, keys::parse_pending_key, |k, v, _| {
+            codec::decode::<PendingRecord>(PENDING_V, v, CF_SM_DATA, k).is_ok()
+        })
     }
 
     /// When the oldest remembered request id was applied, if any: the
     /// leader proposes a trim once it is past the retention.
     pub fn oldest_request_id_ms(&self) -> Result<Option<u64>, StorageError> {
-        self.first_time::<DedupAgeRecord>(
+        self.first_time(
             keys::DEDUP_AGE_PREFIX,
-            DEDUP_AGE_V,
             keys::parse_dedup_age_key,
+            |k, v, named| crate::apply::aged_request_ids(k, v, named).is_ok(),
         )
     }
 
-    /// The time of the first entry of a time-ordered queue.
-    fn first_time<R: serde::de::DeserializeOwned>(
+    /// The time of the first entry of a time-ordered queue whose record
+    /// passes `valid` (key, value, the key's suffix).
+    fn first_time(
         &self,
         prefix: &[u8],
-        version: u8,
         parse: fn(&[u8]) -> Option<(u64, &str)>,
+        valid: impl Fn(&[u8], &[u8], &str) -> bool,
     ) -> Result<Option<u64>, StorageError> {
         let first = self.db.scan_sm(prefix, None, 1)?;
         Ok(first.into_iter().next().and_then(|(k, v)| {
-            codec::decode::<R>(version, &v, CF_SM_DATA, &k).ok()?;
-            parse(&k).map(|(ms, _)| ms)
+            let (ms, named) = parse(&k)?;
+            valid(&k, &v, named).then_some(ms)
         }))
     }
 
@@ -428,6 +460,74 @@ mod tests {
         assert_eq!(v.holder, r.holder(k).unwrap());
         assert_eq!(v.key_state, r.key_state().unwrap());
         v
+    }
+
+    fn row(n: u64) -> AuditRecord {
+        AuditRecord {
+            at_ms: n,
+            actor: "system".into(),
+            action: "test".into(),
+            subject: String::new(),
+            request_id: format!("r{n}"),
+            outcome: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn audit_pages_through_single_records_and_blocks_alike() {
+        let (_dir, db) = crate::apply::test_db();
+        let r = Reader::new(db.clone());
+        // Entry 1 (before blocks): one record per command; entries 2 and 4:
+        // blocks, entry 4 with a gap (a replayed command leaves no row).
+        put(&db, AUDIT_V, keys::audit_key(1, 0), &row(10));
+        put(&db, AUDIT_V, keys::audit_key(1, 1), &row(11));
+        let block = |rows: &[(u32, u64)]| AuditBlock {
+            rows: rows.iter().map(|&(p, n)| (p, row(n))).collect(),
+        };
+        put(
+            &db,
+            AUDIT_BLOCK_V,
+            keys::audit_key(2, 0),
+            &block(&[(0, 20), (1, 21), (2, 22)]),
+        );
+        put(
+            &db,
+            AUDIT_BLOCK_V,
+            keys::audit_key(4, 1),
+            &block(&[(1, 41), (3, 43)]),
+        );
+        let all: Vec<(u64, u32)> = vec![(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (4, 1), (4, 3)];
+        let positions = |rows: Vec<(u64, u32, AuditRecord)>| -> Vec<(u64, u32)> {
+            rows.into_iter()
+                .map(|(i, p, rec)| {
+                    assert_eq!(rec.at_ms, i * 10 + u64::from(p), "row at {i}/{p}");
+                    (i, p)
+                })
+                .collect()
+        };
+        assert_eq!(positions(r.audit(None, 100).unwrap()), all);
+        for limit in 1..=4 {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = positions(r.audit(after, limit).unwrap());
+                assert!(page.len() <= limit);
+                let Some(&last) = page.last() else { break };
+                paged.extend(page);
+                after = Some(last);
+            }
+            assert_eq!(paged, all, "pages of {limit}");
+        }
+        // Starting inside a block, and between entries.
+        assert_eq!(
+            positions(r.audit(Some((2, 0)), 2).unwrap()),
+            vec![(2, 1), (2, 2)]
+        );
+        assert_eq!(
+            positions(r.audit(Some((3, 7)), 9).unwrap()),
+            vec![(4, 1), (4, 3)]
+        );
+        assert!(r.audit(Some((4, 3)), 9).unwrap().is_empty());
     }
 
     #[test]

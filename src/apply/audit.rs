@@ -3,7 +3,7 @@
 //! holds the same trail and a regulator reads it linearizably.
 
 use oneid_storage::keys::{self, IdKey};
-use oneid_storage::records::{AuditRecord, AUDIT_V};
+use oneid_storage::records::{AuditBlock, AuditRecord, AUDIT_BLOCK_V};
 use oneid_storage::StorageError;
 
 use super::Tx;
@@ -72,7 +72,7 @@ pub fn record(
     now_ms: u64,
     envelope: &Envelope,
     outcome: &Outcome,
-) -> Result<(), StorageError> {
+) {
     let (actor, action, subject) = describe(&envelope.command);
     // The verified caller, when there was one, over what the command says.
     let actor = if envelope.by.is_empty() {
@@ -84,10 +84,10 @@ pub fn record(
         Outcome::Rejected { reason, .. } => reason.clone(),
         _ => "ok".into(),
     };
-    tx.put(
-        AUDIT_V,
-        keys::audit_key(index, position),
-        &AuditRecord {
+    tx.audit(
+        index,
+        position,
+        AuditRecord {
             at_ms: now_ms,
             actor,
             action: action.into(),
@@ -95,5 +95,26 @@ pub fn record(
             request_id: envelope.request_id.clone(),
             outcome,
         },
-    )
+    );
+}
+
+/// Writes `rows` (in log order) as one [`AuditBlock`] per log entry, under
+/// the audit key of the entry's first row.
+pub(super) fn write_blocks(
+    tx: &mut Tx,
+    rows: Vec<(u64, u32, AuditRecord)>,
+) -> Result<(), StorageError> {
+    let mut rows = rows.into_iter().peekable();
+    while let Some((index, first, row)) = rows.next() {
+        let mut block = vec![(first, row)];
+        while let Some((_, position, row)) = rows.next_if(|(i, _, _)| *i == index) {
+            block.push((position, row));
+        }
+        tx.put(
+            AUDIT_BLOCK_V,
+            keys::audit_key(index, first),
+            &AuditBlock { rows: block },
+        )?;
+    }
+    Ok(())
 }

@@ -4,8 +4,11 @@
 //! the cut-off comes from the replicated clock.
 
 use oneid_storage::keys;
-use oneid_storage::records::{DedupAgeRecord, DedupRecord, DEDUP_AGE_V, DEDUP_V};
-use oneid_storage::StorageError;
+use oneid_storage::records::{
+    DedupAgeBlock, DedupAgeRecord, DedupRecord, DEDUP_AGE_BLOCK_V, DEDUP_AGE_V, DEDUP_V,
+};
+use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::{codec, StorageError};
 
 use super::{corrupt, Tx};
 use crate::command::{self, Outcome};
@@ -29,7 +32,7 @@ pub(super) fn replay(tx: &mut Tx, request_id: &str) -> Result<Option<Outcome>, S
 pub(super) fn remember(
     tx: &mut Tx,
     request_id: &str,
-    now_ms: u64,
+    (index, now_ms): (u64, u64),
     outcome: &Outcome,
 ) -> Result<(), StorageError> {
     let record = DedupRecord {
@@ -37,28 +40,62 @@ pub(super) fn remember(
         outcome: command::encode(outcome).map_err(|e| StorageError::Encode(e.to_string()))?,
     };
     tx.put(DEDUP_V, keys::dedup_key(request_id), &record)?;
-    tx.put(
-        DEDUP_AGE_V,
-        keys::dedup_age_key(now_ms, request_id),
-        &DedupAgeRecord,
-    )
+    tx.age(index, now_ms, request_id);
+    Ok(())
 }
 
-/// Forgets up to `limit` request ids older than the retention, oldest first.
+/// Writes the request ids an apply call remembered (in log order) as one
+/// [`DedupAgeBlock`] per log entry, keyed by the entry's clock and its first
+/// id. Per entry, not per apply call: replicas group entries into apply
+/// calls differently, and must still write the same records. Two blocks
+/// cannot share a key: an id is remembered again only after a trim forgot
+/// it, at a later clock.
+pub(super) fn write_age_blocks(
+    tx: &mut Tx,
+    aged: Vec<(u64, u64, String)>,
+) -> Result<(), StorageError> {
+    let mut aged = aged.into_iter().peekable();
+    while let Some((index, at_ms, first)) = aged.next() {
+        let key = keys::dedup_age_key(at_ms, &first);
+        let mut request_ids = vec![first];
+        while let Some((_, _, id)) = aged.next_if(|(i, _, _)| *i == index) {
+            request_ids.push(id);
+        }
+        tx.put(DEDUP_AGE_BLOCK_V, key, &DedupAgeBlock { request_ids })?;
+    }
+    Ok(())
+}
+
+/// The request ids an age record stands for: a block's, or the one a
+/// version-1 marker names in its key (`named`).
+pub fn aged_ids(key: &[u8], value: &[u8], named: &str) -> Result<Vec<String>, StorageError> {
+    if codec::version_of(value) == Some(DEDUP_AGE_BLOCK_V) {
+        let block: DedupAgeBlock = codec::decode(DEDUP_AGE_BLOCK_V, value, CF_SM_DATA, key)?;
+        return Ok(block.request_ids);
+    }
+    codec::decode::<DedupAgeRecord>(DEDUP_AGE_V, value, CF_SM_DATA, key)?;
+    Ok(vec![named.to_string()])
+}
+
+/// Forgets request ids older than the retention, oldest first: whole age
+/// records until `limit` ids are gone (a block of one apply call may take
+/// it past `limit`; it is never split).
 pub(super) fn trim(tx: &mut Tx, now_ms: u64, limit: u32) -> Result<Outcome, StorageError> {
     let cutoff = now_ms.saturating_sub(REQUEST_ID_RETENTION_MS);
-    let aged: Vec<(Vec<u8>, DedupAgeRecord)> =
-        tx.scan(DEDUP_AGE_V, keys::DEDUP_AGE_PREFIX, limit as usize)?;
-    let mut removed = 0;
-    for (key, _) in aged {
-        let (at_ms, request_id) =
+    let aged = tx.scan_raw(keys::DEDUP_AGE_PREFIX, limit as usize)?;
+    let mut removed: u32 = 0;
+    for (key, value) in aged {
+        let (at_ms, named) =
             keys::parse_dedup_age_key(&key).ok_or_else(|| corrupt(&key, "bad dedup age key"))?;
-        if at_ms >= cutoff {
+        if at_ms >= cutoff || removed >= limit {
             break;
         }
-        tx.delete(keys::dedup_key(request_id));
+        let ids = aged_ids(&key, &value, named)?;
+        for id in &ids {
+            tx.delete(keys::dedup_key(id));
+        }
         tx.delete(key);
-        removed += 1;
+        removed = removed.saturating_add(u32::try_from(ids.len()).unwrap_or(u32::MAX));
     }
     Ok(Outcome::Trimmed { removed })
 }
@@ -71,6 +108,7 @@ mod tests {
     use crate::apply::apply_envelope;
     use crate::command::{Applied, Command, Envelope, Restrict, TrimRequestIds};
     use crate::domain::Policy;
+    use oneid_storage::records::DedupRecord;
 
     struct Node {
         _dir: tempfile::TempDir,
@@ -127,6 +165,108 @@ mod tests {
             reason: "test".into(),
             duration_ms: 0,
         })
+    }
+
+    /// Applies `ids` (restrictions of distinct identities) in one apply
+    /// call, as one log entry would.
+    fn apply_together(n: &mut Node, now_ms: u64, ids: &[&str]) {
+        n.index += 1;
+        let mut tx = Tx::new(&n.db);
+        for (position, id) in ids.iter().enumerate() {
+            let mut envelope = Envelope::internal(restrict(position as u8));
+            envelope.request_id = (*id).into();
+            let bytes = envelope.encode().unwrap();
+            let at = (n.index, position as u32);
+            apply_envelope(&mut tx, &mut Policy::default(), at, now_ms, &bytes).unwrap();
+        }
+        n.db.raw().write(tx.into_batch().unwrap()).unwrap();
+    }
+
+    fn remembered(n: &mut Node, id: &str, now_ms: u64) -> bool {
+        n.apply(id, now_ms, restrict(9)).replayed
+    }
+
+    #[test]
+    fn how_entries_are_grouped_into_apply_calls_changes_nothing_stored() {
+        // Replicas receive and apply entries in different groupings; the
+        // per-entry records (audit, request-id ages) must not depend on it.
+        // Entries 1-3 share a clock; entry 3 repeats an id of entry 1.
+        let entries: [(u64, &[&str]); 4] = [
+            (5, &["a", "b"]),
+            (5, &["c"]),
+            (5, &["d", "a", "e"]),
+            (6, &["f"]),
+        ];
+        let apply = |tx: &mut Tx, index: u64, now_ms: u64, ids: &[&str]| {
+            for (position, id) in ids.iter().enumerate() {
+                let mut envelope = Envelope::internal(restrict(position as u8));
+                envelope.request_id = (*id).into();
+                let bytes = envelope.encode().unwrap();
+                let at = (index, position as u32);
+                apply_envelope(tx, &mut Policy::default(), at, now_ms, &bytes).unwrap();
+            }
+        };
+        let together = Node::new();
+        let mut tx = Tx::new(&together.db);
+        for (i, (now_ms, ids)) in entries.iter().enumerate() {
+            apply(&mut tx, i as u64 + 1, *now_ms, ids);
+        }
+        together.db.raw().write(tx.into_batch().unwrap()).unwrap();
+        let apart = Node::new();
+        for (i, (now_ms, ids)) in entries.iter().enumerate() {
+            let mut tx = Tx::new(&apart.db);
+            apply(&mut tx, i as u64 + 1, *now_ms, ids);
+            apart.db.raw().write(tx.into_batch().unwrap()).unwrap();
+        }
+        let all = |n: &Node| n.db.scan_sm(&[], None, usize::MAX).unwrap();
+        assert_eq!(all(&together), all(&apart));
+        let ages = together
+            .db
+            .scan_sm(keys::DEDUP_AGE_PREFIX, None, 100)
+            .unwrap();
+        assert_eq!(ages.len(), 4, "one age record per entry");
+    }
+
+    #[test]
+    fn one_age_record_per_log_entry_and_old_markers_still_trim() {
+        let mut n = Node::new();
+        let t0 = 1_000_000;
+        // A marker as builds before blocks wrote it: one per request id.
+        let cf = n.db.cf(CF_SM_DATA).unwrap();
+        let old = DedupRecord {
+            applied_at_ms: t0,
+            outcome: command::encode(&Outcome::Done).unwrap(),
+        };
+        let put = |k: Vec<u8>, v: Vec<u8>| n.db.raw().put_cf(cf, k, v).unwrap();
+        put(
+            keys::dedup_key("old"),
+            codec::encode(DEDUP_V, &old).unwrap(),
+        );
+        put(
+            keys::dedup_age_key(t0, "old"),
+            codec::encode(DEDUP_AGE_V, &DedupAgeRecord).unwrap(),
+        );
+        apply_together(&mut n, t0 + 1, &["b1", "b2", "b3"]);
+        apply_together(&mut n, t0 + 2, &["c1", "c2"]);
+        let ages = n.db.scan_sm(keys::DEDUP_AGE_PREFIX, None, 100).unwrap();
+        assert_eq!(ages.len(), 3, "one marker and one block per entry");
+        let reader = crate::reader::Reader::new(n.db.clone());
+        assert_eq!(reader.oldest_request_id_ms().unwrap(), Some(t0));
+        for id in ["old", "b1", "b2", "b3", "c1", "c2"] {
+            assert!(remembered(&mut n, id, t0 + 3), "{id}");
+        }
+
+        // Limit 2: the old marker (1 id), then the whole first block (3):
+        // a block is never split.
+        let later = t0 + 10 + REQUEST_ID_RETENTION_MS;
+        assert_eq!(n.trim(later, 2), 4);
+        assert_eq!(reader.oldest_request_id_ms().unwrap(), Some(t0 + 2));
+        assert!(remembered(&mut n, "c2", later));
+        for id in ["old", "b1", "b2", "b3"] {
+            assert!(!remembered(&mut n, id, later), "{id} was forgotten");
+        }
+        assert_eq!(n.trim(later, 100), 2);
+        assert!(!remembered(&mut n, "c1", later + 1));
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod rekey_tests;
 mod tx;
 
 pub use audit::id_subject;
-pub use dedup::REQUEST_ID_RETENTION_MS;
+pub use dedup::{aged_ids as aged_request_ids, REQUEST_ID_RETENTION_MS};
 pub use rekey::state as key_state;
 pub use tx::Tx;
 
@@ -150,14 +150,14 @@ pub fn apply_decoded(
         }
         Err(Refusal::Storage(e)) => return Err(e),
     };
-    audit::record(tx, index, position, now_ms, &envelope, &outcome)?;
+    audit::record(tx, index, position, now_ms, &envelope, &outcome);
     // A retry after KEY_ROTATED carries the same request id and new keys:
     // it must run, not replay the refusal.
     let retriable = outcome
         .as_error()
         .is_some_and(|e| e.reason == Reason::KeyRotated);
     if dedup && !retriable {
-        dedup::remember(tx, &envelope.request_id, now_ms, &outcome)?;
+        dedup::remember(tx, &envelope.request_id, (index, now_ms), &outcome)?;
     }
     Ok(fresh(outcome))
 }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use oneid_storage::keys;
-use oneid_storage::records::{StatDelta, StatsRecord, STATS_V};
+use oneid_storage::records::{AuditRecord, StatDelta, StatsRecord, STATS_V};
 use oneid_storage::rocksdb::WriteBatch;
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db, StorageError};
@@ -36,6 +36,12 @@ pub struct Tx<'a> {
     stats: Vec<StatDelta>,
     /// `stats.len()` when the current command began.
     stats_mark: usize,
+    /// Audit rows (index, position, row), written at commit as one block
+    /// per log entry.
+    audit: Vec<(u64, u32, AuditRecord)>,
+    /// Request ids remembered, with the log index and clock they were
+    /// applied at: one age block per log entry at commit.
+    aged: Vec<(u64, u64, String)>,
 }
 
 impl<'a> Tx<'a> {
@@ -47,6 +53,8 @@ impl<'a> Tx<'a> {
             undo: Vec::new(),
             stats: Vec::new(),
             stats_mark: 0,
+            audit: Vec::new(),
+            aged: Vec::new(),
         }
     }
 
@@ -138,6 +146,21 @@ impl<'a> Tx<'a> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+        self.scan_raw(prefix, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let value = codec::decode(version, &v, CF_SM_DATA, &k)?;
+                Ok((k, value))
+            })
+            .collect()
+    }
+
+    /// [`Tx::scan`] undecoded, for a key space with more than one format.
+    pub fn scan_raw(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
         let overlay: Vec<_> = self
             .writes
             .iter()
@@ -156,14 +179,7 @@ impl<'a> Tx<'a> {
                 None => merged.remove(k),
             };
         }
-        merged
-            .into_iter()
-            .take(limit)
-            .map(|(k, v)| {
-                let value = codec::decode(version, &v, CF_SM_DATA, &k)?;
-                Ok((k, value))
-            })
-            .collect()
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// Starts a command: `rollback` undoes writes made after this point.
@@ -174,6 +190,17 @@ impl<'a> Tx<'a> {
 
     pub fn stat(&mut self, delta: StatDelta) {
         self.stats.push(delta);
+    }
+
+    /// Records the audit row of the command at (`index`, `position`).
+    pub fn audit(&mut self, index: u64, position: u32, row: AuditRecord) {
+        self.audit.push((index, position, row));
+    }
+
+    /// Marks `request_id`, remembered by the entry at `index` at `at_ms`,
+    /// for trimming.
+    pub fn age(&mut self, index: u64, at_ms: u64, request_id: &str) {
+        self.aged.push((index, at_ms, request_id.to_string()));
     }
 
     pub fn rollback(&mut self) {
@@ -195,6 +222,10 @@ impl<'a> Tx<'a> {
             }
             self.put(STATS_V, keys::STATS.to_vec(), &stats)?;
         }
+        let rows = std::mem::take(&mut self.audit);
+        super::audit::write_blocks(&mut self, rows)?;
+        let aged = std::mem::take(&mut self.aged);
+        super::dedup::write_age_blocks(&mut self, aged)?;
         let cf = self.db.cf(CF_SM_DATA)?;
         // Sized up front: an import's batch runs to megabytes, and growing
         // it by doubling copies it over and over.

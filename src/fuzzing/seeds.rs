@@ -314,6 +314,14 @@ fn records() -> Vec<Vec<u8>> {
     let mut holder = HolderRecord::default();
     holder.add("CMCC", 11);
     holder.add_kind(true, "CUCC", 44);
+    let audit_row = AuditRecord {
+        at_ms: 1,
+        actor: "carrier:CMCC".into(),
+        action: "register".into(),
+        subject: "138****8000".into(),
+        request_id: "r-1".into(),
+        outcome: "ok".into(),
+    };
     let mut stats = StatsRecord::default();
     stats.apply(&StatDelta::Held {
         carrier: "CMCC".into(),
@@ -418,6 +426,13 @@ fn records() -> Vec<Vec<u8>> {
         ),
         record(25, ALIAS_V, &AliasRecord { other: [5; 32] }),
         record(
+            27,
+            DEDUP_AGE_BLOCK_V,
+            &DedupAgeBlock {
+                request_ids: vec!["r-1".into(), "r-2".into()],
+            },
+        ),
+        record(
             11,
             POLICY_V,
             &PolicyRecord {
@@ -426,16 +441,12 @@ fn records() -> Vec<Vec<u8>> {
             },
         ),
         record(12, STATS_V, &stats),
+        record(13, AUDIT_V, &audit_row),
         record(
-            13,
-            AUDIT_V,
-            &AuditRecord {
-                at_ms: 1,
-                actor: "carrier:CMCC".into(),
-                action: "register".into(),
-                subject: "138****8000".into(),
-                request_id: "r-1".into(),
-                outcome: "ok".into(),
+            26,
+            AUDIT_BLOCK_V,
+            &AuditBlock {
+                rows: vec![(0, audit_row.clone()), (2, audit_row.clone())],
             },
         ),
         record(

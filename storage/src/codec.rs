@@ -95,6 +95,12 @@ pub fn decode<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// The format version a stored record claims, for a key space that holds
+/// more than one record type (checked again, with the crc, by [`decode`]).
+pub fn version_of(bytes: &[u8]) -> Option<u8> {
+    bytes.first().copied()
+}
+
 /// Lower-case hex, for naming keys in errors and logs.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

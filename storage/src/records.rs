@@ -18,11 +18,16 @@ pub const POLICY_V: u8 = 1;
 pub const STATS_V: u8 = 1;
 pub const LOCKOUT_V: u8 = 1;
 pub const AUDIT_V: u8 = 1;
+/// An [`AuditBlock`] under the audit key of its first row (session 7 on;
+/// version-1 single records written before stay readable).
+pub const AUDIT_BLOCK_V: u8 = 2;
 pub const OUTBOX_V: u8 = 1;
 pub const HOLDER_V: u8 = 2;
 pub const MSISDN_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
 pub const DEDUP_AGE_V: u8 = 1;
+/// A [`DedupAgeBlock`] (session 7 on; version-1 markers stay readable).
+pub const DEDUP_AGE_BLOCK_V: u8 = 2;
 pub const KEY_STATE_V: u8 = 1;
 pub const ALIAS_V: u8 = 1;
 pub const SM_META_V: u8 = 1;
@@ -205,6 +210,14 @@ pub struct DedupRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupAgeRecord;
 
+/// Under `e ‖ applied_at_ms ‖ first request id`: every request id one log
+/// entry remembered, so an entry of thousands of commands writes one age
+/// record instead of one each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupAgeBlock {
+    pub request_ids: Vec<String>,
+}
+
 /// Policy values as commands carry them and the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyValues {
@@ -293,6 +306,15 @@ pub struct AuditRecord {
     pub request_id: String,
     /// "ok" or the rejection reason.
     pub outcome: String,
+}
+
+/// The audit records of one log entry's commands, under the audit key of
+/// the first (`A ‖ index ‖ first position`), each with its position: one
+/// record per entry instead of one per command. Replayed commands leave no
+/// row, so positions may skip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditBlock {
+    pub rows: Vec<(u32, AuditRecord)>,
 }
 
 /// A notification for the SMS gateway, under `o ‖ id`, removed when the
