@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use oneid_storage::keys;
 use oneid_storage::records::{AuditRecord, StatDelta, StatsRecord, STATS_V};
 use oneid_storage::rocksdb::WriteBatch;
-use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::schema::{KeyValue, CF_SM_DATA};
 use oneid_storage::{codec, Db, StorageError};
 use serde::Serialize;
 
@@ -156,11 +156,7 @@ impl<'a> Tx<'a> {
     }
 
     /// [`Tx::scan`] undecoded, for a key space with more than one format.
-    pub fn scan_raw(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn scan_raw(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StorageError> {
         let overlay: Vec<_> = self
             .writes
             .iter()
