@@ -104,16 +104,13 @@ pub(super) fn write_blocks(
     tx: &mut Tx,
     rows: Vec<(u64, u32, AuditRecord)>,
 ) -> Result<(), StorageError> {
-    let mut rows = rows.into_iter().peekable();
-    while let Some((index, first, row)) = rows.next() {
-        let mut block = vec![(first, row)];
-        while let Some((_, position, row)) = rows.next_if(|(i, _, _)| *i == index) {
-            block.push((position, row));
-        }
+    for entry in super::runs(rows, |&(index, _, _)| index) {
+        let (index, first) = (entry[0].0, entry[0].1);
+        let rows = entry.into_iter().map(|(_, p, row)| (p, row)).collect();
         tx.put(
             AUDIT_BLOCK_V,
             keys::audit_key(index, first),
-            &AuditBlock { rows: block },
+            &AuditBlock { rows },
         )?;
     }
     Ok(())

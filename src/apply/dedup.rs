@@ -54,13 +54,9 @@ pub(super) fn write_age_blocks(
     tx: &mut Tx,
     aged: Vec<(u64, u64, String)>,
 ) -> Result<(), StorageError> {
-    let mut aged = aged.into_iter().peekable();
-    while let Some((index, at_ms, first)) = aged.next() {
-        let key = keys::dedup_age_key(at_ms, &first);
-        let mut request_ids = vec![first];
-        while let Some((_, _, id)) = aged.next_if(|(i, _, _)| *i == index) {
-            request_ids.push(id);
-        }
+    for entry in super::runs(aged, |&(index, _, _)| index) {
+        let key = keys::dedup_age_key(entry[0].1, &entry[0].2);
+        let request_ids = entry.into_iter().map(|(_, _, id)| id).collect();
         tx.put(DEDUP_AGE_BLOCK_V, key, &DedupAgeBlock { request_ids })?;
     }
     Ok(())

@@ -162,6 +162,19 @@ pub fn apply_decoded(
     Ok(fresh(outcome))
 }
 
+/// `items` cut into runs of neighbours with the same `key` (each run is
+/// non-empty): the rows of one log entry, for the per-entry records.
+fn runs<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match out.last_mut() {
+            Some(run) if key(&run[0]) == key(&item) => run.push(item),
+            _ => out.push(vec![item]),
+        }
+    }
+    out
+}
+
 /// A small RocksDB in a temporary directory, for apply's unit tests.
 #[cfg(test)]
 pub(crate) fn test_db() -> (tempfile::TempDir, std::sync::Arc<oneid_storage::Db>) {
