@@ -45,6 +45,11 @@ fn audit_rows(key: &[u8], value: &[u8]) -> Result<Vec<(u64, u32, AuditRecord)>, 
     Ok(vec![(index, position, row)])
 }
 
+/// True when `card` is active: what proves possession of its number.
+fn in_service(card: &CardRecord) -> bool {
+    card.status == Lifecycle::Active.to_parts().0
+}
+
 /// A looked-up (value, key) decoded as a record of `version`.
 fn decoded<T: serde::de::DeserializeOwned>(
     found: Option<(&[u8], &[u8])>,
@@ -118,7 +123,7 @@ impl Reader {
     pub fn is_active_under(&self, msisdn: &str, id_key: &IdKey) -> Result<bool, StorageError> {
         Ok(self
             .held_card(msisdn)?
-            .is_some_and(|(k, c)| &k == id_key && c.status == Lifecycle::Active.to_parts().0))
+            .is_some_and(|(k, c)| &k == id_key && in_service(&c)))
     }
 
     /// What a count's proof of possession needs, read in one batched lookup
@@ -149,7 +154,7 @@ impl Reader {
         let card: Option<CardRecord> = decoded(field(3), CARD_V)?;
         let holder: HolderRecord = decoded(field(4), HOLDER_V)?.unwrap_or_default();
         let active = number.is_some_and(|n| n.held && &n.id_key == id_key)
-            && card.is_some_and(|c| c.status == Lifecycle::Active.to_parts().0);
+            && card.is_some_and(|c| in_service(&c));
         Ok(Verification {
             key_state,
             lockout,

@@ -74,8 +74,8 @@ pub fn aged_ids(key: &[u8], value: &[u8], named: &str) -> Result<Vec<String>, St
 }
 
 /// Forgets request ids older than the retention, oldest first: whole age
-/// records until `limit` ids are gone (a block of one apply call may take
-/// it past `limit`; it is never split).
+/// records until `limit` ids are gone (one log entry's block may take it
+/// past `limit`; it is never split).
 pub(super) fn trim(tx: &mut Tx, now_ms: u64, limit: u32) -> Result<Outcome, StorageError> {
     let cutoff = now_ms.saturating_sub(REQUEST_ID_RETENTION_MS);
     let aged = tx.scan_raw(keys::DEDUP_AGE_PREFIX, limit as usize)?;
@@ -163,18 +163,23 @@ mod tests {
         })
     }
 
-    /// Applies `ids` (restrictions of distinct identities) in one apply
-    /// call, as one log entry would.
-    fn apply_together(n: &mut Node, now_ms: u64, ids: &[&str]) {
-        n.index += 1;
-        let mut tx = Tx::new(&n.db);
+    /// Applies the log entry at `index`: restrictions of distinct
+    /// identities under the request ids `ids`.
+    fn apply_entry(tx: &mut Tx, index: u64, now_ms: u64, ids: &[&str]) {
         for (position, id) in ids.iter().enumerate() {
             let mut envelope = Envelope::internal(restrict(position as u8));
             envelope.request_id = (*id).into();
             let bytes = envelope.encode().unwrap();
-            let at = (n.index, position as u32);
-            apply_envelope(&mut tx, &mut Policy::default(), at, now_ms, &bytes).unwrap();
+            let at = (index, position as u32);
+            apply_envelope(tx, &mut Policy::default(), at, now_ms, &bytes).unwrap();
         }
+    }
+
+    /// Applies the next log entry (see [`apply_entry`]) in one apply call.
+    fn apply_together(n: &mut Node, now_ms: u64, ids: &[&str]) {
+        n.index += 1;
+        let mut tx = Tx::new(&n.db);
+        apply_entry(&mut tx, n.index, now_ms, ids);
         n.db.raw().write(tx.into_batch().unwrap()).unwrap();
     }
 
@@ -193,25 +198,16 @@ mod tests {
             (5, &["d", "a", "e"]),
             (6, &["f"]),
         ];
-        let apply = |tx: &mut Tx, index: u64, now_ms: u64, ids: &[&str]| {
-            for (position, id) in ids.iter().enumerate() {
-                let mut envelope = Envelope::internal(restrict(position as u8));
-                envelope.request_id = (*id).into();
-                let bytes = envelope.encode().unwrap();
-                let at = (index, position as u32);
-                apply_envelope(tx, &mut Policy::default(), at, now_ms, &bytes).unwrap();
-            }
-        };
         let together = Node::new();
         let mut tx = Tx::new(&together.db);
         for (i, (now_ms, ids)) in entries.iter().enumerate() {
-            apply(&mut tx, i as u64 + 1, *now_ms, ids);
+            apply_entry(&mut tx, i as u64 + 1, *now_ms, ids);
         }
         together.db.raw().write(tx.into_batch().unwrap()).unwrap();
         let apart = Node::new();
         for (i, (now_ms, ids)) in entries.iter().enumerate() {
             let mut tx = Tx::new(&apart.db);
-            apply(&mut tx, i as u64 + 1, *now_ms, ids);
+            apply_entry(&mut tx, i as u64 + 1, *now_ms, ids);
             apart.db.raw().write(tx.into_batch().unwrap()).unwrap();
         }
         let all = |n: &Node| n.db.scan_sm(&[], None, usize::MAX).unwrap();
