@@ -162,5 +162,56 @@ pub fn cleanup_leftovers() {
         }
         let _ = sh(&["ip", "netns", "del", &name]);
     }
-    let _ = sh(&["ip", "link", "del", &bridge()]);
+    // Deleting a namespace frees its veths only when the kernel's namespace
+    // cleanup runs (after the killed processes are gone), so a run started
+    // right after another could find `oj<slot>-v1` still there and fail with
+    // "File exists" (CI did). Deleting the root-side ends (and the bridge)
+    // ourselves is synchronous and takes the peers with them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ours = our_links();
+        if ours.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        for link in ours {
+            let _ = sh(&["ip", "link", "del", &link]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Interfaces in the root namespace named `oj<slot>-*` (bridge, veth ends).
+fn our_links() -> Vec<String> {
+    let listed = Command::new("ip").args(["-o", "link", "show"]).output();
+    let text = listed
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    link_names(&text, &format!("{}-", prefix()))
+}
+
+/// Names from `ip -o link show` output (`3: oj0-v1@if2: <...> ...`) that
+/// start with `prefix`, without the `@peer` suffix.
+fn link_names(listing: &str, prefix: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_names;
+
+    #[test]
+    fn link_listing_is_parsed_into_our_names_only() {
+        let listing = "1: lo: <LOOPBACK,UP> mtu 65536\n\
+                       7: oj0-br: <BROADCAST> mtu 1500\n\
+                       9: oj0-v1@if8: <BROADCAST> mtu 1500 master oj0-br\n\
+                       11: oj1-v1@if10: <BROADCAST> mtu 1500\n\
+                       12: eth0: <UP> mtu 1500\n";
+        assert_eq!(link_names(listing, "oj0-"), vec!["oj0-br", "oj0-v1"]);
+        assert!(link_names(listing, "oj2-").is_empty());
+    }
 }
