@@ -349,6 +349,9 @@ pub async fn run(
     tracing::info!("shutting down raft");
     let _ = replica.raft().shutdown().await;
     db.sync_wal().context("final WAL sync")?;
+    // Applies skip the WAL; flushed, a restart need not apply them again.
+    db.flush_state_machine()
+        .context("flushing the state machine")?;
     served.context("grpc server")?;
     Ok(())
 }

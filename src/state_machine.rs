@@ -221,7 +221,7 @@ impl StateMachine {
         let meta_cf = self.db.cf(CF_SM_META)?;
         let mut batch = tx.into_batch()?;
         batch.put_cf(meta_cf, SM_APPLIED, codec::encode(SM_META_V, &applied)?);
-        self.db.raw().write_opt(batch, &Db::async_write())?;
+        self.db.raw().write_opt(batch, &Db::apply_write())?;
         self.applied = applied;
         Ok(outcomes)
     }
@@ -234,9 +234,6 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Logs up to this snapshot may be purged once it exists: everything
-        // it covers must be on disk first (applies are not synced).
-        self.db.sync_wal()?;
         let path = self.snapshots.new_path("build");
         let mut meta_out = None;
         snapshot_file::build(&self.db, &path, |applied_raw| {
@@ -264,6 +261,11 @@ impl SnapshotBuilder {
         })?;
         let meta =
             meta_out.ok_or_else(|| StorageError::Encode("snapshot header not built".into()))?;
+        // Logs up to this snapshot may be purged once it is published, and
+        // applies skip the WAL: everything it covers (and possibly more,
+        // applied during the build) must be flushed first, or a crash could
+        // leave a state machine behind a log that no longer holds the gap.
+        self.db.flush_state_machine()?;
         self.snapshots.publish(meta.clone(), path.clone());
         Ok(Snapshot {
             meta,

@@ -285,6 +285,9 @@ pub fn install(db: &Db, path: &Path) -> Result<u64, StorageError> {
     })?;
     batch.delete_cf(meta_cf, SM_INSTALLING);
     raw.write_opt(batch, &Db::sync_write())?;
+    // Later applies skip the WAL; flushed here, the installed state never
+    // depends on replaying the WAL under them.
+    db.flush_state_machine()?;
     Ok(entries)
 }
 
