@@ -356,7 +356,18 @@ impl Replica {
 
     /// After this returns Ok, reading the local state machine is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
-        let index = self.local_reads.read_index().await?;
+        // On the leader, local reads join the rounds run for the followers'
+        // ReadIndex requests: one quorum round then serves both, where two
+        // barriers ran two rounds side by side. A leader that lost its post
+        // in between falls back to asking the new one.
+        let index = if self.shared.is_leader() {
+            match self.leader_reads.read_index().await {
+                Err(ReplicaError::NoLeader) => self.local_reads.read_index().await?,
+                other => other?,
+            }
+        } else {
+            self.local_reads.read_index().await?
+        };
         self.shared.wait_applied(index).await
     }
 
