@@ -110,6 +110,14 @@ impl Db {
             t.set_optimize_filters_for_memory(true);
             t.set_bloom_filter(10.0, false);
             if *name == CF_SM_DATA {
+                // Card keys are hashes, so every L0 file overlaps all of L1
+                // and each L0->L1 compaction rewrites the whole of L1. Twice
+                // the memtable and twice the L0 files per compaction cut
+                // what a 3 M-card import compacted from ~1.3 GiB to 0.48 GiB
+                // per node and raised it from 32 k to 38 k cards/s; reads
+                // check a few more L0 files, each behind a bloom filter.
+                o.set_write_buffer_size(tuning.write_buffer_bytes * 2);
+                o.set_level_zero_file_num_compaction_trigger(8);
                 o.set_prefix_extractor(SliceTransform::create_fixed_prefix(SM_PREFIX_LEN));
                 o.set_memtable_prefix_bloom_ratio(0.1);
                 // Number-index and dedup keys are shorter than the prefix, so
