@@ -159,7 +159,7 @@ impl Db {
     /// Write options for state machine applies: not even written to the
     /// WAL. Every applied command is already in the synced raft log, so
     /// logging it again cost a second copy of every card in the WAL (and in
-    /// each fsync of it): ~9 % of imports and registrations, measured. After
+    /// each fsync of it): ~6 % of an import's throughput, measured. After
     /// a crash the state machine is what its last (atomic) flush holds, the
     /// applied index included, and raft applies the rest again from the
     /// log. That needs the log kept past the flushed applied index: logs are
