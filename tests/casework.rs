@@ -669,11 +669,7 @@ async fn disputes_high_risk_restrictions_and_links() {
     );
 
     // Every replica applied the same commands to the same state.
-    let last = c.status(leader).await.expect("status").last_applied;
-    for id in [1, 2, 3] {
-        c.wait_applied(id, last).await;
-    }
-    let digests: Vec<String> = futures::future::join_all([1, 2, 3].map(|id| c.digest(id))).await;
+    let digests = c.digests_after(leader, &[1, 2, 3]).await;
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
 }
 

@@ -132,11 +132,7 @@ async fn register_count_failover_restart_and_retry() {
     assert_eq!(reason(&err), "VERIFICATION_FAILED");
 
     // Replicas converge to identical state.
-    let target = c.status(new_leader).await.expect("status").last_applied;
-    for id in 1..=3 {
-        c.wait_applied(id, target).await;
-    }
-    let digests: Vec<String> = futures::future::join_all((1..=3).map(|id| c.digest(id))).await;
+    let digests = c.digests_after(new_leader, &[1, 2, 3]).await;
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
 }
 

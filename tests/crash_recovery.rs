@@ -20,10 +20,6 @@ fn card(n: u32) -> pb::RegisterCardRequest {
     register_req(&format!("crash-{n}"), &id, &format!("139{n:08}"))
 }
 
-fn data_hash(digest: &str) -> String {
-    digest.split(':').nth(1).unwrap_or_default().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_killed_at_once_comes_back_with_the_same_state() {
     let mut c = Cluster::start(3, &["--snapshot-logs", "100"]);

@@ -368,6 +368,16 @@ impl Cluster {
             .state_digest
     }
 
+    /// Waits until every node in `ids` has applied what `from` has
+    /// applied, then reads their state digests.
+    pub async fn digests_after(&self, from: u64, ids: &[u64]) -> Vec<String> {
+        let target = self.status(from).await.expect("status").last_applied;
+        for id in ids {
+            self.wait_applied(*id, target).await;
+        }
+        futures::future::join_all(ids.iter().map(|id| self.digest(*id))).await
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut section = |title: String, lines: &[&str]| {
@@ -457,6 +467,11 @@ where
 }
 
 /// A valid resident ID with the given 17-digit body.
+/// The data half of a state digest `<applied index>:<hash of the data>`.
+pub fn data_hash(digest: &str) -> String {
+    digest.split(':').nth(1).unwrap_or_default().to_string()
+}
+
 pub fn resident_id(body17: &str) -> pb::Identity {
     let id = oneid::cli::sample::complete_resident_id(body17).expect("valid body");
     pb::Identity {
