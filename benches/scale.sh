@@ -20,6 +20,8 @@ rss
 
 "$ONEID" gen --out "$WORK/large.csv" --cards $(( LARGE - SMALL )) --seed 2 --first-serial "$SMALL"
 time "$ONEID" import "$WORK/large.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+# The work dir goes when the script exits: show what was refused, if anything.
+head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
 rss
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2 2>/dev/null
 rss
