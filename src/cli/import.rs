@@ -8,13 +8,13 @@
 //! cluster, never applied twice. Each row is applied or refused on its own;
 //! none is ever half-applied.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
@@ -89,6 +89,24 @@ struct Batch {
     end_offset: u64,
 }
 
+/// A batch sent and not yet completed.
+struct InFlight {
+    /// The batch, its requests moved into `sent`.
+    batch: Batch,
+    keys: HashSet<u64>,
+    sent: tokio::task::JoinHandle<anyhow::Result<Vec<pb::ImportItemResult>>>,
+}
+
+impl InFlight {
+    async fn outcome(self) -> anyhow::Result<(Batch, Vec<pb::ImportItemResult>)> {
+        let results = self
+            .sent
+            .await
+            .map_err(|e| anyhow!("sending a batch: {e}"))??;
+        Ok((self.batch, results))
+    }
+}
+
 /// Identifies the file's contents cheaply (size plus a CRC of the first
 /// MiB); also returns the size.
 fn fingerprint(path: &Path) -> anyhow::Result<(String, u64)> {
@@ -108,13 +126,34 @@ fn parse_line(format: Format, line: &str) -> Result<Row, String> {
 }
 
 /// Reads rows from `offset` (a line start) and groups them into batches.
+///
+/// A batch does not end inside a run of one identity's rows when it can
+/// end before the run instead: the run moves to the next batch. Batches
+/// that share an identity are never in flight together (see [`touched`]),
+/// and most files list each identity's cards together, so a run split at
+/// every other batch boundary would leave one batch in flight most of the
+/// time.
 struct Batcher {
     reader: BufReader<std::fs::File>,
     format: Format,
     fingerprint: String,
+    /// The last line read from the file and the offset after it.
     line: u64,
     offset: u64,
+    /// Lines read but handed on to the next batch: (line, offset after it,
+    /// text), in file order.
+    carried: VecDeque<(u64, u64, String)>,
+    /// Where the last batch ended: (line, offset after it).
+    done: (u64, u64),
     batch: usize,
+}
+
+/// The raw identity fields of a request: consecutive rows of one identity
+/// repeat them exactly.
+fn holder_of(req: &pb::RegisterCardRequest) -> Option<(i32, &str)> {
+    req.identity
+        .as_ref()
+        .map(|i| (i.doc_type, i.number.as_str()))
 }
 
 impl Batcher {
@@ -134,45 +173,130 @@ impl Batcher {
             fingerprint: fingerprint.to_string(),
             line,
             offset,
+            carried: VecDeque::new(),
+            done: (line, offset),
             batch,
         })
     }
 
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, u64, String)>> {
+        if let Some(l) = self.carried.pop_front() {
+            return Ok(Some(l));
+        }
+        let mut buf = String::new();
+        let n = self.reader.read_line(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        self.offset += n as u64;
+        buf.truncate(buf.trim_end_matches(['\n', '\r']).len());
+        Ok(Some((self.line, self.offset, buf)))
+    }
+
+    /// The request of a data line, or why it is bad; `None` for a line
+    /// that is no row (blank, the CSV header).
+    fn parse(&self, line: u64, text: &str) -> Option<Result<pb::RegisterCardRequest, String>> {
+        if text.trim().is_empty() || (line == 1 && self.format == Format::Csv) {
+            return None;
+        }
+        let request_id = format!("imp-{}-{}", self.fingerprint, line);
+        Some(parse_line(self.format, text).and_then(|r| r.to_request(request_id)))
+    }
+
     fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+        let (start_line, start) = self.done;
         let mut b = Batch {
             lines: Vec::new(),
             requests: Vec::new(),
             bad: Vec::new(),
-            last_line: self.line,
-            end_offset: self.offset,
+            last_line: start_line,
+            end_offset: start,
         };
-        let start = self.offset;
-        let mut buf = String::new();
+        // The lines at the batch's end from the first row of its last
+        // identity on (bad and blank lines among them), how many rows and
+        // bad rows they hold, and where the batch stood before them.
+        let mut run: Vec<(u64, u64, String)> = Vec::new();
+        let (mut run_rows, mut run_bad) = (0, 0);
+        let mut before_run = (start_line, start);
         while b.requests.len() < self.batch {
-            buf.clear();
-            let n = self.reader.read_line(&mut buf)?;
-            if n == 0 {
+            let Some((line, offset, text)) = self.next_line()? else {
                 break;
-            }
-            self.line += 1;
-            self.offset += n as u64;
-            b.last_line = self.line;
-            b.end_offset = self.offset;
-            let text = buf.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() || (self.line == 1 && self.format == Format::Csv) {
-                continue;
-            }
-            let request_id = format!("imp-{}-{}", self.fingerprint, self.line);
-            match parse_line(self.format, text).and_then(|r| r.to_request(request_id)) {
-                Ok(req) => {
-                    b.lines.push(self.line);
+            };
+            let before = (b.last_line, b.end_offset);
+            b.last_line = line;
+            b.end_offset = offset;
+            match self.parse(line, &text) {
+                Some(Ok(req)) => {
+                    if run_rows == 0 || b.requests.last().and_then(holder_of) != holder_of(&req) {
+                        run.clear();
+                        (run_rows, run_bad) = (0, 0);
+                        before_run = before;
+                    }
+                    run_rows += 1;
+                    b.lines.push(line);
                     b.requests.push(req);
                 }
-                Err(why) => b.bad.push((self.line, why)),
+                Some(Err(why)) => {
+                    b.bad.push((line, why));
+                    run_bad += usize::from(run_rows > 0);
+                }
+                None => {}
+            }
+            if run_rows > 0 {
+                run.push((line, offset, text));
             }
         }
+        if b.requests.len() >= self.batch && run_rows < b.requests.len() {
+            if let Some((line, offset, text)) = self.next_line()? {
+                let continues = matches!(
+                    self.parse(line, &text),
+                    Some(Ok(next)) if b.requests.last().and_then(holder_of) == holder_of(&next)
+                );
+                self.carried.push_front((line, offset, text));
+                if continues {
+                    b.lines.truncate(b.lines.len() - run_rows);
+                    b.requests.truncate(b.requests.len() - run_rows);
+                    b.bad.truncate(b.bad.len() - run_bad);
+                    (b.last_line, b.end_offset) = before_run;
+                    for l in run.into_iter().rev() {
+                        self.carried.push_front(l);
+                    }
+                }
+            }
+        }
+        self.done = (b.last_line, b.end_offset);
         Ok((b.end_offset > start).then_some(b))
     }
+}
+
+/// What a batch's rows touch: their identities and numbers, hashed. A batch
+/// is not sent while another that touches one of them is in flight, so the
+/// rows of one identity or number apply in file order at any concurrency:
+/// rules such as "a sixth card at one carrier and province needs strict
+/// verification" decide by what was registered before. (Two batches in
+/// flight together can interleave on the leader: a 10 M-card import refused
+/// one row in one run and none in another.)
+fn touched(requests: &[pb::RegisterCardRequest]) -> HashSet<u64> {
+    use std::hash::{Hash, Hasher};
+    let hash = |tag: u8, v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        tag.hash(&mut h);
+        v(&mut h);
+        h.finish()
+    };
+    let mut out = HashSet::with_capacity(requests.len() * 2);
+    for r in requests {
+        // A row the server cannot parse is refused without touching
+        // anything; normalised forms catch one identity written two ways.
+        if let Ok(id) = crate::api::convert::identity(r.identity.as_ref()) {
+            out.insert(hash(0, &|h| id.hash(h)));
+        }
+        if let Ok(n) = crate::api::convert::msisdn(&r.msisdn) {
+            out.insert(hash(1, &|h| n.as_str().hash(h)));
+        }
+    }
+    out
 }
 
 /// The leader if a node names it, else the first endpoint that answers:
@@ -351,36 +475,10 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let start_rows = cp.imported + cp.replayed + cp.refused;
     let retry_for = Duration::from_secs(a.retry_for_s);
-    let target = &a.target;
-    // Batches are read lazily, sent `concurrency` at a time, and completed
+    // Batches are read lazily, sent up to `concurrency` at a time (one that
+    // touches what another in flight touches waits for it), and completed
     // in file order, so the checkpoint only ever covers acknowledged rows.
-    let batches = futures::stream::iter(std::iter::from_fn(|| batcher.next_batch().transpose()))
-        .map(|b| async move {
-            let b = b?;
-            let results = if b.requests.is_empty() {
-                Vec::new()
-            } else {
-                send(target, b.requests.clone(), retry_for).await?
-            };
-            anyhow::ensure!(
-                results.len() == b.requests.len(),
-                "the server answered {} of {} rows",
-                results.len(),
-                b.requests.len()
-            );
-            Ok::<_, anyhow::Error>((b, results))
-        })
-        .buffered(a.concurrency);
-    futures::pin_mut!(batches);
-    let mut failure = None;
-    while let Some(done) = batches.next().await {
-        let (b, results) = match done {
-            Ok(x) => x,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        };
+    let mut complete = |b: Batch, results: Vec<pb::ImportItemResult>| -> anyhow::Result<()> {
         for (line, why) in &b.bad {
             writeln!(rejects, "{line}: BAD_ROW: {why}")?;
             cp.bad += 1;
@@ -409,6 +507,67 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
             cp.refused,
             cp.bad
         ));
+        Ok(())
+    };
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut failure = None;
+    'reading: loop {
+        let mut b = match batcher.next_batch() {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        let keys = touched(&b.requests);
+        while in_flight.len() >= a.concurrency
+            || in_flight.iter().any(|f| !f.keys.is_disjoint(&keys))
+        {
+            let Some(f) = in_flight.pop_front() else {
+                break;
+            };
+            match f.outcome().await {
+                Ok((done, results)) => complete(done, results)?,
+                Err(e) => {
+                    failure = Some(e);
+                    break 'reading;
+                }
+            }
+        }
+        let requests = std::mem::take(&mut b.requests);
+        let (target, expected) = (a.target.clone(), requests.len());
+        let sent = tokio::spawn(async move {
+            if requests.is_empty() {
+                return Ok(Vec::new());
+            }
+            let results = send(&target, requests, retry_for).await?;
+            anyhow::ensure!(
+                results.len() == expected,
+                "the server answered {} of {expected} rows",
+                results.len(),
+            );
+            Ok(results)
+        });
+        in_flight.push_back(InFlight {
+            batch: b,
+            keys,
+            sent,
+        });
+    }
+    while failure.is_none() {
+        let Some(f) = in_flight.pop_front() else {
+            break;
+        };
+        match f.outcome().await {
+            Ok((done, results)) => complete(done, results)?,
+            Err(e) => failure = Some(e),
+        }
+    }
+    // After a failure the rest is abandoned, as when the import is killed:
+    // the checkpoint does not cover it and request ids make resending safe.
+    for f in in_flight {
+        f.sent.abort();
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -487,6 +646,82 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&again), ids(&second));
+    }
+
+    #[test]
+    fn a_batch_ends_before_a_run_of_one_identity_rather_than_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut body = format!("{CSV_HEADER}\n");
+        let holders = [
+            ("143589196009172405", 2),
+            ("445497200212049177", 3),
+            ("526016197401274361", 2),
+        ];
+        let mut i = 0;
+        for (number, cards) in holders {
+            for _ in 0..cards {
+                body.push_str(&format!(
+                    "RESIDENT_ID,{number},1390000000{i},CMCC,11,personal,agent,false\n"
+                ));
+                i += 1;
+                if i == 3 {
+                    // A bad row inside a run moves with it.
+                    body.push_str("not,a,row\n");
+                }
+            }
+        }
+        std::fs::write(&path, &body).unwrap();
+        let line_end = |line: usize| -> u64 {
+            body.split_inclusive('\n')
+                .take(line)
+                .map(str::len)
+                .sum::<usize>() as u64
+        };
+
+        let mut all = batcher(&path, 0, 0, 4);
+        let batches: Vec<Batch> = std::iter::from_fn(|| all.next_batch().unwrap()).collect();
+        let lines: Vec<Vec<u64>> = batches.iter().map(|b| b.lines.clone()).collect();
+        assert_eq!(lines, vec![vec![2, 3], vec![4, 6, 7], vec![8, 9]]);
+        let bad: Vec<Vec<u64>> = batches
+            .iter()
+            .map(|b| b.bad.iter().map(|(l, _)| *l).collect())
+            .collect();
+        assert_eq!(bad, vec![vec![], vec![5], vec![]]);
+        for b in &batches {
+            assert_eq!(b.requests.len(), b.lines.len());
+            assert_eq!(b.end_offset, line_end(b.last_line as usize));
+        }
+        assert_eq!(batches[2].end_offset, body.len() as u64);
+        // No two batches touch the same identity or number.
+        let keys: Vec<HashSet<u64>> = batches.iter().map(|b| touched(&b.requests)).collect();
+        assert!(keys[0].is_disjoint(&keys[1]) && keys[1].is_disjoint(&keys[2]));
+
+        // Resuming after the first batch reads the same second batch.
+        let first = &batches[0];
+        let mut resumed = batcher(&path, first.last_line, first.end_offset, 4);
+        assert_eq!(resumed.next_batch().unwrap().unwrap().lines, lines[1]);
+    }
+
+    #[test]
+    fn touched_names_identities_and_numbers_however_written() {
+        let row = |number: &str, msisdn: &str| pb::RegisterCardRequest {
+            identity: Some(pb::Identity {
+                doc_type: pb::DocType::ResidentId as i32,
+                number: number.into(),
+            }),
+            msisdn: msisdn.into(),
+            ..Default::default()
+        };
+        let a = touched(&[row("11010519491231002X", "13800000000")]);
+        assert_eq!(a.len(), 2);
+        // The same identity with a lower-case check character, another number.
+        let b = touched(&[row("11010519491231002x", "13800000001")]);
+        assert_eq!(a.intersection(&b).count(), 1);
+        let c = touched(&[row("143589196009172405", "13800000002")]);
+        assert!(a.is_disjoint(&c));
+        // Unparseable fields touch nothing.
+        assert!(touched(&[row("bad", "bad")]).is_empty());
     }
 
     #[test]
