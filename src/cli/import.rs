@@ -511,12 +511,14 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     };
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut failure = None;
+    // A file that cannot be read further still completes what was sent.
+    let mut read_error = None;
     'reading: loop {
         let mut b = match batcher.next_batch() {
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => {
-                failure = Some(e);
+                read_error = Some(e);
                 break;
             }
         };
@@ -569,6 +571,7 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     for f in in_flight {
         f.sent.abort();
     }
+    let failure = failure.or(read_error);
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let sent = cp.imported + cp.replayed + cp.refused - start_rows;
