@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use oneid::pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_reports_bad_rows_and_is_idempotent() {
@@ -109,4 +110,80 @@ async fn import_reports_bad_rows_and_is_idempotent() {
         data_hash(&c.digest(leader).await),
         data_hash(&digest_before)
     );
+}
+
+/// Each identity here has five ordinary cards at one carrier and province,
+/// then a sixth strictly verified in the carrier's hall: in file order all
+/// six are allowed, but the sixth applied before the fifth makes the fifth
+/// a sixth ordinary card, which the limit refuses. The rows are laid out so
+/// that, cut into batches of six, every identity's fifth card ends one batch
+/// and its strict card starts the next. An import that let two such batches
+/// interleave on the leader refused some of those fifth cards in some runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_applies_each_identitys_rows_in_file_order() {
+    const HOLDERS: usize = 150;
+    let c = Cluster::start(3, &[]);
+    c.wait_leader(&[1, 2, 3]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ordered.csv");
+    let mut body = String::from("doc_type,number,msisdn,carrier,province,kind,channel,strict\n");
+    let row = |id: &pb::Identity, n: usize, channel: &str, strict: bool| {
+        format!(
+            "RESIDENT_ID,{},139{n:08},CMCC,11,personal,{channel},{strict}\n",
+            id.number
+        )
+    };
+    // One row of another identity first, so each batch of six holds the
+    // last (strict) row of one identity and five ordinary rows of the next.
+    body.push_str(&row(&resident_id("11010519700101999"), 0, "agent", false));
+    let holders: Vec<pb::Identity> = (0..HOLDERS)
+        .map(|i| resident_id(&format!("11010519800101{i:03}")))
+        .collect();
+    let mut serial = 1;
+    for id in &holders {
+        for _ in 0..5 {
+            body.push_str(&row(id, serial, "agent", false));
+            serial += 1;
+        }
+        body.push_str(&row(id, serial, "own_hall", true));
+        serial += 1;
+    }
+    std::fs::write(&file, body).unwrap();
+    let endpoints = c
+        .spec
+        .split(',')
+        .map(|s| s.split('=').nth(1).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = oneid_cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--batch",
+        "6",
+        "--concurrency",
+        "4",
+        "--endpoints",
+        &endpoints,
+    ]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} cards registered (0 were already), 0 refused",
+            6 * HOLDERS + 1
+        )),
+        "{text}\n{}",
+        std::fs::read_to_string(format!("{}.rejects", file.display())).unwrap_or_default()
+    );
+    let mut client = c.registry(1);
+    for (i, id) in holders.iter().enumerate().step_by(37) {
+        let verify = format!("139{:08}", 6 * i + 1);
+        let total = client
+            .count_cards(count_req(id, &verify))
+            .await
+            .expect("count")
+            .into_inner()
+            .total;
+        assert_eq!(total, 6, "holder {i}");
+    }
 }
