@@ -34,12 +34,7 @@ async fn import_reports_bad_rows_and_is_idempotent() {
     std::fs::write(&file, body).unwrap();
     let bad_line = 3000 + 2; // header + 3000 cards, then the bad row
 
-    let endpoints = c
-        .spec
-        .split(',')
-        .map(|s| s.split('=').nth(1).unwrap())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = c.endpoints();
     let path = file.to_str().unwrap();
     let abort = oneid_cli(&[
         "import",
@@ -149,12 +144,7 @@ async fn import_applies_each_identitys_rows_in_file_order() {
         serial += 1;
     }
     std::fs::write(&file, body).unwrap();
-    let endpoints = c
-        .spec
-        .split(',')
-        .map(|s| s.split('=').nth(1).unwrap())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = c.endpoints();
     let out = oneid_cli(&[
         "import",
         file.to_str().unwrap(),
