@@ -466,12 +466,12 @@ where
     }
 }
 
-/// A valid resident ID with the given 17-digit body.
 /// The data half of a state digest `<applied index>:<hash of the data>`.
 pub fn data_hash(digest: &str) -> String {
     digest.split(':').nth(1).unwrap_or_default().to_string()
 }
 
+/// A valid resident ID with the given 17-digit body.
 pub fn resident_id(body17: &str) -> pb::Identity {
     let id = oneid::cli::sample::complete_resident_id(body17).expect("valid body");
     pb::Identity {
