@@ -279,21 +279,20 @@ impl Batcher {
 /// one row in one run and none in another.)
 fn touched(requests: &[pb::RegisterCardRequest]) -> HashSet<u64> {
     use std::hash::{Hash, Hasher};
-    let hash = |tag: u8, v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+    fn hash_of(v: impl Hash) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        tag.hash(&mut h);
-        v(&mut h);
+        v.hash(&mut h);
         h.finish()
-    };
+    }
     let mut out = HashSet::with_capacity(requests.len() * 2);
     for r in requests {
         // A row the server cannot parse is refused without touching
         // anything; normalised forms catch one identity written two ways.
         if let Ok(id) = crate::api::convert::identity(r.identity.as_ref()) {
-            out.insert(hash(0, &|h| id.hash(h)));
+            out.insert(hash_of((0u8, &id)));
         }
         if let Ok(n) = crate::api::convert::msisdn(&r.msisdn) {
-            out.insert(hash(1, &|h| n.as_str().hash(h)));
+            out.insert(hash_of((1u8, n.as_str())));
         }
     }
     out
