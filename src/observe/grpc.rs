@@ -21,7 +21,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::{request_id, Metrics};
+use super::metrics::MethodMetrics;
+use super::request_id;
 use crate::observe::Observer;
 
 #[derive(Clone)]
@@ -69,16 +70,15 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let id = request_id::pick(req.headers());
-        let method = self.obs.metrics.method_label(req.uri().path());
+        let method = self.obs.metrics.method(req.uri().path());
         // Info level so that every info line of the request carries the id
         // under the default filter.
-        let span = tracing::info_span!("request", request_id = %id, method = %method);
+        let span = tracing::info_span!("request", request_id = %id, method = %method.label);
         let mut rec = Recorder {
             method,
             start: Instant::now(),
             code: None,
             finished: false,
-            obs: self.obs.clone(),
             span: span.clone(),
         };
         let echo = request_id::header_value(&id);
@@ -107,37 +107,31 @@ where
 /// Records one request when dropped: the response body is dropped once sent
 /// or when the client goes away, so every request is counted exactly once.
 struct Recorder {
-    method: String,
+    method: Arc<MethodMetrics>,
     start: Instant,
     code: Option<i32>,
     /// The response body reached its end (or failed) rather than being
     /// abandoned.
     finished: bool,
-    obs: Arc<Observer>,
     /// The request's span, for its closing debug line.
     span: tracing::Span,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let m: &Metrics = &self.obs.metrics;
         let code = code_name(self.code, self.finished);
         let elapsed = self.start.elapsed();
-        m.grpc_requests
-            .with_label_values(&[self.method.as_str(), code])
-            .inc();
-        m.grpc_duration
-            .with_label_values(&[self.method.as_str()])
-            .observe(elapsed.as_secs_f64());
+        self.method.record(code, elapsed);
         // Debug: one line per request is too many for a busy node's default
-        // log, and exactly what is wanted when chasing one request.
-        self.span.in_scope(|| {
-            tracing::debug!(
-                code,
-                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                "request done"
-            );
-        });
+        // log, and exactly what is wanted when chasing one request. Given
+        // its span as parent rather than entering it: entering costs every
+        // request, the line only the ones it is logged for.
+        tracing::debug!(
+            parent: &self.span,
+            code,
+            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request done"
+        );
     }
 }
 

@@ -1,15 +1,16 @@
 //! The Prometheus metrics of one node, in a registry of its own (not the
 //! process-global default) so several nodes can live in one test process.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use oneid_storage::schema::ALL_CFS;
 use oneid_storage::Db;
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::api::cluster::role_name;
@@ -24,6 +25,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// path comes from the client, and unknown methods must not grow the
 /// registry without bound.
 const MAX_METHOD_LABELS: usize = 128;
+
+/// The `method` label of malformed paths and of methods past the cap.
+const OTHER_METHOD: &str = "other";
 
 /// RocksDB properties exported per column family: (property, metric, help).
 const ROCKSDB_PROPERTIES: [(&str, &str, &str); 3] = [
@@ -70,7 +74,44 @@ pub struct Metrics {
     pub grpc_duration: HistogramVec,
     rocksdb: Vec<IntGaugeVec>,
     process_rss: IntGauge,
-    method_labels: Mutex<HashSet<String>>,
+    /// Each method's metric handles by request path, resolved on its first
+    /// request.
+    methods: RwLock<HashMap<String, Arc<MethodMetrics>>>,
+}
+
+/// One gRPC method's metric handles. Looked up once per request by path
+/// (a read lock, no allocation) instead of by label values in the metric
+/// vectors, which hashes the labels and takes the vectors' own locks twice
+/// per request.
+pub struct MethodMetrics {
+    /// The `method` label: the request path, or "other".
+    pub label: String,
+    duration: Histogram,
+    ok: IntCounter,
+    requests: IntCounterVec,
+}
+
+impl MethodMetrics {
+    fn new(label: &str, requests: &IntCounterVec, durations: &HistogramVec) -> MethodMetrics {
+        MethodMetrics {
+            label: label.to_string(),
+            duration: durations.with_label_values(&[label]),
+            ok: requests.with_label_values(&[label, "OK"]),
+            requests: requests.clone(),
+        }
+    }
+
+    /// Counts one finished request under its status code name and times it.
+    pub fn record(&self, code: &str, elapsed: Duration) {
+        if code == "OK" {
+            self.ok.inc();
+        } else {
+            self.requests
+                .with_label_values(&[self.label.as_str(), code])
+                .inc();
+        }
+        self.duration.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Log indexes and sizes are u64; Prometheus' integer gauges are i64. A value
@@ -177,7 +218,7 @@ impl Metrics {
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
             )?,
-            method_labels: Mutex::new(HashSet::new()),
+            methods: RwLock::new(HashMap::new()),
             registry,
         })
     }
@@ -227,31 +268,49 @@ impl Metrics {
         }
     }
 
-    /// The label for a request path `/package.Service/Method`.
-    pub fn method_label(&self, path: &str) -> String {
+    /// The metric handles for a request path `/package.Service/Method`.
+    pub fn method(&self, path: &str) -> Arc<MethodMetrics> {
         let well_formed = path
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
             .is_some_and(|(service, method)| {
                 !service.is_empty() && !method.is_empty() && !method.contains('/')
             });
-        if !well_formed {
-            return "other".into();
-        }
+        let wanted = if well_formed { path } else { OTHER_METHOD };
         // A poisoned lock only means another request panicked mid-insert;
-        // the set is still a valid set.
-        let mut seen = self
-            .method_labels
-            .lock()
+        // the map is still a valid map.
+        if let Some(m) = self
+            .methods
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(wanted)
+        {
+            return m.clone();
+        }
+        let mut methods = self
+            .methods
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if seen.contains(path) {
-            return path.to_string();
+        if let Some(m) = methods.get(wanted) {
+            return m.clone();
         }
-        if seen.len() >= MAX_METHOD_LABELS {
-            return "other".into();
-        }
-        seen.insert(path.to_string());
-        path.to_string()
+        // "other" itself is not counted against the cap.
+        let named = methods.keys().filter(|k| *k != OTHER_METHOD).count();
+        let label = if named >= MAX_METHOD_LABELS {
+            OTHER_METHOD
+        } else {
+            wanted
+        };
+        methods
+            .entry(label.to_string())
+            .or_insert_with(|| {
+                Arc::new(MethodMetrics::new(
+                    label,
+                    &self.grpc_requests,
+                    &self.grpc_duration,
+                ))
+            })
+            .clone()
     }
 
     /// The Prometheus text exposition of everything registered.
@@ -277,20 +336,46 @@ mod tests {
     #[test]
     fn method_labels_are_bounded() {
         let m = Metrics::new(1).expect("metrics");
+        let label = |path: &str| m.method(path).label.clone();
         assert_eq!(
-            m.method_label("/oneid.v1.Registry/CountCards"),
+            label("/oneid.v1.Registry/CountCards"),
             "/oneid.v1.Registry/CountCards"
         );
-        assert_eq!(m.method_label("/nonsense"), "other");
-        assert_eq!(m.method_label("/a/b/c"), "other");
+        assert_eq!(label("/nonsense"), "other");
+        assert_eq!(label("/a/b/c"), "other");
         for i in 0..(2 * MAX_METHOD_LABELS) {
-            m.method_label(&format!("/x.Y/M{i}"));
+            label(&format!("/x.Y/M{i}"));
         }
-        assert_eq!(m.method_label("/x.Y/Fresh"), "other");
+        assert_eq!(label("/x.Y/Fresh"), "other");
         // Labels seen before the cap keep their name.
         assert_eq!(
-            m.method_label("/oneid.v1.Registry/CountCards"),
+            label("/oneid.v1.Registry/CountCards"),
             "/oneid.v1.Registry/CountCards"
+        );
+        assert_eq!(m.methods.read().unwrap().len(), MAX_METHOD_LABELS + 1);
+    }
+
+    #[test]
+    fn method_handles_count_by_code_and_time() {
+        let m = Metrics::new(1).expect("metrics");
+        let count = m.method("/oneid.v1.Registry/CountCards");
+        count.record("OK", Duration::from_millis(2));
+        count.record("OK", Duration::from_millis(3));
+        m.method("/oneid.v1.Registry/CountCards")
+            .record("NotFound", Duration::from_millis(1));
+        let text = m.render().expect("render");
+        let line = |code: &str| {
+            format!(
+                "oneid_grpc_requests_total{{code=\"{code}\",method=\"/oneid.v1.Registry/CountCards\"}} "
+            )
+        };
+        assert!(text.contains(&(line("OK") + "2")), "{text}");
+        assert!(text.contains(&(line("NotFound") + "1")), "{text}");
+        assert!(
+            text.contains(
+                "oneid_grpc_request_duration_seconds_count{method=\"/oneid.v1.Registry/CountCards\"} 3"
+            ),
+            "{text}"
         );
     }
 
