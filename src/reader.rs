@@ -9,8 +9,7 @@ use oneid_storage::records::{
     AliasRecord, AuditBlock, AuditRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord,
     LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord,
     ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V, DISPUTE_V, HOLDER_V,
-    KEY_STATE_V, LINK_V, LOCKOUT_V, MSISDN_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V,
-    STATS_V,
+    KEY_STATE_V, LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -88,6 +87,12 @@ impl Reader {
         decoded(found.as_deref().map(|v| (v, key)), version)
     }
 
+    fn number(&self, key: &[u8]) -> Result<Option<MsisdnRecord>, StorageError> {
+        let cf = self.db.cf(CF_SM_DATA)?;
+        let found = self.db.raw().get_pinned_cf(cf, key)?;
+        found.map(|v| MsisdnRecord::decode(&v, key)).transpose()
+    }
+
     pub fn holder(&self, id_key: &IdKey) -> Result<HolderRecord, StorageError> {
         Ok(self
             .get(HOLDER_V, &keys::holder_key(id_key))?
@@ -102,7 +107,7 @@ impl Reader {
         // moving the holder in between leaves the index pointing at the new
         // key, so a missing card is looked up again under it.
         loop {
-            let rec: Option<MsisdnRecord> = self.get(MSISDN_V, &number_key)?;
+            let rec = self.number(&number_key)?;
             let Some(rec) = rec.filter(|r| r.held) else {
                 return Ok(None);
             };
@@ -427,7 +432,7 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use oneid_storage::records::{KEY_STATE_V, LOCKOUT_V};
+    use oneid_storage::records::{KEY_STATE_V, LOCKOUT_V, MSISDN_V};
     use serde::Serialize;
 
     use super::*;
@@ -558,7 +563,11 @@ mod tests {
             keys::card_key(&mine, NUMBER),
             &card(Lifecycle::Active),
         );
-        let index = |id_key, held| MsisdnRecord { id_key, held };
+        let index = |id_key, held| MsisdnRecord {
+            id_key,
+            held,
+            registered_by: None,
+        };
         put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, true));
         let v = agrees(&r, &mine);
         assert!(v.active);

@@ -18,6 +18,21 @@ use crate::command::{self, Outcome};
 /// has one holder, a cancelled card stays cancelled) still refuse a repeat.
 pub const REQUEST_ID_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// What the number index keeps of the request id that registered its
+/// holder: 8 bytes of its SHA-256. Two request ids of registrations of the
+/// same number would have to collide in 64 bits for a retry of one to
+/// replay the other. None for an empty request id.
+pub(super) fn request_tag(request_id: &str) -> Option<[u8; 8]> {
+    use sha2::{Digest, Sha256};
+    if request_id.is_empty() {
+        return None;
+    }
+    let digest = Sha256::digest(request_id.as_bytes());
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest[..8]);
+    Some(tag)
+}
+
 /// The first outcome of `request_id`, if it is still remembered.
 pub(super) fn replay(tx: &mut Tx, request_id: &str) -> Result<Option<Outcome>, StorageError> {
     let key = keys::dedup_key(request_id);
@@ -102,8 +117,8 @@ mod tests {
 
     use super::*;
     use crate::apply::apply_envelope;
-    use crate::command::{Applied, Command, Envelope, Restrict, TrimRequestIds};
-    use crate::domain::Policy;
+    use crate::command::{Applied, Cancel, Command, Envelope, Register, Restrict, TrimRequestIds};
+    use crate::domain::{Channel, Policy};
     use oneid_storage::records::DedupRecord;
 
     struct Node {
@@ -259,6 +274,77 @@ mod tests {
         }
         assert_eq!(n.trim(later, 100), 2);
         assert!(!remembered(&mut n, "c1", later + 1));
+    }
+
+    fn register(msisdn: &str) -> Command {
+        Command::Register(Register {
+            id_key: [1; 32],
+            msisdn: msisdn.into(),
+            carrier: "CMCC".into(),
+            province: 11,
+            kind: 1,
+            channel: Channel::Agent.code() as u8,
+            strict_verification: false,
+            last6_tag: [0; 16],
+            unit_key: None,
+        })
+    }
+
+    fn has_record(n: &Node, request_id: &str) -> bool {
+        let cf = n.db.cf(CF_SM_DATA).unwrap();
+        let key = keys::dedup_key(request_id);
+        n.db.raw().get_cf(cf, key).unwrap().is_some()
+    }
+
+    #[test]
+    fn a_registration_is_remembered_by_its_card() {
+        let mut n = Node::new();
+        let t0 = 1_000_000;
+        let number = "13800000001";
+        let first = n.apply("r1", t0, register(number));
+        assert!(!first.replayed);
+        assert!(matches!(first.outcome, Outcome::Registered { .. }));
+        // No request-id record and no age for it.
+        assert!(!has_record(&n, "r1"));
+        assert!(n
+            .db
+            .scan_sm(keys::DEDUP_AGE_PREFIX, None, 10)
+            .unwrap()
+            .is_empty());
+        // Its retry replays, also past the retention and a trim.
+        let again = n.apply("r1", t0 + 1, register(number));
+        assert!(again.replayed);
+        assert_eq!(again.outcome, first.outcome);
+        let later = t0 + REQUEST_ID_RETENTION_MS + 10;
+        n.trim(later, 100);
+        assert_eq!(n.apply("r1", later, register(number)), again);
+
+        // Another request for the same card: refused, and remembered as
+        // refusals are.
+        let other = n.apply("r2", later, register(number));
+        assert!(other.outcome.as_error().is_some() && !other.replayed);
+        assert!(has_record(&n, "r2"));
+        assert_eq!(
+            n.apply("r2", later, register(number)).outcome,
+            other.outcome
+        );
+
+        // Cancelled and registered again to the same identity: the index
+        // now names r3, and keeps r1 aside, so both still replay.
+        let cancel = Command::Cancel(Cancel {
+            msisdn: number.into(),
+            carrier: "CMCC".into(),
+        });
+        assert!(n.apply("c1", later, cancel).outcome.as_error().is_none());
+        let third = n.apply("r3", later + 1, register(number));
+        assert!(matches!(third.outcome, Outcome::Registered { .. }));
+        assert!(!has_record(&n, "r3") && !has_record(&n, "r1"));
+        assert_eq!(n.apply("r1", later + 2, register(number)), again);
+        assert!(n.apply("r3", later + 2, register(number)).replayed);
+        n.trim(later + 2 + REQUEST_ID_RETENTION_MS + 10, 100);
+        assert_eq!(n.apply("r1", later + 3, register(number)), again);
+        // Another number's registration is not taken for it.
+        assert!(!n.apply("r1", later + 3, register("13800000002")).replayed);
     }
 
     #[test]

@@ -3,9 +3,7 @@
 //! doubt.
 
 use oneid_storage::keys;
-use oneid_storage::records::{
-    LinkRecord, MsisdnRecord, ReverifyRecord, LINK_V, MSISDN_V, REVERIFY_V,
-};
+use oneid_storage::records::{LinkRecord, ReverifyRecord, LINK_V, REVERIFY_V};
 use oneid_storage::StorageError;
 
 use super::{corrupt, not_found, Step, Tx};
@@ -17,7 +15,7 @@ pub const MAX_LINKS_PER_NUMBER: usize = 256;
 
 pub(super) fn link(tx: &mut Tx, now_ms: u64, l: &Link) -> Step<Outcome> {
     let held = tx
-        .get::<MsisdnRecord>(MSISDN_V, &keys::msisdn_key(&l.msisdn))?
+        .number(&keys::msisdn_key(&l.msisdn))?
         .is_some_and(|n| n.held);
     if !held {
         return Err(not_found("no card with this number is registered"));

@@ -136,14 +136,27 @@ pub fn apply_decoded(
             });
         }
     }
+    let tag = dedup::request_tag(&envelope.request_id);
     // A refused command writes nothing but its dedup record.
     tx.begin();
     let bound = rekey::bind(tx, &envelope).and_then(|rebound| {
         let command = rebound.as_ref().unwrap_or(&envelope.command);
-        dispatch(tx, policy, now_ms, command)
+        if let (Command::Register(r), Some(tag)) = (command, tag) {
+            if let Some(first) = cards::first_registration(tx, r, tag)? {
+                return Ok((first, true));
+            }
+        }
+        Ok((dispatch(tx, policy, now_ms, command, tag)?, false))
     });
     let outcome = match bound {
-        Ok(outcome) => outcome,
+        Ok((outcome, true)) => {
+            tx.rollback();
+            return Ok(Applied {
+                outcome,
+                replayed: true,
+            });
+        }
+        Ok((outcome, false)) => outcome,
         Err(Refusal::Rule(e)) => {
             tx.rollback();
             Outcome::rejected(e)
@@ -156,7 +169,10 @@ pub fn apply_decoded(
     let retriable = outcome
         .as_error()
         .is_some_and(|e| e.reason == Reason::KeyRotated);
-    if dedup && !retriable {
+    // The number index remembers a registration (see
+    // `cards::first_registration`).
+    let in_index = matches!(outcome, Outcome::Registered { .. });
+    if dedup && !retriable && !in_index {
         dedup::remember(tx, &envelope.request_id, (index, now_ms), &outcome)?;
     }
     Ok(fresh(outcome))
@@ -206,9 +222,16 @@ pub fn load_policy(db: &oneid_storage::Db) -> Result<Policy, StorageError> {
     Ok(stored.map_or_else(Policy::default, |r| policy_of(&r.values)))
 }
 
-fn dispatch(tx: &mut Tx, policy: &mut Policy, now_ms: u64, command: &Command) -> Step<Outcome> {
+/// Runs one command; `tag` is its request id's, for a registration to keep.
+fn dispatch(
+    tx: &mut Tx,
+    policy: &mut Policy,
+    now_ms: u64,
+    command: &Command,
+    tag: Option<[u8; 8]>,
+) -> Step<Outcome> {
     match command {
-        Command::Register(r) => cards::register(tx, policy, now_ms, r),
+        Command::Register(r) => cards::register(tx, policy, now_ms, r, tag),
         Command::Cancel(c) => cards::cancel(tx, now_ms, c),
         Command::FlagHighRisk(f) => cards::flag_high_risk(tx, policy, now_ms, f),
         Command::Reverified(r) => cards::reverified(tx, now_ms, r),

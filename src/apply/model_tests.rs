@@ -527,15 +527,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn state_machine_matches_the_model(ops in prop::collection::vec((op(), 1usize..4), 1..60)) {
+    fn state_machine_matches_the_model(
+        ops in prop::collection::vec(
+            (op(), 1usize..4, prop::option::of(any::<prop::sample::Index>())),
+            1..60,
+        ),
+    ) {
         let (_dir, db) = super::test_db();
         let mut model = Model::default();
         let mut pol = policy();
         let mut seq = 0u64;
+        // Each registration that went through, as sent, with its outcome.
+        let mut registered: Vec<(Vec<u8>, Outcome)> = Vec::new();
         // Ops are applied in groups sharing one transaction, like the
         // commands of one log entry: later ones must see earlier writes.
         let mut tx = Tx::new(&db);
-        for (op, group) in ops {
+        for (op, group, retry) in ops {
             let want = model.apply(&op);
             if let Some(cmd) = command_of(&op) {
                 seq += 1;
@@ -547,11 +554,23 @@ proptest! {
                     keys: KeyBinding::default(),
                 }.encode().unwrap();
                 let got = apply_envelope(&mut tx, &mut pol, (seq, 0), model.clock, &bytes).unwrap();
+                if matches!(got.outcome, Outcome::Registered { .. }) {
+                    registered.push((bytes, got.outcome.clone()));
+                }
                 let got = match got.outcome.as_error() {
                     Some(e) => Err(e.reason),
                     None => Ok(()),
                 };
                 prop_assert_eq!(got, want, "{:?}", op);
+            }
+            // A registration retried under its request id, whatever
+            // happened to its card since (cancelled, stripped, registered
+            // again to someone else): its first outcome, nothing written.
+            if let Some(pick) = retry.filter(|_| !registered.is_empty()) {
+                let (bytes, first) = &registered[pick.index(registered.len())];
+                let again = apply_envelope(&mut tx, &mut pol, (seq, 1), model.clock, bytes).unwrap();
+                prop_assert!(again.replayed);
+                prop_assert_eq!(&again.outcome, first);
             }
             if seq as usize % group == 0 {
                 db.raw().write(std::mem::replace(&mut tx, Tx::new(&db)).into_batch().unwrap()).unwrap();

@@ -5,8 +5,7 @@
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    CounterRecord, HolderRecord, MsisdnRecord, OutboxRecord, COUNTER_V, HOLDER_V, MSISDN_V,
-    OUTBOX_V,
+    CounterRecord, HolderRecord, OutboxRecord, COUNTER_V, HOLDER_V, OUTBOX_V,
 };
 
 use super::cards;
@@ -40,7 +39,7 @@ pub(super) fn push(tx: &mut Tx, now_ms: u64, to: &str, kind: &str, text: String)
 /// True when `msisdn` is an active card under `id_key` in this apply's view.
 pub(super) fn is_active_under(tx: &Tx, id_key: &IdKey, msisdn: &str) -> Step<bool> {
     let held = tx
-        .get::<MsisdnRecord>(MSISDN_V, &keys::msisdn_key(msisdn))?
+        .number(&keys::msisdn_key(msisdn))?
         .is_some_and(|n| n.held && &n.id_key == id_key);
     if !held {
         return Ok(false);

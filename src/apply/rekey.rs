@@ -13,8 +13,8 @@
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
     AliasRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord, LockoutRecord,
-    MsisdnRecord, PendingRecord, RestrictionRecord, ALIAS_V, CARD_V, DISPUTE_V, HOLDER_V,
-    KEY_STATE_V, LOCKOUT_V, MSISDN_V, PENDING_V, RESTRICTION_V,
+    PendingRecord, RestrictionRecord, ALIAS_V, CARD_V, DISPUTE_V, HOLDER_V, KEY_STATE_V, LOCKOUT_V,
+    MSISDN_V, PENDING_V, RESTRICTION_V,
 };
 use oneid_storage::StorageError;
 
@@ -239,7 +239,7 @@ fn move_id(tx: &mut Tx, m: &MoveId) -> Result<bool, StorageError> {
 /// index, the re-verification queue and an open dispute.
 fn repoint(tx: &mut Tx, m: &MoveId, msisdn: &str, card: &CardRecord) -> Result<(), StorageError> {
     let number = keys::msisdn_key(msisdn);
-    if let Some(mut n) = tx.get::<MsisdnRecord>(MSISDN_V, &number)? {
+    if let Some(mut n) = tx.number(&number)? {
         if n.id_key == m.old {
             n.id_key = m.new;
             tx.put(MSISDN_V, number, &n)?;

@@ -363,6 +363,7 @@ fn records() -> Vec<Vec<u8>> {
             &MsisdnRecord {
                 id_key: key,
                 held: true,
+                registered_by: None,
             },
         ),
         record(3, PENDING_V, &PendingRecord { id_key: key }),

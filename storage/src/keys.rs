@@ -50,6 +50,7 @@ const TAG_OUTBOX: u8 = b'o';
 const TAG_DEDUP_AGE: u8 = b'e';
 const TAG_MOVED: u8 = b'a';
 const TAG_ARRIVED: u8 = b'b';
+const TAG_REPLACED: u8 = b'g';
 
 /// The policy in force (limits, windows): replicated state, so every replica
 /// enforces the same numbers.
@@ -93,6 +94,16 @@ pub fn msisdn_key(msisdn: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + msisdn.len());
     k.push(TAG_MSISDN);
     k.extend_from_slice(msisdn.as_bytes());
+    k
+}
+
+/// `g ‖ msisdn ‖ request tag`: a registration of the number whose place
+/// in the number index a later registration took.
+pub fn replaced_registration_key(msisdn: &str, request_tag: &[u8; 8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + msisdn.len() + request_tag.len());
+    k.push(TAG_REPLACED);
+    k.extend_from_slice(msisdn.as_bytes());
+    k.extend_from_slice(request_tag);
     k
 }
 

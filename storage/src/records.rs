@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::IdKey;
+use crate::schema::CF_SM_DATA;
+use crate::{codec, StorageError};
 
 pub const CARD_V: u8 = 2;
 pub const PENDING_V: u8 = 1;
@@ -23,7 +25,12 @@ pub const AUDIT_V: u8 = 1;
 pub const AUDIT_BLOCK_V: u8 = 2;
 pub const OUTBOX_V: u8 = 1;
 pub const HOLDER_V: u8 = 2;
-pub const MSISDN_V: u8 = 1;
+/// A [`MsisdnRecord`] with the registration that made its holder (session
+/// 11 on; version-1 records stay readable, see [`MsisdnRecord::decode`]).
+pub const MSISDN_V: u8 = 2;
+/// A number index record without [`MsisdnRecord::registered_by`].
+pub const MSISDN_V1: u8 = 1;
+pub const REPLACED_V: u8 = 1;
 pub const DEDUP_V: u8 = 1;
 pub const DEDUP_AGE_V: u8 = 1;
 /// A [`DedupAgeBlock`] (session 7 on; version-1 markers stay readable).
@@ -142,6 +149,52 @@ fn sum_by_carrier(m: &BTreeMap<(String, u8), u32>) -> BTreeMap<&str, u32> {
 pub struct MsisdnRecord {
     pub id_key: IdKey,
     pub held: bool,
+    /// The registration that made `id_key` the holder, so a retry of it
+    /// replays from here (the record every registration reads anyway)
+    /// instead of from a request-id record of its own.
+    pub registered_by: Option<Registration>,
+}
+
+/// What a registration's retry must find and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The first 8 bytes of the SHA-256 of the registration's request id.
+    pub request_tag: [u8; 8],
+    /// Its outcome: the holder's cards at the carrier-province (IoT cards,
+    /// for an IoT card) after it.
+    pub held_after: u32,
+}
+
+/// [`MsisdnRecord`] as version 1 stored it.
+#[derive(Serialize, Deserialize)]
+struct MsisdnRecordV1 {
+    id_key: IdKey,
+    held: bool,
+}
+
+impl MsisdnRecord {
+    /// A stored number index record of either version. Every read goes
+    /// through here; writes are always [`MSISDN_V`].
+    pub fn decode(bytes: &[u8], key: &[u8]) -> Result<MsisdnRecord, StorageError> {
+        if codec::version_of(bytes) != Some(MSISDN_V1) {
+            return codec::decode(MSISDN_V, bytes, CF_SM_DATA, key);
+        }
+        let v1: MsisdnRecordV1 = codec::decode(MSISDN_V1, bytes, CF_SM_DATA, key)?;
+        Ok(MsisdnRecord {
+            id_key: v1.id_key,
+            held: v1.held,
+            registered_by: None,
+        })
+    }
+}
+
+/// A registration whose place in the number index a later registration of
+/// the number took, under [`crate::keys::replaced_registration_key`], so a
+/// retry of it still replays. Kept for good: one small record per number
+/// registered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedRecord {
+    pub held_after: u32,
 }
 
 /// A card awaiting re-verification, under `p ‖ deadline ‖ msisdn`.
@@ -391,5 +444,34 @@ mod tests {
         assert_eq!(h.at("CMCC", 11), 0);
         assert!(!h.active.contains_key(&("CMCC".to_string(), 11)));
         assert_eq!(h.total(), 2);
+    }
+
+    #[test]
+    fn number_records_of_both_versions_decode() {
+        let key = b"m-key";
+        let v1 = MsisdnRecordV1 {
+            id_key: [4; 32],
+            held: true,
+        };
+        let old = MsisdnRecord::decode(&codec::encode(MSISDN_V1, &v1).unwrap(), key).unwrap();
+        assert_eq!(
+            old,
+            MsisdnRecord {
+                id_key: [4; 32],
+                held: true,
+                registered_by: None,
+            }
+        );
+        let new = MsisdnRecord {
+            registered_by: Some(Registration {
+                request_tag: [1, 2, 3, 4, 5, 6, 7, 8],
+                held_after: 4,
+            }),
+            ..old
+        };
+        let bytes = codec::encode(MSISDN_V, &new).unwrap();
+        assert_eq!(MsisdnRecord::decode(&bytes, key).unwrap(), new);
+        // A version-2 body is not mistaken for a version-1 one.
+        assert!(codec::decode::<MsisdnRecordV1>(MSISDN_V1, &bytes, CF_SM_DATA, key).is_err());
     }
 }
