@@ -363,7 +363,7 @@ fn count_cards(k: &Keyring, r: &pb::CountCardsRequest) -> bool {
 // Target 2: stored records (crc + version + bincode).
 
 /// Record kinds the low bits of the first byte pick.
-const RECORDS: u8 = 28;
+const RECORDS: u8 = 29;
 /// Top bit of the first byte: wrap the rest in a valid version and crc, so
 /// the fuzzer reaches the bincode body instead of stopping at the crc.
 const SEAL: u8 = 0x80;
@@ -422,6 +422,7 @@ pub fn stored_record(data: &[u8]) -> bool {
         25 => record::<AliasRecord>(ALIAS_V, body, sealed).is_some(),
         26 => record::<AuditBlock>(AUDIT_BLOCK_V, body, sealed).is_some(),
         27 => record::<DedupAgeBlock>(DEDUP_AGE_BLOCK_V, body, sealed).is_some(),
+        28 => record::<ReplacedRecord>(REPLACED_V, body, sealed).is_some(),
         _ => snapshot_file_bytes(body),
     }
 }

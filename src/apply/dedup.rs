@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn a_registration_is_remembered_by_its_card() {
+    fn a_registration_is_remembered_by_its_number() {
         let mut n = Node::new();
         let t0 = 1_000_000;
         let number = "13800000001";

@@ -487,6 +487,7 @@ fn records() -> Vec<Vec<u8>> {
             SM_META_V,
             &StoredMembership::new(Some(log_id(1, 2)), membership()),
         ),
+        record(28, REPLACED_V, &ReplacedRecord { held_after: 3 }),
     ];
     let mut out: Vec<Vec<u8>> = parts.into_iter().flatten().collect();
     out.push(snapshot_file());
