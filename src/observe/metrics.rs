@@ -70,8 +70,8 @@ pub struct Metrics {
     pub raft_members: IntGauge,
     pub raft_leader_changes: IntCounter,
     pub ready: IntGauge,
-    pub grpc_requests: IntCounterVec,
-    pub grpc_duration: HistogramVec,
+    grpc_requests: IntCounterVec,
+    grpc_duration: HistogramVec,
     rocksdb: Vec<IntGaugeVec>,
     process_rss: IntGauge,
     /// Each method's metric handles by request path, resolved on its first
@@ -295,7 +295,7 @@ impl Metrics {
             return m.clone();
         }
         // "other" itself is not counted against the cap.
-        let named = methods.keys().filter(|k| *k != OTHER_METHOD).count();
+        let named = methods.len() - usize::from(methods.contains_key(OTHER_METHOD));
         let label = if named >= MAX_METHOD_LABELS {
             OTHER_METHOD
         } else {
