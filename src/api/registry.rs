@@ -63,8 +63,9 @@ impl RegistryApi {
         let mut results = vec![pb::ImportItemResult::default(); cards.len()];
         let mut slots = Vec::with_capacity(cards.len());
         let mut commands = Vec::with_capacity(cards.len());
+        let keyring = self.keyring.pinned()?;
         for (i, card) in cards.iter().enumerate() {
-            match commands::register(&self.keyring, card)
+            match commands::register(&keyring, card)
                 .and_then(|e| e.encode().map_err(|e| ApiError::Internal(e.to_string())))
             {
                 Ok(bytes) => {
