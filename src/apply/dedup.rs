@@ -7,7 +7,7 @@ use oneid_storage::keys;
 use oneid_storage::records::{
     DedupAgeBlock, DedupAgeRecord, DedupRecord, DEDUP_AGE_BLOCK_V, DEDUP_AGE_V, DEDUP_V,
 };
-use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::schema::{BLOB_MIN_BYTES, CF_SM_DATA};
 use oneid_storage::{codec, StorageError};
 
 use super::{corrupt, Tx};
@@ -59,20 +59,30 @@ pub(super) fn remember(
     Ok(())
 }
 
-/// Writes the request ids an apply call remembered (in log order) as one
-/// [`DedupAgeBlock`] per log entry, keyed by the entry's clock and its first
-/// id. Per entry, not per apply call: replicas group entries into apply
-/// calls differently, and must still write the same records. Two blocks
-/// cannot share a key: an id is remembered again only after a trim forgot
-/// it, at a later clock.
+/// Request ids in one age block at most. Request ids are at most 128
+/// bytes, so a block stays under [`BLOB_MIN_BYTES`] and in table files:
+/// trimming deletes age blocks, and a deleted value in a blob file would
+/// stay on disk for good (blob files hold audit blocks, never deleted, and
+/// are not garbage-collected).
+pub(super) const AGE_BLOCK_IDS: usize = 100;
+const _: () = assert!(AGE_BLOCK_IDS * 132 < BLOB_MIN_BYTES as usize);
+
+/// Writes the request ids an apply call remembered (in log order) as
+/// [`DedupAgeBlock`]s of up to [`AGE_BLOCK_IDS`] ids of one log entry, each
+/// keyed by the entry's clock and its first id. Per entry, not per apply
+/// call: replicas group entries into apply calls differently, and must
+/// still write the same records. Two blocks cannot share a key: an id is
+/// remembered again only after a trim forgot it, at a later clock.
 pub(super) fn write_age_blocks(
     tx: &mut Tx,
     aged: Vec<(u64, u64, String)>,
 ) -> Result<(), StorageError> {
     for entry in super::runs(aged, |&(index, _, _)| index) {
-        let key = keys::dedup_age_key(entry[0].1, &entry[0].2);
-        let request_ids = entry.into_iter().map(|(_, _, id)| id).collect();
-        tx.put(DEDUP_AGE_BLOCK_V, key, &DedupAgeBlock { request_ids })?;
+        for block in entry.chunks(AGE_BLOCK_IDS) {
+            let key = keys::dedup_age_key(block[0].1, &block[0].2);
+            let request_ids = block.iter().map(|(_, _, id)| id.clone()).collect();
+            tx.put(DEDUP_AGE_BLOCK_V, key, &DedupAgeBlock { request_ids })?;
+        }
     }
     Ok(())
 }
@@ -274,6 +284,36 @@ mod tests {
         }
         assert_eq!(n.trim(later, 100), 2);
         assert!(!remembered(&mut n, "c1", later + 1));
+    }
+
+    #[test]
+    fn a_large_entry_ages_its_ids_in_blocks_that_stay_out_of_blob_files() {
+        let mut n = Node::new();
+        let t0 = 1_000_000;
+        // The longest request ids there are, 250 of them in one entry.
+        let ids: Vec<String> = (0..250).map(|i| format!("{i:0>128}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        apply_together(&mut n, t0, &refs);
+        let ages = n.db.scan_sm(keys::DEDUP_AGE_PREFIX, None, 100).unwrap();
+        assert_eq!(ages.len(), 250usize.div_ceil(AGE_BLOCK_IDS));
+        for (key, value) in &ages {
+            assert!(
+                (value.len() as u64) < BLOB_MIN_BYTES,
+                "{} bytes",
+                value.len()
+            );
+            let (_, named) = keys::parse_dedup_age_key(key).unwrap();
+            assert!(aged_ids(key, value, named).unwrap().len() <= AGE_BLOCK_IDS);
+        }
+        // Trimming still forgets every id, whole blocks at a time.
+        let later = t0 + 1 + REQUEST_ID_RETENTION_MS;
+        assert_eq!(n.trim(later, 1000), 250);
+        assert!(n
+            .db
+            .scan_sm(keys::DEDUP_AGE_PREFIX, None, 100)
+            .unwrap()
+            .is_empty());
+        assert!(!remembered(&mut n, &ids[249], later));
     }
 
     fn register(msisdn: &str) -> Command {
