@@ -19,8 +19,9 @@ type Staged = Option<Vec<u8>>;
 /// sorting once at commit (and in the rare scan). The random seed is fine:
 /// nothing replicated depends on the iteration order.
 type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
-/// A key and its overlay entry before a write (`None`: it had none).
-type Undo = (Vec<u8>, Option<Staged>);
+/// Where a written key sits in [`Tx::undo_keys`], and its overlay entry
+/// before the write (`None`: it had none).
+type Undo = (std::ops::Range<usize>, Option<Staged>);
 
 pub struct Tx<'a> {
     db: &'a Db,
@@ -31,6 +32,9 @@ pub struct Tx<'a> {
     stored: RefCell<KeyMap<Option<Vec<u8>>>>,
     /// (key, overlay entry before the write) for each write since `begin`.
     undo: Vec<Undo>,
+    /// The keys `undo` names, end to end: one buffer instead of a copy of
+    /// each key on the heap (registrations write three or four keys each).
+    undo_keys: Vec<u8>,
     /// Statistics changes, folded into the one stats record at commit so a
     /// batch of thousands of commands rewrites it once.
     stats: Vec<StatDelta>,
@@ -51,6 +55,7 @@ impl<'a> Tx<'a> {
             writes: KeyMap::default(),
             stored: RefCell::default(),
             undo: Vec::new(),
+            undo_keys: Vec::new(),
             stats: Vec::new(),
             stats_mark: 0,
             audit: Vec::new(),
@@ -125,8 +130,10 @@ impl<'a> Tx<'a> {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let before = self.writes.insert(key.clone(), value);
-        self.undo.push((key, before));
+        let start = self.undo_keys.len();
+        self.undo_keys.extend_from_slice(&key);
+        let before = self.writes.insert(key, value);
+        self.undo.push((start..self.undo_keys.len(), before));
     }
 
     pub fn put<T: Serialize>(
@@ -187,6 +194,7 @@ impl<'a> Tx<'a> {
     /// Starts a command: `rollback` undoes writes made after this point.
     pub fn begin(&mut self) {
         self.undo.clear();
+        self.undo_keys.clear();
         self.stats_mark = self.stats.len();
     }
 
@@ -207,19 +215,21 @@ impl<'a> Tx<'a> {
 
     pub fn rollback(&mut self) {
         self.stats.truncate(self.stats_mark);
-        while let Some((key, before)) = self.undo.pop() {
+        while let Some((at, before)) = self.undo.pop() {
+            let key = &self.undo_keys[at];
             match before {
-                Some(v) => self.writes.insert(key, v),
-                None => self.writes.remove(&key),
+                Some(v) => self.writes.insert(key.to_vec(), v),
+                None => self.writes.remove(key),
             };
         }
+        self.undo_keys.clear();
     }
 
     /// The staged writes as one RocksDB batch.
     pub fn into_batch(mut self) -> Result<WriteBatch, StorageError> {
         if !self.stats.is_empty() {
             let mut stats: StatsRecord = self.get(STATS_V, keys::STATS)?.unwrap_or_default();
-            for d in &self.stats {
+            for d in std::mem::take(&mut self.stats) {
                 stats.apply(d);
             }
             self.put(STATS_V, keys::STATS.to_vec(), &stats)?;

@@ -323,12 +323,12 @@ fn records() -> Vec<Vec<u8>> {
         outcome: "ok".into(),
     };
     let mut stats = StatsRecord::default();
-    stats.apply(&StatDelta::Held {
+    stats.apply(StatDelta::Held {
         carrier: "CMCC".into(),
         province: 11,
         delta: 2,
     });
-    stats.apply(&StatDelta::DisputeResolved(1));
+    stats.apply(StatDelta::DisputeResolved(1));
     let policy = PolicyValues {
         own_hall_threshold: 5,
         reverify_window_ms: 1,

@@ -320,25 +320,34 @@ pub enum StatDelta {
 }
 
 impl StatsRecord {
-    pub fn apply(&mut self, d: &StatDelta) {
+    /// Folds `d` in. By value: an import entry applies one `Held` delta per
+    /// card, and its carrier moves into the map key instead of being cloned
+    /// (twice, before: 1.4 % of a follower's CPU during an import).
+    pub fn apply(&mut self, d: StatDelta) {
         match d {
             StatDelta::Held {
                 carrier,
                 province,
                 delta,
             } => {
-                let key = (carrier.clone(), *province);
-                let n = self.held.entry(key.clone()).or_insert(0);
-                *n = n.saturating_add_signed(*delta);
-                if *n == 0 {
+                let key = (carrier, province);
+                let n = self
+                    .held
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_add_signed(delta);
+                if n == 0 {
                     self.held.remove(&key);
+                } else {
+                    self.held.insert(key, n);
                 }
             }
             StatDelta::HighRiskFlagged => self.high_risk_flagged += 1,
             StatDelta::Reverified => self.reverified += 1,
             StatDelta::HighRiskSuspended => self.high_risk_suspended += 1,
             StatDelta::DisputeOpened => self.disputes_opened += 1,
-            StatDelta::DisputeResolved(o) => *self.disputes_resolved.entry(*o).or_insert(0) += 1,
+            StatDelta::DisputeResolved(o) => *self.disputes_resolved.entry(o).or_insert(0) += 1,
             StatDelta::Lockout => self.lockouts += 1,
         }
     }

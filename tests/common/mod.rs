@@ -370,12 +370,18 @@ impl Cluster {
 
     /// Waits until every node in `ids` has applied what `from` has
     /// applied, then reads their state digests.
-    pub async fn digests_after(&self, from: u64, ids: &[u64]) -> Vec<String> {
+    /// Waits until nodes `ids` applied what node `from` has applied, then
+    /// asserts that their state digests are equal.
+    pub async fn assert_replicas_agree(&self, from: u64, ids: &[u64]) {
         let target = self.status(from).await.expect("status").last_applied;
         for id in ids {
             self.wait_applied(*id, target).await;
         }
-        futures::future::join_all(ids.iter().map(|id| self.digest(*id))).await
+        let digests = futures::future::join_all(ids.iter().map(|id| self.digest(*id))).await;
+        assert!(
+            digests.iter().all(|d| *d == digests[0]),
+            "replicas differ: {digests:?}"
+        );
     }
 
     pub fn logs(&self) -> String {
