@@ -30,7 +30,7 @@ pub struct Tx<'a> {
     /// call. Nothing is written to the database until the batch is, so one
     /// lookup per key is enough (the key state is read by every command).
     stored: RefCell<KeyMap<Option<Vec<u8>>>>,
-    /// (key, overlay entry before the write) for each write since `begin`.
+    /// For each write since `begin`: its key and the overlay entry before.
     undo: Vec<Undo>,
     /// The keys `undo` names, end to end: one buffer instead of a copy of
     /// each key on the heap (registrations write three or four keys each).
