@@ -77,20 +77,29 @@ impl Reader {
         Reader { db }
     }
 
+    /// `key`'s value, if any, handed to `decode` without a copy.
+    fn read<T>(
+        &self,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
+        let cf = self.db.cf(CF_SM_DATA)?;
+        let found = self.db.raw().get_pinned_cf(cf, key)?;
+        found.as_deref().map(decode).transpose()
+    }
+
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         version: u8,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        let cf = self.db.cf(CF_SM_DATA)?;
-        let found = self.db.raw().get_pinned_cf(cf, key)?;
-        decoded(found.as_deref().map(|v| (v, key)), version)
+        self.read(key, |v| codec::decode(version, v, CF_SM_DATA, key))
     }
 
+    /// The number index record under `key` (stored in more than one
+    /// version).
     fn number(&self, key: &[u8]) -> Result<Option<MsisdnRecord>, StorageError> {
-        let cf = self.db.cf(CF_SM_DATA)?;
-        let found = self.db.raw().get_pinned_cf(cf, key)?;
-        found.map(|v| MsisdnRecord::decode(&v, key)).transpose()
+        self.read(key, |v| MsisdnRecord::decode(v, key))
     }
 
     pub fn holder(&self, id_key: &IdKey) -> Result<HolderRecord, StorageError> {

@@ -101,10 +101,7 @@ impl Keyring {
     /// starts meanwhile refuses the stale items KEY_ROTATED, as it would
     /// between any read and apply.
     pub fn pinned(&self) -> Result<Keyring, ApiError> {
-        Ok(Keyring {
-            hasher: self.hasher.clone(),
-            source: Source::Fixed(self.state()?),
-        })
+        Ok(Keyring::fixed(self.hasher.clone(), self.state()?))
     }
 
     pub fn hasher(&self) -> &IdHasher {
