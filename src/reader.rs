@@ -8,8 +8,8 @@ use oneid_storage::keys;
 use oneid_storage::records::{
     AliasRecord, AuditBlock, AuditRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord,
     LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord,
-    ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V, DISPUTE_V, HOLDER_V,
-    KEY_STATE_V, LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
+    ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V, DISPUTE_V, KEY_STATE_V,
+    LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::CF_SM_DATA;
@@ -59,6 +59,14 @@ fn decoded<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// What [`Reader::view`] read.
+struct View {
+    key_state: KeyStateRecord,
+    lockout: Option<LockoutRecord>,
+    holder: HolderRecord,
+    card: Option<CardRecord>,
+}
+
 /// See [`Reader::verification`].
 pub struct Verification {
     pub key_state: KeyStateRecord,
@@ -103,8 +111,9 @@ impl Reader {
     }
 
     pub fn holder(&self, id_key: &IdKey) -> Result<HolderRecord, StorageError> {
+        let key = keys::holder_key(id_key);
         Ok(self
-            .get(HOLDER_V, &keys::holder_key(id_key))?
+            .read(&key, |v| HolderRecord::decode(v, &key))?
             .unwrap_or_default())
     }
 
@@ -146,37 +155,64 @@ impl Reader {
     /// whether `msisdn` is an active card held under `id_key`, with the
     /// identity's summary.
     ///
-    /// The card alone answers "active under `id_key`": apply keeps every
-    /// held card (active ones among them) in the number index under the
-    /// same identity (`apply::model_tests` checks it after every command),
-    /// so the index need not be read too; that was a third of the
-    /// memtable searches of a count.
+    /// The summary lists the identity's in-service numbers (apply keeps the
+    /// list exact, `apply::model_tests` checks it after every command), so
+    /// usually it alone answers "active under `id_key`": the card is read
+    /// only when the summary does not know, and then with the other keys
+    /// again, so that every value still comes from one view. The card alone
+    /// answers too: apply keeps every held card in the number index under
+    /// the same identity, so the index need not be read.
     pub fn verification(&self, id_key: &IdKey, msisdn: &str) -> Result<Verification, StorageError> {
+        let view = self.view(id_key, None)?;
+        let (view, active) = match view.holder.lists_in_service(msisdn) {
+            Some(active) => (view, active),
+            None => {
+                let view = self.view(id_key, Some(msisdn))?;
+                let active = view.card.as_ref().is_some_and(in_service);
+                (view, active)
+            }
+        };
+        Ok(Verification {
+            key_state: view.key_state,
+            lockout: view.lockout,
+            active,
+            holder: view.holder,
+        })
+    }
+
+    /// The key state and `id_key`'s lockout and summary (and its card
+    /// `msisdn`, if given) in one batched lookup: a multi-get reads every
+    /// key at one sequence number, so the values are of one applied state,
+    /// never half of an apply batch.
+    fn view(&self, id_key: &IdKey, msisdn: Option<&str>) -> Result<View, StorageError> {
         let cf = self.db.cf(CF_SM_DATA)?;
-        let wanted = [
+        let mut wanted = vec![
             keys::KEY_STATE.to_vec(),
             keys::lockout_key(id_key),
-            keys::card_key(id_key, msisdn),
             keys::holder_key(id_key),
         ];
-        // A multi-get reads every key at one sequence number: the values
-        // are of one applied state, never half of an apply batch.
+        if let Some(msisdn) = msisdn {
+            wanted.push(keys::card_key(id_key, msisdn));
+        }
         let found = self.db.raw().batched_multi_get_cf(cf, &wanted, false);
         let mut values = Vec::with_capacity(wanted.len());
         for v in found {
             values.push(v?);
         }
-        let field = |i: usize| values[i].as_deref().map(|v| (v, wanted[i].as_slice()));
-        let key_state: KeyStateRecord = decoded(field(0), KEY_STATE_V)?.unwrap_or_default();
-        let lockout: Option<LockoutRecord> = decoded(field(1), LOCKOUT_V)?;
-        let card: Option<CardRecord> = decoded(field(2), CARD_V)?;
-        let holder: HolderRecord = decoded(field(3), HOLDER_V)?.unwrap_or_default();
-        let active = card.is_some_and(|c| in_service(&c));
-        Ok(Verification {
-            key_state,
-            lockout,
-            active,
-            holder,
+        let field = |i: usize| {
+            values
+                .get(i)
+                .and_then(|v| v.as_deref())
+                .map(|v| (v, wanted[i].as_slice()))
+        };
+        Ok(View {
+            key_state: decoded(field(0), KEY_STATE_V)?.unwrap_or_default(),
+            lockout: decoded(field(1), LOCKOUT_V)?,
+            holder: field(2)
+                .map(|(v, key)| HolderRecord::decode(v, key))
+                .transpose()?
+                .unwrap_or_default(),
+            card: decoded(field(3), CARD_V)?,
         })
     }
 
@@ -441,7 +477,7 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use oneid_storage::records::{KEY_STATE_V, LOCKOUT_V, MSISDN_V};
+    use oneid_storage::records::{HOLDER_V, KEY_STATE_V, LOCKOUT_V, MSISDN_V};
     use serde::Serialize;
 
     use super::*;
@@ -563,15 +599,17 @@ mod tests {
         assert!(!v.active && v.lockout.is_none() && v.holder.total() == 0);
         assert_eq!(v.key_state.current, 1);
 
-        let mut holder = HolderRecord::default();
+        // A summary that does not list its in-service numbers (written
+        // before it could, or past the list's limit): the card answers.
+        let mut holder = HolderRecord {
+            in_service: None,
+            ..HolderRecord::default()
+        };
         holder.add_kind(false, "cmcc", 11);
         put(&db, HOLDER_V, keys::holder_key(&mine), &holder);
-        put(
-            &db,
-            CARD_V,
-            keys::card_key(&mine, NUMBER),
-            &card(Lifecycle::Active),
-        );
+        let put_card =
+            |k: &IdKey, status| put(&db, CARD_V, keys::card_key(k, NUMBER), &card(status));
+        put_card(&mine, Lifecycle::Active);
         let index = |id_key, held| MsisdnRecord {
             id_key,
             held,
@@ -586,28 +624,19 @@ mod tests {
         // Stripped from this identity (the number released) and then
         // registered to someone else, as apply leaves it: not proof for
         // either until the new holder's card is stored.
-        put(
-            &db,
-            CARD_V,
-            keys::card_key(&mine, NUMBER),
-            &card(Lifecycle::Stripped),
-        );
+        put_card(&mine, Lifecycle::Stripped);
         put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, false));
         assert!(!agrees(&r, &mine).active);
         put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(other, true));
         assert!(!agrees(&r, &mine).active);
-        put(
-            &db,
-            CARD_V,
-            keys::card_key(&other, NUMBER),
-            &card(Lifecycle::Active),
-        );
+        put_card(&other, Lifecycle::Active);
+        put(&db, HOLDER_V, keys::holder_key(&other), &holder);
         assert!(agrees(&r, &other).active && !agrees(&r, &mine).active);
 
         // Held, but the card is suspended: not proof either.
         put(&db, MSISDN_V, keys::msisdn_key(NUMBER), &index(mine, true));
         let suspended = Lifecycle::PendingReverify { deadline_ms: 9 };
-        put(&db, CARD_V, keys::card_key(&mine, NUMBER), &card(suspended));
+        put_card(&mine, suspended);
         assert!(!agrees(&r, &mine).active);
 
         let lockout = LockoutRecord {
@@ -622,7 +651,19 @@ mod tests {
         };
         put(&db, KEY_STATE_V, keys::KEY_STATE.to_vec(), &rotating);
         let v = agrees(&r, &mine);
-        assert_eq!(v.lockout, Some(lockout));
+        assert_eq!(v.lockout, Some(lockout.clone()));
         assert_eq!(v.key_state.rotating_to(), Some(2));
+
+        // A summary that lists them answers alone, whatever the card says
+        // (apply keeps the two in step): here the stored card is suspended.
+        holder.in_service = Some(vec![NUMBER.to_string()]);
+        put(&db, HOLDER_V, keys::holder_key(&mine), &holder);
+        let v = r.verification(&mine, NUMBER).unwrap();
+        assert!(v.active);
+        assert_eq!((v.holder, v.lockout), (holder.clone(), Some(lockout)));
+        holder.set_in_service(NUMBER, false);
+        put(&db, HOLDER_V, keys::holder_key(&mine), &holder);
+        put_card(&mine, Lifecycle::Active);
+        assert!(!r.verification(&mine, NUMBER).unwrap().active);
     }
 }

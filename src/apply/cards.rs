@@ -5,8 +5,8 @@
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    CardRecord, HolderRecord, MsisdnRecord, PendingRecord, Registration, ReplacedRecord,
-    RestrictionRecord, StatDelta, CARD_V, HOLDER_V, MSISDN_V, PENDING_V, REPLACED_V, RESTRICTION_V,
+    CardRecord, MsisdnRecord, PendingRecord, Registration, ReplacedRecord, RestrictionRecord,
+    StatDelta, CARD_V, HOLDER_V, MSISDN_V, PENDING_V, REPLACED_V, RESTRICTION_V,
 };
 use oneid_storage::StorageError;
 
@@ -86,16 +86,22 @@ pub(super) fn change_status(
         mut record,
         ..
     } = card;
-    if from.is_held() && !to.is_held() {
+    let leaves_hold = from.is_held() && !to.is_held();
+    if leaves_hold || from.is_active() != to.is_active() {
         let holder_key = keys::holder_key(&id_key);
-        let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
-        holder.remove_kind(is_iot(&record), &record.carrier, record.province);
+        let mut holder = tx.holder(&holder_key)?.unwrap_or_default();
+        holder.set_in_service(&msisdn, to.is_active());
+        if leaves_hold {
+            holder.remove_kind(is_iot(&record), &record.carrier, record.province);
+            tx.stat(StatDelta::Held {
+                carrier: record.carrier.clone(),
+                province: record.province,
+                delta: -1,
+            });
+        }
         tx.put(HOLDER_V, holder_key, &holder)?;
-        tx.stat(StatDelta::Held {
-            carrier: record.carrier.clone(),
-            province: record.province,
-            delta: -1,
-        });
+    }
+    if leaves_hold {
         let number_key = keys::msisdn_key(&msisdn);
         let registered_by = tx.number(&number_key)?.and_then(|n| n.registered_by);
         tx.put(
@@ -203,7 +209,7 @@ pub(super) fn register(
     let msisdn_key = keys::msisdn_key(&r.msisdn);
     let number = tx.number(&msisdn_key)?;
     let holder_key = keys::holder_key(&r.id_key);
-    let mut holder: HolderRecord = tx.get(HOLDER_V, &holder_key)?.unwrap_or_default();
+    let mut holder = tx.holder(&holder_key)?.unwrap_or_default();
     let ctx = RegistrationContext {
         active_at_carrier_province: holder.at(&r.carrier, r.province),
         held_at_carrier: holder
@@ -228,6 +234,7 @@ pub(super) fn register(
         check_registration(policy, &ctx)?;
     }
     holder.add_kind(iot, &r.carrier, r.province);
+    holder.set_in_service(&r.msisdn, true);
     tx.stat(StatDelta::Held {
         carrier: r.carrier.clone(),
         province: r.province,

@@ -441,12 +441,16 @@ fn check_store(db: &Db, m: &Model) {
     let mut stored_cards = 0;
     for who in 0..3u8 {
         let k = id(who);
+        let mut in_service = Vec::new();
         for (key, card) in scan::<CardRecord>(db, CARD_V, &keys::card_prefix(&k)) {
             stored_cards += 1;
             let num = keys::card_msisdn(&key).unwrap().to_string();
             let status =
                 Lifecycle::from_parts(card.status, card.suspend_reason, card.reverify_deadline_ms)
                     .unwrap();
+            if status.is_active() {
+                in_service.push(num.clone());
+            }
             let model = m
                 .cards
                 .iter()
@@ -473,6 +477,12 @@ fn check_store(db: &Db, m: &Model) {
             .next()
             .map(|(_, h)| h)
             .unwrap_or_default();
+        // Cards come in number order; five numbers never overflow the list.
+        assert_eq!(
+            holder.in_service,
+            Some(in_service),
+            "in service under {who}"
+        );
         for c in CARRIERS {
             let want = held_by.get(&(k, c.to_string())).copied().unwrap_or(0);
             assert_eq!(holder.at(c, 11), want, "summary of {who} at {c}");

@@ -4,9 +4,7 @@
 //! it — exactly one acknowledgement succeeds.
 
 use oneid_storage::keys::{self, IdKey};
-use oneid_storage::records::{
-    CounterRecord, HolderRecord, OutboxRecord, COUNTER_V, HOLDER_V, OUTBOX_V,
-};
+use oneid_storage::records::{CounterRecord, OutboxRecord, COUNTER_V, OUTBOX_V};
 
 use super::cards;
 use super::{not_found, Step, Tx};
@@ -55,9 +53,7 @@ pub(super) fn notify_count(tx: &mut Tx, now_ms: u64, n: &NotifyCount) -> Step<Ou
         )
         .into());
     }
-    let holder: HolderRecord = tx
-        .get(HOLDER_V, &keys::holder_key(&n.id_key))?
-        .unwrap_or_default();
+    let holder = tx.holder(&keys::holder_key(&n.id_key))?.unwrap_or_default();
     let carriers: Vec<String> = holder
         .by_carrier()
         .into_iter()

@@ -12,9 +12,9 @@
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    AliasRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord, LockoutRecord,
-    PendingRecord, RestrictionRecord, ALIAS_V, CARD_V, DISPUTE_V, HOLDER_V, KEY_STATE_V, LOCKOUT_V,
-    MSISDN_V, PENDING_V, RESTRICTION_V,
+    AliasRecord, CardRecord, DisputeRecord, KeyStateRecord, LockoutRecord, PendingRecord,
+    RestrictionRecord, ALIAS_V, CARD_V, DISPUTE_V, HOLDER_V, KEY_STATE_V, LOCKOUT_V, MSISDN_V,
+    PENDING_V, RESTRICTION_V,
 };
 use oneid_storage::StorageError;
 
@@ -213,12 +213,12 @@ fn move_id(tx: &mut Tx, m: &MoveId) -> Result<bool, StorageError> {
         tx.delete(key);
         tx.put(CARD_V, keys::card_key(&m.new, &mc.msisdn), &card)?;
     }
-    move_record::<HolderRecord>(
-        tx,
-        HOLDER_V,
-        keys::holder_key(&m.old),
-        keys::holder_key(&m.new),
-    )?;
+    // Read in either version, written in the current one.
+    let old_holder = keys::holder_key(&m.old);
+    if let Some(holder) = tx.holder(&old_holder)? {
+        tx.delete(old_holder);
+        tx.put(HOLDER_V, keys::holder_key(&m.new), &holder)?;
+    }
     move_record::<RestrictionRecord>(
         tx,
         RESTRICTION_V,

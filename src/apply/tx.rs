@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use oneid_storage::keys;
-use oneid_storage::records::{AuditRecord, MsisdnRecord, StatDelta, StatsRecord, STATS_V};
+use oneid_storage::records::{
+    AuditRecord, HolderRecord, MsisdnRecord, StatDelta, StatsRecord, STATS_V,
+};
 use oneid_storage::rocksdb::WriteBatch;
 use oneid_storage::schema::{KeyValue, CF_SM_DATA};
 use oneid_storage::{codec, Db, StorageError};
@@ -122,6 +124,11 @@ impl<'a> Tx<'a> {
     /// version).
     pub fn number(&self, key: &[u8]) -> Result<Option<MsisdnRecord>, StorageError> {
         self.with_value(key, |v| v.map(|v| MsisdnRecord::decode(v, key)).transpose())
+    }
+
+    /// The holder summary under `key` (stored in more than one version).
+    pub fn holder(&self, key: &[u8]) -> Result<Option<HolderRecord>, StorageError> {
+        self.with_value(key, |v| v.map(|v| HolderRecord::decode(v, key)).transpose())
     }
 
     /// True when `key` holds a value in this transaction's view.
