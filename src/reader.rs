@@ -477,7 +477,7 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use oneid_storage::records::{HOLDER_V, KEY_STATE_V, LOCKOUT_V, MSISDN_V};
+    use oneid_storage::records::{packed_number, HOLDER_V, KEY_STATE_V, LOCKOUT_V, MSISDN_V};
     use serde::Serialize;
 
     use super::*;
@@ -656,7 +656,7 @@ mod tests {
 
         // A summary that lists them answers alone, whatever the card says
         // (apply keeps the two in step): here the stored card is suspended.
-        holder.in_service = Some(vec![NUMBER.to_string()]);
+        holder.in_service = Some(vec![packed_number(NUMBER).unwrap()]);
         put(&db, HOLDER_V, keys::holder_key(&mine), &holder);
         let v = r.verification(&mine, NUMBER).unwrap();
         assert!(v.active);

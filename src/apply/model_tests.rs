@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
-    CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord, ReverifyRecord, StatsRecord,
-    CARD_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V, STATS_V,
+    packed_number, CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord,
+    ReverifyRecord, StatsRecord, CARD_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V,
+    STATS_V,
 };
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db};
@@ -449,7 +450,7 @@ fn check_store(db: &Db, m: &Model) {
                 Lifecycle::from_parts(card.status, card.suspend_reason, card.reverify_deadline_ms)
                     .unwrap();
             if status.is_active() {
-                in_service.push(num.clone());
+                in_service.extend(packed_number(&num));
             }
             let model = m
                 .cards
@@ -477,7 +478,8 @@ fn check_store(db: &Db, m: &Model) {
             .next()
             .map(|(_, h)| h)
             .unwrap_or_default();
-        // Cards come in number order; five numbers never overflow the list.
+        // Five numbers never overflow the list.
+        in_service.sort_unstable();
         assert_eq!(
             holder.in_service,
             Some(in_service),

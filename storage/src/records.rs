@@ -83,12 +83,13 @@ pub struct HolderRecord {
     /// counted and reported apart, outside the personal-card limits.
     pub iot: BTreeMap<(String, u8), u32>,
     /// The numbers of the identity's in-service cards (personal or IoT),
-    /// sorted, while there are at most [`IN_SERVICE_LISTED`]: a count's
-    /// proof of possession is then answered from this record alone, without
-    /// a second point read for the card (a tenth of a serving node's CPU,
-    /// measured). `None`: not known from here (more numbers than that at
-    /// some point, or a version-2 record); read the card.
-    pub in_service: Option<Vec<String>>,
+    /// packed (see [`packed_number`]) and sorted, while there are at most
+    /// [`IN_SERVICE_LISTED`]: a count's proof of possession is then
+    /// answered from this record alone, without a second point read for
+    /// the card (a tenth of a serving node's CPU, measured). `None`: not
+    /// known from here (more numbers than that at some point, a number that
+    /// does not pack, or a version-2 record); read the card.
+    pub in_service: Option<Vec<u64>>,
 }
 
 /// Most in-service numbers a [`HolderRecord`] lists. Personal cards are
@@ -105,6 +106,20 @@ impl Default for HolderRecord {
             in_service: Some(Vec::new()),
         }
     }
+}
+
+/// A number of 1 to 16 ASCII digits as one integer, its length in the top
+/// byte so leading zeros survive: the in-service list is rewritten with
+/// every registration of its identity, and integers cost no allocation.
+pub fn packed_number(msisdn: &str) -> Option<u64> {
+    let digits = msisdn.as_bytes();
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits
+        .iter()
+        .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+    Some((digits.len() as u64) << 56 | value)
 }
 
 /// [`HolderRecord`] as version 2 stored it.
@@ -128,29 +143,32 @@ impl HolderRecord {
     }
 
     /// Whether `msisdn` is one of the identity's in-service cards, if this
-    /// record knows.
+    /// record knows. A number that does not pack is never listed.
     pub fn lists_in_service(&self, msisdn: &str) -> Option<bool> {
-        self.in_service
-            .as_ref()
-            .map(|numbers| numbers.binary_search_by(|n| n.as_str().cmp(msisdn)).is_ok())
+        let numbers = self.in_service.as_ref()?;
+        Some(packed_number(msisdn).is_some_and(|n| numbers.binary_search(&n).is_ok()))
     }
 
     /// Records that the card `msisdn` went into service (`true`) or out of
-    /// it. Past [`IN_SERVICE_LISTED`] numbers the list is dropped for good:
-    /// rebuilding it would take a scan of the identity's cards.
+    /// it. Past [`IN_SERVICE_LISTED`] numbers, or with a number that does
+    /// not pack, the list is dropped for good: rebuilding it would take a
+    /// scan of the identity's cards.
     pub fn set_in_service(&mut self, msisdn: &str, in_service: bool) {
         let Some(numbers) = self.in_service.as_mut() else {
             return;
         };
-        match (
-            numbers.binary_search_by(|n| n.as_str().cmp(msisdn)),
-            in_service,
-        ) {
+        let Some(number) = packed_number(msisdn) else {
+            if in_service {
+                self.in_service = None;
+            }
+            return;
+        };
+        match (numbers.binary_search(&number), in_service) {
             (Ok(at), false) => {
                 numbers.remove(at);
             }
             (Err(_), true) if numbers.len() >= IN_SERVICE_LISTED => self.in_service = None,
-            (Err(at), true) => numbers.insert(at, msisdn.to_string()),
+            (Err(at), true) => numbers.insert(at, number),
             (Ok(_), true) | (Err(_), false) => {}
         }
     }
@@ -601,7 +619,8 @@ mod tests {
         for i in [3, 1, 2, 1] {
             h.set_in_service(&number(i), true);
         }
-        assert_eq!(h.in_service, Some(vec![number(1), number(2), number(3)]));
+        let packed = |i| packed_number(&number(i)).unwrap();
+        assert_eq!(h.in_service, Some(vec![packed(1), packed(2), packed(3)]));
         h.set_in_service(&number(2), false);
         h.set_in_service(&number(9), false);
         assert_eq!(h.lists_in_service(&number(2)), Some(false));
@@ -618,5 +637,34 @@ mod tests {
         // Gone for good: taking numbers out does not bring it back.
         h.set_in_service(&number(1), false);
         assert_eq!(h.in_service, None);
+
+        // A number that does not pack is never listed, and going into
+        // service it makes the list unknown.
+        let mut h = HolderRecord::default();
+        h.set_in_service("1380000x000", false);
+        assert_eq!(h.lists_in_service("1380000x000"), Some(false));
+        h.set_in_service("1380000x000", true);
+        assert_eq!(h.lists_in_service(&number(1)), None);
+    }
+
+    #[test]
+    fn numbers_pack_one_to_one() {
+        let all = [
+            "0",
+            "00",
+            "1",
+            "0138",
+            "138",
+            "13800000000",
+            "9999999999999999",
+        ];
+        let packed: Vec<u64> = all.iter().map(|n| packed_number(n).unwrap()).collect();
+        let mut distinct = packed.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len());
+        for bad in ["", "12345678901234567", "138-0000", "１３８"] {
+            assert_eq!(packed_number(bad), None, "{bad:?}");
+        }
     }
 }
