@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::records::{
     packed_number, CardRecord, HolderRecord, LinkRecord, MsisdnRecord, PendingRecord,
-    ReverifyRecord, StatsRecord, CARD_V, HOLDER_V, LINK_V, MSISDN_V, PENDING_V, REVERIFY_V,
-    STATS_V,
+    ReverifyRecord, StatsRecord, CARD_V, HOLDER_V, HOLDER_V2, LINK_V, MSISDN_V, PENDING_V,
+    REVERIFY_V, STATS_V,
 };
 use oneid_storage::schema::CF_SM_DATA;
 use oneid_storage::{codec, Db};
@@ -592,4 +592,61 @@ proptest! {
         db.raw().write(tx.into_batch().unwrap()).unwrap();
         check_store(&db, &model);
     }
+}
+
+/// Applies one command in a transaction of its own and commits it.
+fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
+    let mut tx = Tx::new(db);
+    let bytes = Envelope {
+        version: COMMAND_VERSION,
+        request_id: format!("r{seq}"),
+        command: command_of(op).expect("a command"),
+        by: String::new(),
+        keys: KeyBinding::default(),
+    }
+    .encode()
+    .unwrap();
+    let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &bytes).unwrap();
+    db.raw().write(tx.into_batch().unwrap()).unwrap();
+    got.outcome
+}
+
+/// A summary stored before summaries listed their in-service numbers
+/// (version 2) does not learn them later: it stays unlisted through new
+/// registrations and status changes, and counts read the card instead.
+#[test]
+fn a_version_2_summary_stays_unlisted_and_counts_read_the_card() {
+    let (_dir, db) = super::test_db();
+    let mut pol = policy();
+    let reader = crate::reader::Reader::new(db.clone());
+    let register = |num| Op::Register {
+        who: 0,
+        num,
+        carrier: 0,
+        strict: false,
+    };
+    let active = |num: usize| reader.verification(&id(0), NUMBERS[num]).unwrap().active;
+    assert!(matches!(
+        apply_one(&db, &mut pol, 1, &register(0)),
+        Outcome::Registered { .. }
+    ));
+    let holder = reader.holder(&id(0)).unwrap();
+    assert_eq!(holder.lists_in_service(NUMBERS[0]), Some(true));
+
+    // Stored again as version 2 stored it: the two count maps alone.
+    let v2 = codec::encode(HOLDER_V2, &(holder.active.clone(), holder.iot.clone())).unwrap();
+    let cf = db.cf(CF_SM_DATA).unwrap();
+    db.raw().put_cf(cf, keys::holder_key(&id(0)), v2).unwrap();
+    assert_eq!(reader.holder(&id(0)).unwrap().in_service, None);
+    assert!(active(0) && !active(1));
+
+    assert!(matches!(
+        apply_one(&db, &mut pol, 2, &register(1)),
+        Outcome::Registered { .. }
+    ));
+    let flag = Op::Flag { num: 0, window: 10 };
+    assert!(apply_one(&db, &mut pol, 3, &flag).as_error().is_none());
+    let holder = reader.holder(&id(0)).unwrap();
+    assert_eq!((holder.total(), holder.in_service), (2, None));
+    assert!(!active(0) && active(1) && !active(2));
 }
