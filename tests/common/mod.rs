@@ -368,8 +368,6 @@ impl Cluster {
             .state_digest
     }
 
-    /// Waits until every node in `ids` has applied what `from` has
-    /// applied, then reads their state digests.
     /// Waits until nodes `ids` applied what node `from` has applied, then
     /// asserts that their state digests are equal.
     pub async fn assert_replicas_agree(&self, from: u64, ids: &[u64]) {
