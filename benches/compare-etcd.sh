@@ -2,13 +2,17 @@
 # Side by side: a 3-member etcd and a 3-node oneid on loopback, each member
 # with its own data dir on the same disk and fsync on, driven by the same
 # load generator (`oneid bench`) with the same client counts and durations.
-# Prints one line per run and the oneid/etcd ratios.
+# Prints one line per run and the oneid/etcd ratios. With ROUNDS > 1 each op
+# is measured that many times, etcd and oneid alternately, and the summary
+# gives the median of each side and the lowest and highest per-round ratio:
+# on a shared machine one run moves by ±20 %, so one ratio proves little.
 #
-#   benches/compare-etcd.sh [CLIENTS] [SECONDS]
+#   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${1:-64}
 SECS=${2:-10}
+ROUNDS=${3:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 cargo build --quiet --bin oneid
@@ -44,23 +48,40 @@ sleep 3
 E="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
-run() { # target endpoints op run
+run() { # target endpoints op run round
   local line
   line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>"$WORK/bench.err") \
     || { echo "bench --target $1 --op $3 failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
   echo "$line"
-  R["$1-$3-ops"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
-  R["$1-$3-p99"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
+  R["$1-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
+  R["$1-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
+OPS=(register count mixed link)
 n=1
-for op in register count mixed link; do
-  run etcd "$E" "$op" "$n"
-  run oneid "$O" "$op" "$n"
-  n=$((n + 1))
+for round in $(seq "$ROUNDS"); do
+  for op in "${OPS[@]}"; do
+    # A fresh --run per measurement: its registrations never collide with
+    # an earlier round's.
+    run etcd "$E" "$op" "$n" "$round"
+    run oneid "$O" "$op" "$n" "$round"
+    n=$((n + 1))
+  done
 done
 echo
-for op in register count mixed link; do
-  awk -v o="${R[oneid-$op-ops]}" -v e="${R[etcd-$op-ops]}" -v op="$op" \
-      -v op99="${R[oneid-$op-p99]}" -v ep99="${R[etcd-$op-p99]}" \
-      'BEGIN { printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f\n", op, o / e, op99 / ep99 }'
+for op in "${OPS[@]}"; do
+  for round in $(seq "$ROUNDS"); do
+    echo "${R[oneid-$op-ops-$round]} ${R[etcd-$op-ops-$round]} ${R[oneid-$op-p99-$round]} ${R[etcd-$op-p99-$round]}"
+  done | awk -v op="$op" '
+    function median(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { o[NR] = $1; e[NR] = $2; op99[NR] = $3; ep99[NR] = $4; r = $1 / $2
+      lo = (NR == 1 || r < lo) ? r : lo; hi = (NR == 1 || r > hi) ? r : hi }
+    END {
+      mo = median(o, NR); me = median(e, NR); mp = median(op99, NR); ep = median(ep99, NR)
+      printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f", op, mo / me, mp / ep
+      if (NR > 1) printf "   (medians of %d rounds: %d vs %d ops/s; per-round ratios %.2f-%.2fx)", NR, mo, me, lo, hi
+      printf "\n"
+    }'
 done

@@ -88,7 +88,6 @@ fn register_command(i: u64) -> Vec<u8> {
 }
 
 fn apply(c: &mut Criterion) {
-    const BATCH: u64 = 256;
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -98,29 +97,33 @@ fn apply(c: &mut Criterion) {
     let mut next = 0u64;
     let mut index = 0u64;
     let mut group = c.benchmark_group("state_machine");
-    group.throughput(Throughput::Elements(BATCH));
-    group.bench_function("apply_register_batch_256", |b| {
-        b.iter_batched(
-            || {
-                index += 1;
-                let commands = (0..BATCH)
-                    .map(|_| {
-                        next += 1;
-                        register_command(next).into()
-                    })
-                    .collect();
-                Entry::<TypeConfig> {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-                    payload: EntryPayload::Normal(Proposal {
-                        stamp_ms: 1_700_000_000_000 + index,
-                        commands,
-                    }),
-                }
-            },
-            |entry| rt.block_on(sm.apply([entry])).expect("apply"),
-            BatchSize::SmallInput,
-        )
-    });
+    // 16: an entry of a register run at 64 clients (~14 commands each);
+    // 256: an import batch's share of work per apply call is larger still.
+    for batch in [16u64, 256] {
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(format!("apply_register_batch_{batch}"), |b| {
+            b.iter_batched(
+                || {
+                    index += 1;
+                    let commands = (0..batch)
+                        .map(|_| {
+                            next += 1;
+                            register_command(next).into()
+                        })
+                        .collect();
+                    Entry::<TypeConfig> {
+                        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                        payload: EntryPayload::Normal(Proposal {
+                            stamp_ms: 1_700_000_000_000 + index,
+                            commands,
+                        }),
+                    }
+                },
+                |entry| rt.block_on(sm.apply([entry])).expect("apply"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 
