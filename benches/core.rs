@@ -1,5 +1,6 @@
-//! Micro benchmarks of the per-request CPU path: validation, key and record
-//! encoding, and a state machine apply of a group-committed batch.
+//! Micro benchmarks of the per-request CPU path: validation and the domain
+//! rules, key and record encoding, a raft log append and a state machine
+//! apply of a group-committed batch.
 //!
 //!   cargo bench --bench core
 
@@ -7,10 +8,14 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use oneid::command::{Command, Envelope, Register, COMMAND_VERSION};
-use oneid::domain::{DocType, Identity, Msisdn};
+use oneid::domain::{
+    check_registration, next_status, Channel, DocType, Event, Identity, Lifecycle, Msisdn, Policy,
+    RegistrationContext,
+};
 use oneid::idkey::IdHasher;
 use oneid::state_machine::StateMachine;
 use oneid_raft::{Proposal, TypeConfig};
+use oneid_storage::log_store::LogStore;
 use oneid_storage::records::{CardRecord, CARD_V};
 use oneid_storage::schema::Tuning;
 use oneid_storage::{codec, keys, Db};
@@ -45,6 +50,31 @@ fn validation(c: &mut Criterion) {
     let id = Identity::parse(DocType::ResidentId, "11010519491231002X").expect("id");
     c.bench_function("idkey/hmac_sha256", |b| {
         b.iter(|| hasher.id_key(black_box(&id)))
+    });
+}
+
+fn domain_rules(c: &mut Criterion) {
+    let policy = Policy::default();
+    // A fourth card at a carrier that holds three: every limit is checked.
+    let ctx = RegistrationContext {
+        active_at_carrier_province: 3,
+        held_at_carrier: 3,
+        held_total: 3,
+        channel: Channel::Agent,
+        strict_verification: false,
+        msisdn_active_holder: None,
+    };
+    c.bench_function("domain/check_registration", |b| {
+        b.iter(|| check_registration(black_box(&policy), black_box(&ctx)))
+    });
+    c.bench_function("domain/flag_then_reverify", |b| {
+        b.iter(|| {
+            let flagged = next_status(
+                black_box(Lifecycle::Active),
+                Event::FlagHighRisk { deadline_ms: 1 },
+            )?;
+            next_status(flagged, Event::Reverified)
+        })
     });
 }
 
@@ -87,6 +117,45 @@ fn register_command(i: u64) -> Vec<u8> {
     .expect("encode")
 }
 
+fn proposal_entry(index: u64, first: u64, commands: u64) -> Entry<TypeConfig> {
+    Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal {
+            stamp_ms: 1_700_000_000_000 + index,
+            commands: (first..first + commands)
+                .map(|i| register_command(i).into())
+                .collect(),
+        }),
+    }
+}
+
+/// One log entry appended and made durable, as a follower does for each
+/// entry it receives (the fsync included: it is most of the cost).
+fn log_append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("db"), Tuning::default()).expect("db");
+    let store = LogStore::<TypeConfig>::new(db.clone()).expect("log store");
+    let mut index = 0u64;
+    let mut group = c.benchmark_group("raft_log");
+    for batch in [16u64, 256] {
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(format!("append_synced_{batch}"), |b| {
+            b.iter_batched(
+                || {
+                    index += 1;
+                    proposal_entry(index, index * batch, batch)
+                },
+                |entry| {
+                    store.write_entries([entry]).expect("write");
+                    db.sync_wal().expect("sync");
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn apply(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -105,19 +174,8 @@ fn apply(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     index += 1;
-                    let commands = (0..batch)
-                        .map(|_| {
-                            next += 1;
-                            register_command(next).into()
-                        })
-                        .collect();
-                    Entry::<TypeConfig> {
-                        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-                        payload: EntryPayload::Normal(Proposal {
-                            stamp_ms: 1_700_000_000_000 + index,
-                            commands,
-                        }),
-                    }
+                    next += batch;
+                    proposal_entry(index, next - batch + 1, batch)
                 },
                 |entry| rt.block_on(sm.apply([entry])).expect("apply"),
                 BatchSize::SmallInput,
@@ -127,5 +185,12 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validation, encoding, apply);
+criterion_group!(
+    benches,
+    validation,
+    domain_rules,
+    encoding,
+    log_append,
+    apply
+);
 criterion_main!(benches);

@@ -113,6 +113,22 @@ where
     C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
     Entry<C>: Serialize + DeserializeOwned,
 {
+    /// Writes `entries` to the log: readable at once, durable after the
+    /// next [`Db::sync_wal`] (the flusher's, for appends through raft).
+    pub fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<C>>,
+    ) -> Result<(), StorageError> {
+        let cf = self.db.cf(CF_RAFT_LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = codec::encode(RAFT_ENTRY_V, &entry)?;
+            batch.put_cf(cf, log_key(entry.get_log_id().index), bytes);
+        }
+        self.db.raw().write_opt(batch, &Db::async_write())?;
+        Ok(())
+    }
+
     pub fn new(db: Arc<Db>) -> Result<Self, StorageError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let flusher_db = db.clone();
@@ -290,18 +306,7 @@ where
     {
         // No fsync here (the flusher does it), so this is a short memtable
         // write: run it inline rather than pay a thread hand-off per append.
-        let result = (|| -> Result<(), StorageError> {
-            let cf = self.db.cf(CF_RAFT_LOG)?;
-            let mut batch = WriteBatch::default();
-            for entry in entries {
-                let bytes = codec::encode(RAFT_ENTRY_V, &entry)?;
-                batch.put_cf(cf, log_key(entry.get_log_id().index), bytes);
-            }
-            // Visible now, durable when the flusher's fsync completes.
-            self.db.raw().write_opt(batch, &Db::async_write())?;
-            Ok(())
-        })();
-        match result {
+        match self.write_entries(entries) {
             Ok(()) => {
                 if let Err(callback) = self.flusher.send(callback) {
                     callback.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
