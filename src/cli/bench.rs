@@ -63,7 +63,8 @@ pub struct BenchArgs {
     /// these numbers.
     #[arg(long, default_value_t = 10_000)]
     pub population: usize,
-    /// Distinguishes runs against the same cluster (number and key space).
+    /// Distinguishes runs against the same cluster (number and key space):
+    /// runs 0..=79 never share a number.
     #[arg(long, default_value_t = 1)]
     pub run: u64,
     /// Per-request deadline in milliseconds.
@@ -132,7 +133,7 @@ impl Workload {
                 doc_type: pb::DocType::ResidentId as i32,
                 number: id.number().to_string(),
             }),
-            msisdn: msisdn(self.run, n),
+            msisdn: registered_number(self.run, n),
             carrier: carrier.into(),
             province: province.into(),
             kind: pb::CardKind::Personal as i32,
@@ -156,14 +157,31 @@ impl Workload {
     }
 }
 
-/// 11-digit numbers unique per (run, n): prefix 13x/15x/18x by run.
-fn msisdn(run: u64, n: u64) -> String {
-    let prefixes = [
-        "134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "182",
-        "183", "187", "188",
-    ];
-    let p = prefixes[((run + n / 100_000_000) % prefixes.len() as u64) as usize];
-    format!("{p}{:08}", n % 100_000_000)
+/// Numbers in one block: a run's registrations take one block and its
+/// population another, so runs 0..=MAX_RUN against one cluster never
+/// reuse a number (a reused one is refused as taken, and every refusal
+/// backs the client off).
+const BLOCK: u64 = 10_000_000;
+const PREFIXES: [&str; 16] = [
+    "134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "182",
+    "183", "187", "188",
+];
+/// The highest `--run` whose blocks fit in the numbers `PREFIXES` give.
+pub const MAX_RUN: u64 = (PREFIXES.len() as u64 * 100_000_000) / BLOCK / 2 - 1;
+
+fn registered_number(run: u64, n: u64) -> String {
+    number_in_block(2 * run, n)
+}
+
+fn population_number(run: u64, n: u64) -> String {
+    number_in_block(2 * run + 1, n)
+}
+
+/// The `n`-th 11-digit number of `block` (wrapping after `BLOCK` numbers).
+fn number_in_block(block: u64, n: u64) -> String {
+    let g = block * BLOCK + n % BLOCK;
+    let p = PREFIXES[((g / 100_000_000) % PREFIXES.len() as u64) as usize];
+    format!("{p}{:08}", g % 100_000_000)
 }
 
 /// About the size of a link record (linked-at time, re-verify flag).
@@ -233,7 +251,7 @@ impl Client {
                 if write {
                     let k = w.seq.fetch_add(1, Ordering::Relaxed);
                     c.put(crate::etcdpb::PutRequest {
-                        key: format!("card/{}", msisdn(w.run, k)).into_bytes(),
+                        key: format!("card/{}", registered_number(w.run, k)).into_bytes(),
                         value: etcd_value(k),
                         ..Default::default()
                     })
@@ -332,12 +350,13 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0, "--clients must be positive");
+    anyhow::ensure!(a.run <= MAX_RUN, "--run must be 0..={MAX_RUN}");
     let chans = channels(&a)?;
     anyhow::ensure!(!chans.is_empty(), "no endpoints");
 
     let mut gen = SampleGen::new(0xbe9c4 + a.run);
     let population: Vec<(Identity, String)> = (0..a.population.max(1))
-        .map(|i| (gen.identity(), msisdn(a.run + 8, i as u64)))
+        .map(|i| (gen.identity(), population_number(a.run, i as u64)))
         .collect();
     let writers: Vec<Identity> = (0..4096).map(|_| gen.identity()).collect();
     let w = Arc::new(Workload {
@@ -430,4 +449,25 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         eprintln!("first error: {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_never_share_a_number() {
+        let mut seen = std::collections::HashSet::new();
+        for run in [0, 1, 3, 11, 17, 40, MAX_RUN] {
+            for n in [0, 1, 99_999, BLOCK - 1] {
+                for number in [registered_number(run, n), population_number(run, n)] {
+                    crate::domain::Msisdn::parse(&number).expect("a valid number");
+                    assert!(
+                        seen.insert(number.clone()),
+                        "{number} twice (run {run}, n {n})"
+                    );
+                }
+            }
+        }
+    }
 }
