@@ -24,7 +24,7 @@ struct Queue {
     rows: Mutex<Vec<(u64, Vec<u8>)>>,
     /// Signalled when the first record of a batch arrives and at shutdown:
     /// an idle node's flusher sleeps instead of polling (it woke every 5 ms,
-    /// ~0.4 % of a core per node with nothing to write).
+    /// ~0.3 % of a core per node with nothing to write).
     ready: Condvar,
 }
 
