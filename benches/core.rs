@@ -167,7 +167,7 @@ fn apply(c: &mut Criterion) {
     let mut index = 0u64;
     let mut group = c.benchmark_group("state_machine");
     // 16: an entry of a register run at 64 clients (~14 commands each);
-    // 256: an import batch's share of work per apply call is larger still.
+    // 256: a larger entry, as under heavier load or in an import.
     for batch in [16u64, 256] {
         group.throughput(Throughput::Elements(batch));
         group.bench_function(format!("apply_register_batch_{batch}"), |b| {

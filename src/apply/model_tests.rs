@@ -558,13 +558,7 @@ proptest! {
             let want = model.apply(&op);
             if let Some(cmd) = command_of(&op) {
                 seq += 1;
-                let bytes = Envelope {
-                    version: COMMAND_VERSION,
-                    request_id: format!("r{seq}"),
-                    command: cmd,
-                    by: String::new(),
-                    keys: KeyBinding::default(),
-                }.encode().unwrap();
+                let bytes = envelope_bytes(seq, cmd);
                 let got = apply_envelope(&mut tx, &mut pol, (seq, 0), model.clock, &bytes).unwrap();
                 if matches!(got.outcome, Outcome::Registered { .. }) {
                     registered.push((bytes, got.outcome.clone()));
@@ -594,18 +588,23 @@ proptest! {
     }
 }
 
-/// Applies one command in a transaction of its own and commits it.
-fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
-    let mut tx = Tx::new(db);
-    let bytes = Envelope {
+/// `command` as the `seq`-th client write encodes it (request id `r{seq}`).
+fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
+    Envelope {
         version: COMMAND_VERSION,
         request_id: format!("r{seq}"),
-        command: command_of(op).expect("a command"),
+        command,
         by: String::new(),
         keys: KeyBinding::default(),
     }
     .encode()
-    .unwrap();
+    .unwrap()
+}
+
+/// Applies one command in a transaction of its own and commits it.
+fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
+    let mut tx = Tx::new(db);
+    let bytes = envelope_bytes(seq, command_of(op).expect("a command"));
     let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &bytes).unwrap();
     db.raw().write(tx.into_batch().unwrap()).unwrap();
     got.outcome
