@@ -15,7 +15,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_ops_run_without_errors() {
     let c = Cluster::start(3, &[]);
-    c.wait_leader(&[1, 2, 3]).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let leader_addr = c.node(leader).addr.clone();
     let endpoints = c.endpoints();
     // Link first: its population registers the numbers it links to, so it
     // also exercises the setup phase; a distinct --run per op keeps their
@@ -47,5 +48,29 @@ async fn bench_ops_run_without_errors() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no ops= in: {text}"));
         assert!(ops > 0, "{text}");
+        // Writes skip the follower's forwarding hop.
+        let routed = format!("writes went to the leader, {leader_addr}");
+        assert!(text.contains(&routed), "{text}");
     }
+    let out = oneid_cli(&[
+        "bench",
+        "--endpoints",
+        &endpoints,
+        "--op",
+        "register",
+        "--clients",
+        "8",
+        "--ops",
+        "200",
+        "--run",
+        "3",
+        "--spread-writes",
+    ]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(field(&text, "errors"), Some("0"), "{text}");
+    assert!(
+        text.contains("writes were spread over the endpoints"),
+        "{text}"
+    );
 }

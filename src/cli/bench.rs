@@ -16,6 +16,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
+use super::route::WriteRoute;
 use super::sample::SampleGen;
 use crate::domain::Identity;
 use crate::etcdpb::kv_client::KvClient;
@@ -47,8 +48,15 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "oneid")]
     pub target: BenchTarget,
     /// Node addresses, comma separated; clients are spread over all of them.
+    /// oneid writes go to the endpoint that leads (see `--spread-writes`).
     #[arg(long, default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
     pub endpoints: String,
+    /// oneid: send writes round-robin like reads, followers forwarding
+    /// them, instead of to the leader. etcd writes always go round-robin,
+    /// as etcd's own client sends them; give the leader's address alone to
+    /// measure etcd's writes on the leader.
+    #[arg(long)]
+    pub spread_writes: bool,
     #[arg(long, value_enum, default_value = "register")]
     pub op: BenchOp,
     #[arg(long, default_value_t = 64)]
@@ -78,13 +86,20 @@ pub struct BenchArgs {
     pub tls: super::client::ClientTls,
 }
 
-/// One connection per endpoint; clients share them round-robin (HTTP/2
-/// multiplexes), as a real client pool would.
-fn channels(a: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
+fn endpoints(a: &BenchArgs) -> Vec<String> {
     a.endpoints
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// One connection per endpoint; clients share them round-robin (HTTP/2
+/// multiplexes), as a real client pool would.
+fn channels(a: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Vec<Channel>> {
+    endpoints
+        .iter()
         .map(|ep| {
             let endpoint = match a.target {
                 BenchTarget::Oneid => a.tls.endpoint(ep)?,
@@ -99,10 +114,65 @@ fn channels(a: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
         .collect()
 }
 
+/// How often the write route looks for the leader while nothing fails.
+const LEADER_RECHECK: Duration = Duration::from_millis(500);
+
 /// What one client does for one operation.
 enum Client {
-    Oneid(RegistryClient<Channel>, LinkageClient<Channel>),
+    Oneid(OneidClient),
     Etcd(KvClient<Channel>),
+}
+
+/// A oneid client holds a stub per endpoint: reads go to its own endpoint
+/// (clients spread over all of them), writes where `route` says.
+struct OneidClient {
+    /// This client's number: picks its read endpoint.
+    id: usize,
+    registry: Vec<RegistryClient<Channel>>,
+    linkage: Vec<LinkageClient<Channel>>,
+    /// None: writes go round-robin like reads.
+    route: Option<Arc<WriteRoute>>,
+}
+
+impl OneidClient {
+    fn write_endpoint(&self) -> usize {
+        match &self.route {
+            Some(r) => r.pick(self.id),
+            None => self.id % self.registry.len(),
+        }
+    }
+
+    /// A write failed on endpoint `on`: if that was the leader it may be
+    /// gone, so writes spread until the route has found the leader again.
+    async fn write_failed(&self, on: usize) {
+        if let Some(r) = &self.route {
+            r.forget(on);
+            r.find_leader().await;
+        }
+    }
+
+    async fn register(&mut self, req: pb::RegisterCardRequest) -> Result<(), tonic::Status> {
+        let i = self.write_endpoint();
+        let r = self.registry[i].register_card(req).await.map(|_| ());
+        if r.is_err() {
+            self.write_failed(i).await;
+        }
+        r
+    }
+
+    async fn link(&mut self, req: pb::LinkAccountRequest) -> Result<(), tonic::Status> {
+        let i = self.write_endpoint();
+        let r = self.linkage[i].link_account(req).await.map(|_| ());
+        if r.is_err() {
+            self.write_failed(i).await;
+        }
+        r
+    }
+
+    async fn count(&mut self, req: pb::CountCardsRequest) -> Result<u32, tonic::Status> {
+        let i = self.id % self.registry.len();
+        Ok(self.registry[i].count_cards(req).await?.into_inner().total)
+    }
 }
 
 struct Workload {
@@ -203,11 +273,10 @@ impl Client {
             BenchOp::Mixed => n % 10 == 0,
         };
         match self {
-            Client::Oneid(_, l) if op == BenchOp::Link => {
+            Client::Oneid(c) if op == BenchOp::Link => {
                 let k = w.seq.fetch_add(1, Ordering::Relaxed);
-                l.link_account(w.link_request(k))
+                c.link(w.link_request(k))
                     .await
-                    .map(|_| ())
                     .map_err(|s| format!("{:?}", s.code()))
             }
             Client::Etcd(c) if op == BenchOp::Link => {
@@ -222,17 +291,16 @@ impl Client {
                 .map(|_| ())
                 .map_err(|s| format!("{:?}", s.code()))
             }
-            Client::Oneid(c, _) => {
+            Client::Oneid(c) => {
                 if write {
                     let k = w.seq.fetch_add(1, Ordering::Relaxed);
-                    c.register_card(w.register_request(k))
+                    c.register(w.register_request(k))
                         .await
-                        .map(|_| ())
                         .map_err(|s| format!("{:?}", s.code()))
                 } else {
                     let (id, verify) = &w.population[(n as usize * 7919) % w.population.len()];
-                    let r = c
-                        .count_cards(pb::CountCardsRequest {
+                    let total = c
+                        .count(pb::CountCardsRequest {
                             identity: Some(pb::Identity {
                                 doc_type: pb::DocType::ResidentId as i32,
                                 number: id.number().to_string(),
@@ -241,7 +309,7 @@ impl Client {
                         })
                         .await
                         .map_err(|s| format!("{:?}", s.code()))?;
-                    if r.get_ref().total == 0 {
+                    if total == 0 {
                         return Err("empty count".into());
                     }
                     Ok(())
@@ -278,21 +346,46 @@ impl Client {
     }
 }
 
-fn client_for(target: BenchTarget, ch: Channel) -> Client {
-    match target {
-        BenchTarget::Oneid => {
-            Client::Oneid(RegistryClient::new(ch.clone()), LinkageClient::new(ch))
+/// The connections and, for oneid, where writes go; shared by all clients.
+struct Pool {
+    target: BenchTarget,
+    channels: Vec<Channel>,
+    route: Option<Arc<WriteRoute>>,
+}
+
+impl Pool {
+    /// Client number `id`.
+    fn client(&self, id: usize) -> Client {
+        match self.target {
+            BenchTarget::Oneid => Client::Oneid(OneidClient {
+                id,
+                registry: self
+                    .channels
+                    .iter()
+                    .cloned()
+                    .map(RegistryClient::new)
+                    .collect(),
+                linkage: self
+                    .channels
+                    .iter()
+                    .cloned()
+                    .map(LinkageClient::new)
+                    .collect(),
+                route: self.route.clone(),
+            }),
+            BenchTarget::Etcd => Client::Etcd(KvClient::new(
+                self.channels[id % self.channels.len()].clone(),
+            )),
         }
-        BenchTarget::Etcd => Client::Etcd(KvClient::new(ch)),
     }
 }
 
 /// Registers the count population (oneid) or writes the keys to read (etcd).
-async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Result<()> {
+async fn populate(a: &BenchArgs, pool: &Pool, w: &Workload) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..64usize {
-        let mut client = client_for(a.target, chans[c % chans.len()].clone());
+        let mut client = pool.client(c);
         let next = next.clone();
         let pop: Vec<(String, String)> = w
             .population
@@ -307,8 +400,8 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
                     return Ok::<(), anyhow::Error>(());
                 };
                 let r = match &mut client {
-                    Client::Oneid(c, _) => c
-                        .register_card(pb::RegisterCardRequest {
+                    Client::Oneid(c) => {
+                        c.register(pb::RegisterCardRequest {
                             request_id: format!("bench-pop-{run}-{i}"),
                             identity: Some(pb::Identity {
                                 doc_type: pb::DocType::ResidentId as i32,
@@ -323,7 +416,7 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
                             responsible_unit: None,
                         })
                         .await
-                        .map(|_| ()),
+                    }
                     Client::Etcd(c) => c
                         .put(crate::etcdpb::PutRequest {
                             key: format!("pop/{run}/{i}").into_bytes(),
@@ -351,8 +444,19 @@ async fn populate(a: &BenchArgs, chans: &[Channel], w: &Workload) -> anyhow::Res
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0, "--clients must be positive");
     anyhow::ensure!(a.run <= MAX_RUN, "--run must be 0..={MAX_RUN}");
-    let chans = channels(&a)?;
-    anyhow::ensure!(!chans.is_empty(), "no endpoints");
+    let endpoints = endpoints(&a);
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
+    let channels = channels(&a, &endpoints)?;
+    let route = (a.target == BenchTarget::Oneid && !a.spread_writes)
+        .then(|| Arc::new(WriteRoute::new(endpoints, channels.clone())));
+    if let Some(r) = &route {
+        r.find_leader().await;
+    }
+    let pool = Pool {
+        target: a.target,
+        channels,
+        route,
+    };
 
     let mut gen = SampleGen::new(0xbe9c4 + a.run);
     let population: Vec<(Identity, String)> = (0..a.population.max(1))
@@ -373,7 +477,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
     if needs_population {
         let t = Instant::now();
-        populate(&a, &chans, &w).await?;
+        populate(&a, &pool, &w).await?;
         eprintln!(
             "populated {} identities in {:.1}s",
             w.population.len(),
@@ -382,6 +486,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
 
     let deadline = Instant::now() + Duration::from_secs(a.duration);
+    // Leadership can also move without a write failing (a handover: the
+    // old leader forwards): look again now and then.
+    if let Some(r) = pool.route.clone() {
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(LEADER_RECHECK).await;
+                r.find_leader().await;
+            }
+        });
+    }
     let issued = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     // The longest stretch with no successful operation: how long writes
@@ -391,7 +505,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let mut client = client_for(a.target, chans[c % chans.len()].clone());
+        let mut client = pool.client(c);
         let (w, issued, errors) = (w.clone(), issued.clone(), errors.clone());
         let (last_ok_us, max_gap_us) = (last_ok_us.clone(), max_gap_us.clone());
         let (op, max_ops) = (a.op, a.ops);
@@ -447,6 +561,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
     if let Some(e) = first_error {
         eprintln!("first error: {e}");
+    }
+    match pool.route.as_ref().map(|r| r.leader_endpoint()) {
+        Some(Some(leader)) => eprintln!("writes went to the leader, {leader}, at the end"),
+        Some(None) => eprintln!("writes were spread at the end: no endpoint was known to lead"),
+        None => eprintln!("writes were spread over the endpoints"),
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod gen;
 pub mod import;
 pub mod member;
 pub mod rekey;
+pub mod route;
 pub mod rows;
 pub mod sample;
 pub mod serve;
