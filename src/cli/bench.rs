@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
-use super::route::WriteRoute;
+use super::route::{leader_may_have_moved, WriteRoute};
 use super::sample::SampleGen;
 use crate::domain::Identity;
 use crate::etcdpb::kv_client::KvClient;
@@ -142,20 +142,24 @@ impl OneidClient {
         }
     }
 
-    /// A write failed on endpoint `on`: if that was the leader it may be
-    /// gone, so writes spread until the route has found the leader again.
-    async fn write_failed(&self, on: usize) {
-        if let Some(r) = &self.route {
-            r.forget(on);
-            r.find_leader().await;
+    /// A write failed on endpoint `on`: if that was the leader and the
+    /// failure says it may be gone, writes spread until the route has found
+    /// the leader again.
+    async fn write_failed(&self, on: usize, status: &tonic::Status) {
+        match &self.route {
+            Some(r) if leader_may_have_moved(status.code()) => {
+                r.forget(on);
+                r.find_leader().await;
+            }
+            _ => {}
         }
     }
 
     async fn register(&mut self, req: pb::RegisterCardRequest) -> Result<(), tonic::Status> {
         let i = self.write_endpoint();
         let r = self.registry[i].register_card(req).await.map(|_| ());
-        if r.is_err() {
-            self.write_failed(i).await;
+        if let Err(s) = &r {
+            self.write_failed(i, s).await;
         }
         r
     }
@@ -163,8 +167,8 @@ impl OneidClient {
     async fn link(&mut self, req: pb::LinkAccountRequest) -> Result<(), tonic::Status> {
         let i = self.write_endpoint();
         let r = self.linkage[i].link_account(req).await.map(|_| ());
-        if r.is_err() {
-            self.write_failed(i).await;
+        if let Err(s) = &r {
+            self.write_failed(i, s).await;
         }
         r
     }

@@ -90,6 +90,20 @@ impl WriteRoute {
     }
 }
 
+/// Whether a write that failed with `code` says the node it went to may no
+/// longer lead (or be up): a node that lost leadership answers UNAVAILABLE,
+/// a dead one fails the call. A rejection by the registry's rules (a taken
+/// number, a limit) came from a working leader: no reason to look again.
+pub fn leader_may_have_moved(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
+}
+
 /// Which endpoint leads, by the replies to a status call on each (`None`
 /// where the call failed): the one whose node names itself leader and whose
 /// advertised address is that endpoint.
@@ -153,6 +167,16 @@ mod tests {
         let eps: Vec<String> = vec!["n1:7000".into(), "localhost:7002".into(), "n3:7000".into()];
         let replies = [Some(status(1, 2)), Some(status(2, 2)), Some(status(3, 2))];
         assert_eq!(leader_index(&eps, &replies), None);
+    }
+
+    #[test]
+    fn only_failures_that_may_mean_a_lost_leader_send_the_route_looking() {
+        assert!(leader_may_have_moved(tonic::Code::Unavailable));
+        assert!(leader_may_have_moved(tonic::Code::DeadlineExceeded));
+        assert!(!leader_may_have_moved(tonic::Code::AlreadyExists));
+        assert!(!leader_may_have_moved(tonic::Code::FailedPrecondition));
+        assert!(!leader_may_have_moved(tonic::Code::InvalidArgument));
+        assert!(!leader_may_have_moved(tonic::Code::ResourceExhausted));
     }
 
     #[tokio::test]
