@@ -3,11 +3,12 @@
 # CPU time the three node processes and the load generator spent, divided by
 # the operations done. On this shared 2-core machine throughput moves ±20 %
 # between minutes; CPU per operation moves less and says where a change
-# helps. Also prints operations per raft log entry: for register and link,
+# helps, and per node it shows the leader's share against a follower's. Also prints operations per raft log entry: for register and link,
 # how many commands each entry carried (the bench's set-up writes, e.g. the
 # numbers a link or count run registers first, are in the log too).
 #
 #   benches/cpu-per-op.sh [OP] [CLIENTS] [SECONDS]   (defaults register 64 10)
+#   BENCH_ARGS=--spread-writes benches/cpu-per-op.sh   # more `oneid bench` flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OP=${1:-register}
@@ -16,15 +17,17 @@ SECS=${3:-10}
 source benches/cluster.sh
 start_oneid_cluster cpu 745
 
-ticks() { # user+system clock ticks of the node processes
-  local t=0 i f
+ticks() { # user+system clock ticks of each node process, space separated
+  local i f
   for i in 1 2 3; do
     read -ra f <"/proc/${PID[$i]}/stat"
     # Fields 14 and 15 (utime, stime); the command name in field 2 has no
     # spaces here, so the split is by position.
-    t=$((t + f[13] + f[14]))
+    echo -n "$((f[13] + f[14])) "
   done
-  echo "$t"
+}
+leader_id() {
+  "$ONEID" status --json --endpoints "${EP%%,*}" | sed -E 's/.*"leader_id":([0-9]+).*/\1/'
 }
 log_index() {
   "$ONEID" status --json --endpoints "${EP%%,*}" | sed -E 's/.*"last_log_index":([0-9]+).*/\1/'
@@ -35,7 +38,8 @@ n0=$(ticks)
 e0=$(log_index)
 # In a subshell of its own, `times` reports only the load generator's CPU.
 out=$(
-  "$ONEID" bench --endpoints "$EP" --op "$OP" --clients "$CLIENTS" --duration "$SECS" --run 1
+  # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
+  "$ONEID" bench --endpoints "$EP" --op "$OP" --clients "$CLIENTS" --duration "$SECS" --run 1 ${BENCH_ARGS:-}
   times
 )
 n1=$(ticks)
@@ -48,8 +52,14 @@ client_s=$(tail -1 <<<"$out" | awk '{
   total = 0
   for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); total += p[1] * 60 + p[2] }
   print total }')
-awk -v n="$((n1 - n0))" -v hz="$hz" -v ops="$ops" -v c="$client_s" -v e="$((e1 - e0))" 'BEGIN {
+awk -v n0="$n0" -v n1="$n1" -v leader="$(leader_id)" -v hz="$hz" -v ops="$ops" -v c="$client_s" -v e="$((e1 - e0))" 'BEGIN {
   if (ops == 0) { print "no operations completed" > "/dev/stderr"; exit 1 }
+  split(n0, a, " "); split(n1, b, " ")
+  for (i = 1; i <= 3; i++) {
+    us = (b[i] - a[i]) / hz * 1e6 / ops; total += us
+    by = by sprintf(" n%d%s=%.1f", i, i == leader ? "(leader)" : "", us)
+  }
   printf "node_cpu_us_per_op=%.1f client_cpu_us_per_op=%.1f ops_per_log_entry=%.1f\n",
-    n / hz * 1e6 / ops, c * 1e6 / ops, (e > 0 ? ops / e : 0)
+    total, c * 1e6 / ops, (e > 0 ? ops / e : 0)
+  print "node_cpu_us_per_op by node:" by
 }'
