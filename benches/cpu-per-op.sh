@@ -3,8 +3,9 @@
 # CPU time the three node processes and the load generator spent, divided by
 # the operations done. On this shared 2-core machine throughput moves ±20 %
 # between minutes; CPU per operation moves less and says where a change
-# helps, and per node it shows the leader's share against a follower's. Also prints operations per raft log entry: for register and link,
-# how many commands each entry carried (the bench's set-up writes, e.g. the
+# helps, and per node it shows the leader's share against a follower's.
+# Also prints operations per raft log entry: for register and link, how
+# many commands each entry carried (the bench's set-up writes, e.g. the
 # numbers a link or count run registers first, are in the log too).
 #
 #   benches/cpu-per-op.sh [OP] [CLIENTS] [SECONDS]   (defaults register 64 10)

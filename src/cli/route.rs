@@ -71,6 +71,9 @@ impl WriteRoute {
     /// says it leads. Only a node's own word counts: followers go on naming
     /// a dead leader until their election timeout. When none leads (an
     /// election, or the leader is not among the endpoints) writes spread.
+    /// A leader cut off from its quorum may still say it leads until it
+    /// hears of a newer term; writes sent there time out, and each timeout
+    /// sends the route asking again.
     pub async fn find_leader(&self) {
         let Ok(_one) = self.searching.try_lock() else {
             return;
