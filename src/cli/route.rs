@@ -4,8 +4,9 @@
 //! A write sent to a follower costs a second hop: the follower receives it,
 //! batches it with its other writes and forwards the batch to the leader,
 //! which answers the follower, which answers the client. On this 2-core
-//! machine that hop was ~15 % of a registration's CPU (node CPU 146–160 vs
-//! 168–197 µs per registration, 3 alternating runs at 64 clients). Reads
+//! machine that hop was ~15 % of a registration's CPU (node CPU 162–165 vs
+//! 190–209 µs per registration, three alternating pairs at 64 clients,
+//! and 15–21 % more registrations/s). Reads
 //! stay spread over every endpoint: a follower serves a linearizable read
 //! with one coalesced ReadIndex call, no hop per read.
 
