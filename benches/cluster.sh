@@ -4,10 +4,27 @@
 #   start_oneid_cluster NAME PORT_PREFIX   # nodes on 127.0.0.1:<PORT_PREFIX>1..3
 #
 # Sets ONEID (the binary), WORK (data and logs), PID[1..3], EP (endpoints).
+#
+#   status_field ENDPOINT NAME   # a numeric field of that node's status
+#   node_ticks                   # each node's user+system clock ticks
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 cargo build --quiet --bin oneid
 ONEID="$CARGO_TARGET_DIR/debug/oneid"
 declare -A PID
+
+status_field() {
+  "$ONEID" status --json --endpoints "$1" | sed -E "s/.*\"$2\":([0-9]+).*/\1/"
+}
+
+node_ticks() { # space separated, node 1 first
+  local i f
+  for i in 1 2 3; do
+    read -ra f <"/proc/${PID[$i]}/stat"
+    # Fields 14 and 15 (utime, stime); the command name in field 2 has no
+    # spaces here, so the split is by position.
+    echo -n "$((f[13] + f[14])) "
+  done
+}
 
 start_oneid_cluster() {
   local name=$1 prefix=$2 i oc leader leaders
@@ -28,8 +45,7 @@ start_oneid_cluster() {
   # know it yet would refuse the first writes).
   for _ in $(seq 100); do
     leaders=$(for i in 1 2 3; do
-      "$ONEID" status --json --endpoints "127.0.0.1:${prefix}$i" 2>/dev/null \
-        | sed -E 's/.*"leader_id":([0-9]+).*/\1/' || true
+      status_field "127.0.0.1:${prefix}$i" leader_id 2>/dev/null || true
     done)
     leader=$(sort -u <<<"$leaders")
     [ "$(wc -l <<<"$leaders")" = 3 ] && [ "$(wc -l <<<"$leader")" = 1 ] && [ "$leader" != 0 ] && return 0

@@ -18,33 +18,18 @@ SECS=${3:-10}
 source benches/cluster.sh
 start_oneid_cluster cpu 745
 
-ticks() { # user+system clock ticks of each node process, space separated
-  local i f
-  for i in 1 2 3; do
-    read -ra f <"/proc/${PID[$i]}/stat"
-    # Fields 14 and 15 (utime, stime); the command name in field 2 has no
-    # spaces here, so the split is by position.
-    echo -n "$((f[13] + f[14])) "
-  done
-}
-leader_id() {
-  "$ONEID" status --json --endpoints "${EP%%,*}" | sed -E 's/.*"leader_id":([0-9]+).*/\1/'
-}
-log_index() {
-  "$ONEID" status --json --endpoints "${EP%%,*}" | sed -E 's/.*"last_log_index":([0-9]+).*/\1/'
-}
 
 hz=$(getconf CLK_TCK)
-n0=$(ticks)
-e0=$(log_index)
+n0=$(node_ticks)
+e0=$(status_field "${EP%%,*}" last_log_index)
 # In a subshell of its own, `times` reports only the load generator's CPU.
 out=$(
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
   "$ONEID" bench --endpoints "$EP" --op "$OP" --clients "$CLIENTS" --duration "$SECS" --run 1 ${BENCH_ARGS:-}
   times
 )
-n1=$(ticks)
-e1=$(log_index)
+n1=$(node_ticks)
+e1=$(status_field "${EP%%,*}" last_log_index)
 line=$(grep ops_per_s <<<"$out")
 echo "$line"
 ops=$(sed -E 's/.* ops=([0-9]+) .*/\1/' <<<"$line")
@@ -53,7 +38,7 @@ client_s=$(tail -1 <<<"$out" | awk '{
   total = 0
   for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); total += p[1] * 60 + p[2] }
   print total }')
-awk -v n0="$n0" -v n1="$n1" -v leader="$(leader_id)" -v hz="$hz" -v ops="$ops" -v c="$client_s" -v e="$((e1 - e0))" 'BEGIN {
+awk -v n0="$n0" -v n1="$n1" -v leader="$(status_field "${EP%%,*}" leader_id)" -v hz="$hz" -v ops="$ops" -v c="$client_s" -v e="$((e1 - e0))" 'BEGIN {
   if (ops == 0) { print "no operations completed" > "/dev/stderr"; exit 1 }
   split(n0, a, " "); split(n1, b, " ")
   for (i = 1; i <= 3; i++) {

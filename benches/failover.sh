@@ -24,13 +24,12 @@ case "$MODE" in
 esac
 source benches/cluster.sh
 start_oneid_cluster failover 730
-field() { sed -E "s/.*\"$1\":([0-9]+).*/\1/"; }
-term_before=$("$ONEID" status --json --endpoints 127.0.0.1:7301 | field term)
+term_before=$(status_field 127.0.0.1:7301 term)
 "$ONEID" bench --endpoints "$EP" --op register \
   --clients "$CLIENTS" --duration "$SECS" --timeout-ms 2000 > "$WORK/bench.out" 2>&1 &
 BENCH=$!
 sleep 5
-leader=$("$ONEID" status --json --endpoints 127.0.0.1:7301 | field leader_id)
+leader=$(status_field 127.0.0.1:7301 leader_id)
 if [ -n "$SIGNAL" ]; then
   echo "stopping leader n$leader (pid ${PID[$leader]}) with SIG$SIGNAL"
   kill -s "$SIGNAL" "${PID[$leader]}"
@@ -38,6 +37,6 @@ fi
 wait "$BENCH" || true
 grep -v '^first error' "$WORK/bench.out"
 live=127.0.0.1:730$(( leader % 3 + 1 ))
-after=$("$ONEID" status --json --endpoints "$live" | field leader_id)
-term_after=$("$ONEID" status --json --endpoints "$live" | field term)
+after=$(status_field "$live" leader_id)
+term_after=$(status_field "$live" term)
 echo "leader: n$leader -> n$after, elections during the run: $(( term_after - term_before ))"

@@ -26,10 +26,10 @@ head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
 rss
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2 2>/dev/null
 rss
-# The counts above ran while the nodes were still compacting what the
+# The counts above may have run while the nodes still compacted what the
 # import wrote. Measure again once they are idle (their CPU below a tenth
 # of a core over 2 s, waiting at most 5 min): the database at rest.
-ticks() { local t=0 i f; for i in 1 2 3; do read -ra f <"/proc/${PID[$i]}/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+ticks() { local t=0 n; for n in $(node_ticks); do t=$((t + n)); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
 waited=0
 while [ "$waited" -lt 300 ]; do
