@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building oneid needs and a fresh Debian/Ubuntu machine lacks:
-# libclang (RocksDB's bindgen) and a C++ compiler. protoc is vendored by the
-# build (protoc-bin-vendored), so no protobuf-compiler is needed.
+# libclang (RocksDB's bindgen), a C++ compiler and make (jemalloc's build).
+# protoc is vendored by the build (protoc-bin-vendored), so no
+# protobuf-compiler is needed.
 set -euo pipefail
 
 need=()
