@@ -2,7 +2,8 @@
 # Import and count at scale: a 3-node oneid on loopback; import SMALL cards,
 # measure linearizable counts; import up to LARGE cards, measure counts
 # again right away and once the nodes are idle (compaction done); print
-# import rates, count latencies and each node's RSS.
+# import rates and the nodes' CPU per card, count latencies and each
+# node's RSS.
 #
 #   benches/scale.sh [SMALL] [LARGE]      (defaults 100000 10000000)
 set -euo pipefail
@@ -12,15 +13,24 @@ LARGE=${2:-10000000}
 source benches/cluster.sh
 start_oneid_cluster scale 740
 TIMEFORMAT="import wall_s=%R"
+ticks() { local t=0 n; for n in $(node_ticks); do t=$((t + n)); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+# Imports FILE with CARDS rows; prints the three nodes' CPU per card too.
+import_file() {
+  local t0
+  t0=$(ticks)
+  time "$ONEID" import "$1" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+  echo "import node_cpu_us_per_card=$(( ($(ticks) - t0) * 1000000 / hz / $2 ))"
+}
 rss() { for i in 1 2 3; do printf 'n%s rss_mib=%s  ' "$i" $(( $(ps -o rss= -p "${PID[$i]}") / 1024 )); done; echo; }
 
 "$ONEID" gen --out "$WORK/small.csv" --cards "$SMALL" --seed 1
-time "$ONEID" import "$WORK/small.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+import_file "$WORK/small.csv" "$SMALL"
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 1 2>/dev/null
 rss
 
 "$ONEID" gen --out "$WORK/large.csv" --cards $(( LARGE - SMALL )) --seed 2 --first-serial "$SMALL"
-time "$ONEID" import "$WORK/large.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000
+import_file "$WORK/large.csv" $(( LARGE - SMALL ))
 # The work dir goes when the script exits: show what was refused, if anything.
 head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
 rss
@@ -29,8 +39,6 @@ rss
 # The counts above may have run while the nodes still compacted what the
 # import wrote. Measure again once they are idle (their CPU below a tenth
 # of a core over 2 s, waiting at most 5 min): the database at rest.
-ticks() { local t=0 n; for n in $(node_ticks); do t=$((t + n)); done; echo "$t"; }
-hz=$(getconf CLK_TCK)
 waited=0
 while [ "$waited" -lt 300 ]; do
   t0=$(ticks); sleep 2; waited=$((waited + 2))
