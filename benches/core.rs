@@ -18,13 +18,13 @@ use oneid_raft::{Proposal, TypeConfig};
 use oneid_storage::log_store::LogStore;
 use oneid_storage::records::{CardRecord, CARD_V};
 use oneid_storage::schema::Tuning;
+use oneid_storage::{codec, keys, Db};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 // The allocator `oneid` itself runs with (see src/main.rs).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use oneid_storage::{codec, keys, Db};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 fn card() -> CardRecord {
     CardRecord {

@@ -9,9 +9,10 @@ use oneid::observe::log;
 // unprefixed feature replaces malloc/free). glibc's allocator got slower as
 // a node's heap aged: after a 3 M-card import, `_int_malloc` and
 // `malloc_consolidate` took 8.5 % of a node serving counts against 3.3 % on
-// a fresh node. With jemalloc, 3 M cards imported in 47-51 s instead of
-// 57-58 s, counts cost 65-69 µs of node CPU instead of 78-88 µs, and each
-// node's RSS was 236-278 MiB instead of 398-454 MiB (README, session 16).
+// a fresh node. With jemalloc, 3 M cards imported in 47-48 s instead of
+// 57-58 s, counts after it cost 65-67 µs of node CPU instead of 78-88 µs,
+// and each node's RSS was 236-278 MiB instead of 398-454 MiB (README,
+// session 16).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
