@@ -1,4 +1,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The dev profile runs without debug assertions too (Cargo.toml), so
+    // the release-only guards in src/lib.rs key on the profile itself.
+    println!("cargo::rustc-check-cfg=cfg(oneid_release_build)");
+    if std::env::var("PROFILE").as_deref() == Ok("release") {
+        println!("cargo::rustc-cfg=oneid_release_build");
+    }
     // A vendored protoc, so a fresh machine needs no protobuf-compiler package.
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the env concurrently.

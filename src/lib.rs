@@ -35,5 +35,5 @@ pub mod etcdpb {
 
 // The stale-read switch exists only to prove the chaos checker can fail; a
 // release binary with it would silently break linearizability.
-#[cfg(all(feature = "unsafe-stale-reads", not(debug_assertions)))]
+#[cfg(all(feature = "unsafe-stale-reads", oneid_release_build))]
 compile_error!("the unsafe-stale-reads feature is test-only and must never be built in release");
