@@ -58,6 +58,13 @@ impl Replica {
         })
         .await?;
 
+        // This node must not win the election it is handing over: once the
+        // target's campaign makes it step down, its own election timer would
+        // race the target's retries, and as the holder of the newest log it
+        // can win every time (seen under load: the old leader re-elected
+        // ten times in three seconds, the transfer timing out). Elections
+        // come back on when this call returns, whatever its outcome.
+        let _no_elect = SuspendElections::new(&shared.raft);
         let channel = shared
             .channels
             .get(&addr)
@@ -113,6 +120,24 @@ impl Replica {
             }
         });
         Ok(())
+    }
+}
+
+/// Keeps this node from starting elections while it lives.
+struct SuspendElections<'a> {
+    raft: &'a crate::types::Raft,
+}
+
+impl<'a> SuspendElections<'a> {
+    fn new(raft: &'a crate::types::Raft) -> Self {
+        raft.runtime_config().elect(false);
+        SuspendElections { raft }
+    }
+}
+
+impl Drop for SuspendElections<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().elect(true);
     }
 }
 
