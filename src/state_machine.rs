@@ -483,3 +483,65 @@ mod suite {
         }
     }
 }
+
+#[cfg(test)]
+mod proposal_order {
+    //! One caller's commands apply in the order it sent them, however many
+    //! log entries the proposer cuts them into.
+
+    use std::time::Duration;
+
+    use super::*;
+    use oneid_raft::replica::{Replica, ReplicaConfig};
+    use oneid_storage::log_store::LogStore;
+    use oneid_storage::schema::Tuning;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_callers_commands_apply_in_order_across_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db"), Tuning::default()).expect("db");
+        let sm = StateMachine::open(db.clone(), &dir.path().join("snapshots")).expect("sm");
+        let log = LogStore::new(db).expect("log store");
+        let replica = Replica::start(
+            ReplicaConfig {
+                node_id: 1,
+                raft: openraft::Config::default(),
+                // Four commands per entry, two entries in flight: a call
+                // of 64 commands spans sixteen entries.
+                max_batch: 4,
+                max_inflight: 2,
+                request_timeout: Duration::from_secs(5),
+                peer_tls: None,
+            },
+            log,
+            sm,
+        )
+        .await
+        .expect("start");
+        replica
+            .initialize(vec![(1, "127.0.0.1:1".into())])
+            .await
+            .expect("initialize");
+        replica
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "single-node leader")
+            .await
+            .expect("leader");
+        for round in 0..20u8 {
+            // Not valid commands: each is applied as a refusal, in order,
+            // at the index of its entry.
+            let commands: Vec<Vec<u8>> = (0..64u8).map(|i| vec![0xff, round, i]).collect();
+            let indexes: Vec<u64> = replica
+                .propose_many(commands)
+                .await
+                .into_iter()
+                .map(|r| r.expect("applied").0)
+                .collect();
+            assert!(
+                indexes.windows(2).all(|w| w[0] <= w[1]),
+                "round {round}: commands applied out of order at indexes {indexes:?}"
+            );
+        }
+    }
+}

@@ -101,19 +101,24 @@ impl Proposer {
             .acquire()
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?;
-        submit(&self.shared, commands, true).await
+        submit(&self.shared, commands, true, None).await
     }
 }
 
 /// Proposes locally when this node leads, else forwards to the leader.
+/// `queued` (when given) is sent once nothing proposed after this batch can
+/// be ordered before it: locally, when the entry is in raft's queue; when
+/// forwarded, only once the leader has answered (two forwarded batches in
+/// flight could reach the leader's queue in either order).
 async fn submit(
     shared: &Shared,
     commands: Vec<Vec<u8>>,
     may_forward: bool,
+    queued: Option<oneshot::Sender<()>>,
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
     let _gate = shared.gate.read().await;
     if shared.is_leader() {
-        shared.propose_here(commands).await
+        shared.propose_here_signalled(commands, queued).await
     } else if may_forward {
         shared.forward(commands).await
     } else {
@@ -128,6 +133,13 @@ async fn run(
     inflight: Arc<Semaphore>,
     max_batch: usize,
 ) {
+    // Each batch waits until the one formed before it is queued in raft:
+    // spawned tasks run in no set order (tokio runs the newest first), and
+    // one caller's commands (an import request) span several batches that
+    // must apply in the order they were sent — a rule such as "a sixth
+    // card needs strict verification" decides by what came before. A
+    // 10 M-card import refused one row because of it.
+    let mut before: Option<oneshot::Receiver<()>> = None;
     while let Some(first) = rx.recv().await {
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
@@ -141,11 +153,18 @@ async fn run(
             }
         }
         let shared = shared.clone();
+        let (queued, next) = oneshot::channel();
+        let after = before.replace(next);
         tokio::spawn(async move {
+            if let Some(after) = after {
+                // Sent or dropped: either way the batch before is queued or
+                // was never proposed.
+                let _ = after.await;
+            }
             let may_forward = !batch.iter().any(|p| p.forwarded);
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match submit(&shared, commands, may_forward).await {
+            match submit(&shared, commands, may_forward, Some(queued)).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(result));

@@ -122,7 +122,17 @@ impl Shared {
         &self,
         commands: Vec<Vec<u8>>,
     ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
-        let (index, results) = self.propose_local(commands).await?;
+        self.propose_here_signalled(commands, None).await
+    }
+
+    /// [`Shared::propose_here`], sending on `queued` (when given) once the
+    /// entry is in raft's queue, ahead of any entry proposed after that.
+    pub(crate) async fn propose_here_signalled(
+        &self,
+        commands: Vec<Vec<u8>>,
+        queued: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
+        let (index, results) = self.propose_local(commands, queued).await?;
         Ok(results.into_iter().map(|r| (index, r)).collect())
     }
 
@@ -130,6 +140,7 @@ impl Shared {
     async fn propose_local(
         &self,
         commands: Vec<Vec<u8>>,
+        queued: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(u64, Vec<Vec<u8>>), ReplicaError> {
         let n = commands.len();
         let proposal = Proposal {
@@ -139,7 +150,20 @@ impl Shared {
                 .map(serde_bytes::ByteBuf::from)
                 .collect(),
         };
-        match self.raft.client_write(proposal).await {
+        let answer = self
+            .raft
+            .client_write_ff(proposal)
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        if let Some(queued) = queued {
+            let _ = queued.send(());
+        }
+        // Raft dropped the answer (it stopped) with the entry perhaps in
+        // the log: the outcome is unknown until a retry.
+        let answer = answer.await.map_err(|_| {
+            ReplicaError::Indeterminate("raft stopped before answering the write".into())
+        })?;
+        match answer {
             Ok(resp) => {
                 if resp.data.results.len() != n {
                     return Err(ReplicaError::Fatal(format!(
@@ -157,14 +181,11 @@ impl Shared {
             }
             // Leadership moved while the entry may already be in the log: the
             // outcome is unknown until a retry with the same request id.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ReplicaError::Indeterminate(format!(
-                    "leadership moved to {:?} during the write",
-                    f.leader_id
-                )))
-            }
-            Err(RaftError::APIError(e)) => Err(ReplicaError::Rejected(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(ReplicaError::Fatal(e.to_string())),
+            Err(ClientWriteError::ForwardToLeader(f)) => Err(ReplicaError::Indeterminate(format!(
+                "leadership moved to {:?} during the write",
+                f.leader_id
+            ))),
+            Err(e) => Err(ReplicaError::Rejected(e.to_string())),
         }
     }
 
