@@ -127,8 +127,8 @@ impl Db {
                 // keys a full memtable adds (1-2 % false positives).
                 // At 10 % (6.4 MB, ~60 bits each) every insert's bit-set
                 // missed the CPU caches: 1 M cards imported in 13.1-14.0 s
-                // instead of 14.3-15.0 s, registrations cost ~3 % less
-                // node CPU, counts no more (session 17, alternating runs).
+                // instead of 14.3-15.0 s; registrations and counts cost
+                // the same (session 17, alternating runs).
                 o.set_memtable_prefix_bloom_ratio(0.02);
                 // Number-index and dedup keys are shorter than the prefix, so
                 // only a whole-key memtable bloom lets their (mostly missing)
