@@ -118,7 +118,7 @@ async fn submit(
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
     let _gate = shared.gate.read().await;
     if shared.is_leader() {
-        shared.propose_here_signalled(commands, queued).await
+        shared.propose_here(commands, queued).await
     } else if may_forward {
         shared.forward(commands).await
     } else {

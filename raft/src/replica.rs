@@ -117,17 +117,9 @@ impl Shared {
     }
 
     /// Appends a batch on this node, which must be the leader; each
-    /// command's log index and result.
+    /// command's log index and result. Sends on `queued` (when given) once
+    /// the entry is in raft's queue, ahead of any entry proposed after.
     pub async fn propose_here(
-        &self,
-        commands: Vec<Vec<u8>>,
-    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
-        self.propose_here_signalled(commands, None).await
-    }
-
-    /// [`Shared::propose_here`], sending on `queued` (when given) once the
-    /// entry is in raft's queue, ahead of any entry proposed after that.
-    pub(crate) async fn propose_here_signalled(
         &self,
         commands: Vec<Vec<u8>>,
         queued: Option<tokio::sync::oneshot::Sender<()>>,
@@ -202,7 +194,7 @@ impl Shared {
             // itself, the batch would queue behind the proposer slot it
             // holds until the request timeout: after a leader crash that
             // stalled every write for the whole timeout (3 s).
-            return self.propose_here(commands).await;
+            return self.propose_here(commands, None).await;
         }
         let mut client = self.client_of(&addr)?;
         let mut req = tonic::Request::new(ForwardRequest {
