@@ -487,27 +487,34 @@ mod suite {
 #[cfg(test)]
 mod proposal_order {
     //! One caller's commands apply in the order it sent them, however many
-    //! log entries the proposer cuts them into.
+    //! log entries the proposer cuts them into, on the leader and when a
+    //! follower forwards them.
 
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
+    use oneid_raft::pb::raft_service_server::RaftServiceServer;
     use oneid_raft::replica::{Replica, ReplicaConfig};
+    use oneid_raft::service::RaftRpc;
     use oneid_storage::log_store::LogStore;
     use oneid_storage::schema::Tuning;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_callers_commands_apply_in_order_across_entries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("db"), Tuning::default()).expect("db");
-        let sm = StateMachine::open(db.clone(), &dir.path().join("snapshots")).expect("sm");
+    /// A replica serving raft on `listener`, with entries of four commands
+    /// and two in flight: a call of 64 commands spans sixteen entries.
+    async fn start_replica(
+        node_id: u64,
+        dir: &std::path::Path,
+        listener: tokio::net::TcpListener,
+    ) -> Arc<Replica> {
+        let dir = dir.join(node_id.to_string());
+        let db = Db::open(&dir.join("db"), Tuning::default()).expect("db");
+        let sm = StateMachine::open(db.clone(), &dir.join("snapshots")).expect("sm");
         let log = LogStore::new(db).expect("log store");
         let replica = Replica::start(
             ReplicaConfig {
-                node_id: 1,
+                node_id,
                 raft: openraft::Config::default(),
-                // Four commands per entry, two entries in flight: a call
-                // of 64 commands spans sixteen entries.
                 max_batch: 4,
                 max_inflight: 2,
                 request_timeout: Duration::from_secs(5),
@@ -518,20 +525,33 @@ mod proposal_order {
         )
         .await
         .expect("start");
+        let service = RaftServiceServer::new(RaftRpc::new(replica.clone(), dir.join("received")));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(
+                    // Nagle on these sockets would stall each forward ~40 ms.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                ),
+        );
         replica
-            .initialize(vec![(1, "127.0.0.1:1".into())])
+    }
+
+    async fn listener() -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("initialize");
-        replica
-            .raft()
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(1, "single-node leader")
-            .await
-            .expect("leader");
-        for round in 0..20u8 {
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        (listener, addr)
+    }
+
+    /// Sends `rounds` calls of 64 commands through `replica` and checks each
+    /// call's commands were applied at non-decreasing log indexes.
+    async fn calls_apply_in_order(replica: Arc<Replica>, caller: u8, rounds: u8) {
+        for round in 0..rounds {
             // Not valid commands: each is applied as a refusal, in order,
             // at the index of its entry.
-            let commands: Vec<Vec<u8>> = (0..64u8).map(|i| vec![0xff, round, i]).collect();
+            let commands: Vec<Vec<u8>> = (0..64u8).map(|i| vec![0xff, caller, round, i]).collect();
             let indexes: Vec<u64> = replica
                 .propose_many(commands)
                 .await
@@ -540,8 +560,72 @@ mod proposal_order {
                 .collect();
             assert!(
                 indexes.windows(2).all(|w| w[0] <= w[1]),
-                "round {round}: commands applied out of order at indexes {indexes:?}"
+                "caller {caller} round {round}: commands applied out of order at indexes {indexes:?}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_callers_commands_apply_in_order_across_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (l1, a1) = listener().await;
+        let replica = start_replica(1, dir.path(), l1).await;
+        replica.initialize(vec![(1, a1)]).await.expect("initialize");
+        replica
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "single-node leader")
+            .await
+            .expect("leader");
+        calls_apply_in_order(replica, 0, 20).await;
+    }
+
+    /// Through a follower: its forwarded batches are in flight side by side
+    /// unless one continues a call, and several callers (plus single
+    /// commands) interleave in its queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forwarded_calls_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (l1, a1) = listener().await;
+        let (l2, a2) = listener().await;
+        let one = start_replica(1, dir.path(), l1).await;
+        let two = start_replica(2, dir.path(), l2).await;
+        one.initialize(vec![(1, a1), (2, a2)])
+            .await
+            .expect("initialize");
+        let leader = one
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .expect("leader")
+            .current_leader;
+        let follower = if leader == Some(1) { two } else { one };
+        follower
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.current_leader == leader,
+                "the follower knows the leader",
+            )
+            .await
+            .expect("follower");
+        let singles = {
+            let follower = follower.clone();
+            tokio::spawn(async move {
+                for i in 0..400u32 {
+                    let mut command = vec![0xfe];
+                    command.extend_from_slice(&i.to_be_bytes());
+                    follower.propose(command).await.expect("applied");
+                }
+            })
+        };
+        let callers: Vec<_> = (0..3u8)
+            .map(|caller| tokio::spawn(calls_apply_in_order(follower.clone(), caller, 10)))
+            .collect();
+        for caller in callers {
+            caller.await.expect("caller");
+        }
+        singles.await.expect("single commands");
     }
 }

@@ -9,12 +9,18 @@
 
 use std::sync::Arc;
 
+use futures::future::{FutureExt, Shared as SharedFuture};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::replica::Shared;
 use crate::ReplicaError;
 
 type Reply = oneshot::Sender<Result<(u64, Vec<u8>), ReplicaError>>;
+
+/// Identifies one multi-command call while it is queued: the caller holds a
+/// clone until it has sent its last command (or gave up), so the proposer
+/// knows which calls may still send more.
+type Call = Arc<()>;
 
 struct Pending {
     command: Vec<u8>,
@@ -25,12 +31,13 @@ struct Pending {
     /// in-flight forwards may be waiting on this node — a cycle only the
     /// request timeout breaks.
     forwarded: bool,
+    /// Set for a command of a call that sent several: they must apply in
+    /// the order sent even when they land in different batches.
+    call: Option<Call>,
 }
 
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
-    shared: Arc<Shared>,
-    inflight: Arc<Semaphore>,
 }
 
 /// Queue depth before callers wait: bounds memory under a flood.
@@ -40,12 +47,8 @@ impl Proposer {
     pub fn start(shared: Arc<Shared>, max_batch: usize, max_inflight: usize) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
-        tokio::spawn(run(rx, shared.clone(), inflight.clone(), max_batch.max(1)));
-        Proposer {
-            tx,
-            shared,
-            inflight,
-        }
+        tokio::spawn(run(rx, shared, inflight, max_batch.max(1)));
+        Proposer { tx }
     }
 
     pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ReplicaError> {
@@ -55,19 +58,22 @@ impl Proposer {
                 command,
                 reply,
                 forwarded: false,
+                call: None,
             })
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?;
         rx.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 
-    /// Queues several commands at once (a follower's forwarded batch): they
-    /// coalesce with everything else queued here into the next entries.
+    /// Queues several commands at once (an import request, a follower's
+    /// forwarded batch): they coalesce with everything else queued here
+    /// into the next entries, and apply in the order given.
     pub async fn propose_many(
         &self,
         commands: Vec<Vec<u8>>,
         forwarded: bool,
     ) -> Vec<Result<(u64, Vec<u8>), ReplicaError>> {
+        let call = (commands.len() > 1).then(Call::default);
         let mut receivers = Vec::with_capacity(commands.len());
         for command in commands {
             let (reply, rx) = oneshot::channel();
@@ -75,6 +81,7 @@ impl Proposer {
                 command,
                 reply,
                 forwarded,
+                call: call.clone(),
             };
             if self.tx.send(pending).await.is_err() {
                 let (tx, rx) = oneshot::channel();
@@ -84,29 +91,19 @@ impl Proposer {
                 receivers.push(rx);
             }
         }
+        // Every command is queued: the proposer may now stop holding the
+        // order of later batches for this call.
+        drop(call);
         let mut out = Vec::with_capacity(receivers.len());
         for rx in receivers {
             out.push(rx.await.unwrap_or(Err(ReplicaError::ShuttingDown)));
         }
         out
     }
-
-    /// A caller-made batch, proposed as one entry.
-    pub async fn propose_batch(
-        &self,
-        commands: Vec<Vec<u8>>,
-    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
-        let _permit = self
-            .inflight
-            .acquire()
-            .await
-            .map_err(|_| ReplicaError::ShuttingDown)?;
-        submit(&self.shared, commands, true, None).await
-    }
 }
 
 /// Proposes locally when this node leads, else forwards to the leader.
-/// `queued` (when given) is sent once nothing proposed after this batch can
+/// `ordered` (when given) is sent once nothing proposed after this batch can
 /// be ordered before it: locally, when the entry is in raft's queue; when
 /// forwarded, only once the leader has answered (two forwarded batches in
 /// flight could reach the leader's queue in either order).
@@ -114,16 +111,63 @@ async fn submit(
     shared: &Shared,
     commands: Vec<Vec<u8>>,
     may_forward: bool,
-    queued: Option<oneshot::Sender<()>>,
+    ordered: Option<oneshot::Sender<()>>,
 ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
     let _gate = shared.gate.read().await;
     if shared.is_leader() {
-        shared.propose_here(commands, queued).await
+        shared.propose_here(commands, ordered).await
     } else if may_forward {
         shared.forward(commands).await
     } else {
         // Nothing was proposed: the follower retries with the new leader.
         Err(ReplicaError::NoLeader)
+    }
+}
+
+/// Fires (or is dropped) once a batch, and every held batch before it, can
+/// no longer be overtaken by a later proposal.
+type Signal = SharedFuture<oneshot::Receiver<()>>;
+
+/// How a batch must be ordered against the batches formed before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchOrder {
+    /// It continues a call an earlier batch began: it may be proposed only
+    /// once every earlier held batch is ordered.
+    waits: bool,
+    /// A call in it may continue in a later batch: later batches that
+    /// continue it wait for this one.
+    holds: bool,
+}
+
+/// The multi-command calls that have commands in batches already formed and
+/// may still send more.
+#[derive(Default)]
+struct OpenCalls {
+    open: Vec<Call>,
+}
+
+impl OpenCalls {
+    /// Takes the call tags out of a new batch and says how it is ordered.
+    fn admit(&mut self, batch: &mut [Pending]) -> BatchOrder {
+        let mut waits = false;
+        let mut mine: Vec<*const ()> = Vec::new();
+        for call in batch.iter_mut().filter_map(|p| p.call.take()) {
+            let id = Arc::as_ptr(&call);
+            if mine.contains(&id) {
+                continue;
+            }
+            mine.push(id);
+            if self.open.iter().any(|c| Arc::ptr_eq(c, &call)) {
+                waits = true;
+            } else {
+                self.open.push(call);
+            }
+        }
+        // Held only by this list: its caller has queued every command and
+        // all of them are in batches formed by now.
+        self.open.retain(|c| Arc::strong_count(c) > 1);
+        let holds = self.open.iter().any(|c| mine.contains(&Arc::as_ptr(c)));
+        BatchOrder { waits, holds }
     }
 }
 
@@ -133,13 +177,19 @@ async fn run(
     inflight: Arc<Semaphore>,
     max_batch: usize,
 ) {
-    // Each batch waits until the one formed before it is queued in raft:
-    // spawned tasks run in no set order (tokio runs the newest first), and
-    // one caller's commands (an import request) span several batches that
-    // must apply in the order they were sent — a rule such as "a sixth
-    // card needs strict verification" decides by what came before. A
-    // 10 M-card import refused one row because of it.
-    let mut before: Option<oneshot::Receiver<()>> = None;
+    // Batches go to raft side by side, and tokio runs spawned tasks in no
+    // set order (the newest first), so one caller's commands cut into
+    // several batches (an import request) could apply out of the order they
+    // were sent — and a rule such as "a sixth card needs strict
+    // verification" decides by what came before: a 10 M-card import refused
+    // one row because of it. A batch that continues such a call therefore
+    // waits until every batch before it that may hold the call's earlier
+    // commands is ordered; other batches (single commands from concurrent
+    // callers, which may apply in any order) do not wait. Forwarded batches
+    // are ordered only when the leader answers, so a follower forwarding
+    // only single commands keeps several forwards in flight.
+    let mut calls = OpenCalls::default();
+    let mut last_held: Option<Signal> = None;
     while let Some(first) = rx.recv().await {
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
@@ -152,19 +202,32 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let order = calls.admit(&mut batch);
+        let after = if order.waits { last_held.clone() } else { None };
+        let ordered = order.holds.then(|| {
+            let (ordered, own) = oneshot::channel();
+            let (done, signal) = oneshot::channel();
+            let before = last_held.replace(signal.shared());
+            tokio::spawn(async move {
+                // Sent or dropped: either way that batch is ordered or was
+                // never proposed.
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                let _ = own.await;
+                let _ = done.send(());
+            });
+            ordered
+        });
         let shared = shared.clone();
-        let (queued, next) = oneshot::channel();
-        let after = before.replace(next);
         tokio::spawn(async move {
             if let Some(after) = after {
-                // Sent or dropped: either way the batch before is queued or
-                // was never proposed.
                 let _ = after.await;
             }
             let may_forward = !batch.iter().any(|p| p.forwarded);
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match submit(&shared, commands, may_forward, Some(queued)).await {
+            match submit(&shared, commands, may_forward, ordered).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(result));
@@ -178,5 +241,97 @@ async fn run(
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(call: Option<&Call>) -> Pending {
+        Pending {
+            command: Vec::new(),
+            reply: oneshot::channel().0,
+            forwarded: false,
+            call: call.cloned(),
+        }
+    }
+
+    fn order(waits: bool, holds: bool) -> BatchOrder {
+        BatchOrder { waits, holds }
+    }
+
+    #[test]
+    fn single_commands_neither_wait_nor_hold() {
+        let mut calls = OpenCalls::default();
+        let mut batch: Vec<_> = (0..5).map(|_| pending(None)).collect();
+        assert_eq!(calls.admit(&mut batch), order(false, false));
+        assert!(calls.open.is_empty());
+    }
+
+    #[test]
+    fn a_call_cut_into_three_batches_holds_then_waits() {
+        let mut calls = OpenCalls::default();
+        let call = Call::default();
+        let mut first = vec![pending(None), pending(Some(&call)), pending(Some(&call))];
+        assert_eq!(calls.admit(&mut first), order(false, true));
+        let mut middle = vec![pending(Some(&call)), pending(None)];
+        assert_eq!(calls.admit(&mut middle), order(true, true));
+        // The caller has queued its last command.
+        let mut last = vec![pending(Some(&call))];
+        drop(call);
+        assert_eq!(calls.admit(&mut last), order(true, false));
+        assert!(calls.open.is_empty());
+        let mut after = vec![pending(None)];
+        assert_eq!(calls.admit(&mut after), order(false, false));
+    }
+
+    #[test]
+    fn a_call_inside_one_batch_does_not_hold() {
+        let mut calls = OpenCalls::default();
+        let call = Call::default();
+        let mut batch = vec![pending(Some(&call)), pending(Some(&call))];
+        drop(call);
+        assert_eq!(calls.admit(&mut batch), order(false, false));
+        assert!(calls.open.is_empty());
+    }
+
+    #[test]
+    fn a_batch_without_the_open_call_does_not_wait_but_the_call_stays_open() {
+        let mut calls = OpenCalls::default();
+        let call = Call::default();
+        let mut first = vec![pending(Some(&call))];
+        assert_eq!(calls.admit(&mut first), order(false, true));
+        let mut others = vec![pending(None), pending(None)];
+        assert_eq!(calls.admit(&mut others), order(false, false));
+        let mut rest = vec![pending(Some(&call))];
+        assert_eq!(calls.admit(&mut rest), order(true, true));
+    }
+
+    #[test]
+    fn commands_still_queued_keep_their_call_open() {
+        let mut calls = OpenCalls::default();
+        let call = Call::default();
+        let mut first = vec![pending(Some(&call))];
+        let queued = pending(Some(&call));
+        // The caller is done sending; one of its commands is still queued.
+        drop(call);
+        assert_eq!(calls.admit(&mut first), order(false, true));
+        let mut rest = vec![queued];
+        assert_eq!(calls.admit(&mut rest), order(true, false));
+        assert!(calls.open.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_call_is_forgotten() {
+        let mut calls = OpenCalls::default();
+        let call = Call::default();
+        let mut first = vec![pending(Some(&call))];
+        assert_eq!(calls.admit(&mut first), order(false, true));
+        // The caller was cancelled before sending the rest.
+        drop(call);
+        let mut next = vec![pending(None)];
+        assert_eq!(calls.admit(&mut next), order(false, false));
+        assert!(calls.open.is_empty());
     }
 }

@@ -358,15 +358,6 @@ impl Replica {
         self.proposer.propose_many(commands, true).await
     }
 
-    /// Proposes an already-batched set of commands as one entry on the leader
-    /// (used for forwarded batches and bulk import).
-    pub async fn propose_batch(
-        &self,
-        commands: Vec<Vec<u8>>,
-    ) -> Result<Vec<(u64, Vec<u8>)>, ReplicaError> {
-        self.proposer.propose_batch(commands).await
-    }
-
     /// After this returns Ok, reading the local state machine is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
         // On the leader, local reads join the rounds run for the followers'
