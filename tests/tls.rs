@@ -218,6 +218,61 @@ async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
         &file("client-regulator.key"),
     ]);
     assert!(ok.status.success(), "{}", output_text(&ok));
+    // An import of rows this carrier may not register stops at once with
+    // the reason: retrying cannot change the answer.
+    let creds = |role: &str| {
+        let stem = stem(role);
+        [
+            "--ca".to_string(),
+            file("ca.pem"),
+            "--cert".to_string(),
+            file(&format!("{stem}.pem")),
+            "--key".to_string(),
+            file(&format!("{stem}.key")),
+        ]
+    };
+    let import = |rows: &[&str]| {
+        let csv = c.dir.path().join(format!("import-{}.csv", rows.len()));
+        let mut body =
+            String::from("doc_type,number,msisdn,carrier,province,kind,channel,strict\n");
+        let number = resident_id("11010519491231002").number;
+        for row in rows {
+            body.push_str(&format!(
+                "RESIDENT_ID,{number},{row},11,personal,agent,false\n"
+            ));
+        }
+        std::fs::write(&csv, body).expect("write import file");
+        let path = csv.display().to_string();
+        let mut args = vec![
+            "import",
+            &path,
+            "--endpoints",
+            &addr,
+            "--batch",
+            "1",
+            "--retry-for-s",
+            "1",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(creds("carrier:CMCC"));
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let refused = import(&["13800000011,CMCC", "13800000012,CUCC"]);
+    let text = output_text(&refused);
+    assert!(!refused.status.success(), "{text}");
+    assert!(
+        text.contains("refused a batch") && text.contains("PERMISSION_DENIED"),
+        "{text}"
+    );
+    assert!(!text.contains("retrying"), "{text}");
+    // Its own rows go in, several batches over one connection.
+    let own = import(&["13800000021,CMCC", "13800000022,CMCC", "13800000023,CMCC"]);
+    let text = output_text(&own);
+    assert!(own.status.success(), "{text}");
+    assert!(text.contains("3 cards registered"), "{text}");
+
     let bare = cli(&["status", "--endpoints", &addr]);
     assert!(!bare.status.success());
     assert!(

@@ -314,18 +314,79 @@ async fn leader_channel(target: &Target) -> anyhow::Result<Channel> {
     }
 }
 
+/// How long batches reuse one connection before asking again who leads:
+/// leadership can move without any batch failing (a handover), and a
+/// follower would forward every batch.
+const LEADER_RECHECK: Duration = Duration::from_secs(1);
+
+/// The connection batches go over, shared by the batches in flight. Looking
+/// the leader up for every batch cost two new connections and a status call
+/// per batch (two TLS handshakes with certificates).
+struct Connection {
+    target: Target,
+    current: tokio::sync::Mutex<Option<(Channel, Instant)>>,
+}
+
+impl Connection {
+    fn new(target: Target) -> Self {
+        Connection {
+            target,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        // Held while connecting: batches waiting here use the new one.
+        let mut current = self.current.lock().await;
+        match &*current {
+            Some((ch, since)) if since.elapsed() < LEADER_RECHECK => Ok(ch.clone()),
+            _ => {
+                let ch = leader_channel(&self.target).await?;
+                *current = Some((ch.clone(), Instant::now()));
+                Ok(ch)
+            }
+        }
+    }
+
+    /// After a failed attempt: the next one looks the leader up again.
+    async fn forget(&self) {
+        *self.current.lock().await = None;
+    }
+}
+
+/// Whether a failed import request may succeed if sent again: the cluster
+/// was unreachable, busy, between leaders or handing leadership over, or
+/// the outcome is unknown (request ids make a resend safe). A refusal of
+/// the request itself (a certificate that may not act for a row's carrier,
+/// a batch over the size limit) would be refused again, so the import
+/// stops at once and says why.
+fn worth_retrying(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Aborted
+        | Code::ResourceExhausted => true,
+        Code::FailedPrecondition => reason_of(status).as_deref() == Some("LEADERSHIP_TRANSFER"),
+        _ => false,
+    }
+}
+
 /// Sends one batch until the cluster gives a definite answer per row.
 async fn send(
-    target: &Target,
+    conn: &Connection,
     requests: Vec<pb::RegisterCardRequest>,
     retry_for: Duration,
 ) -> anyhow::Result<Vec<pb::ImportItemResult>> {
     let deadline = Instant::now() + retry_for;
     let mut delay = Duration::from_millis(100);
     loop {
-        let attempt = async {
-            let ch = leader_channel(target).await?;
-            RegistryClient::new(ch)
+        // Not connecting is always worth another try: a node may be
+        // restarting.
+        let attempt = match conn.channel().await {
+            Ok(ch) => RegistryClient::new(ch)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20)
                 .import_cards(pb::ImportCardsRequest {
@@ -334,17 +395,21 @@ async fn send(
                 .await
                 .map_err(|s| {
                     let reason = reason_of(&s).unwrap_or_default();
-                    anyhow!("{:?} {reason}: {}", s.code(), s.message())
-                })
+                    let e = anyhow!("{:?} {reason}: {}", s.code(), s.message());
+                    (e, worth_retrying(&s))
+                }),
+            Err(e) => Err((e, true)),
         };
-        match attempt.await {
+        match attempt {
             Ok(r) => return Ok(r.into_inner().results),
-            Err(e) if Instant::now() < deadline => {
+            Err((e, false)) => return Err(e.context("the cluster refused a batch")),
+            Err((e, true)) if Instant::now() < deadline => {
                 eprintln!("import: batch not acknowledged ({e}); retrying");
+                conn.forget().await;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(e.context("the cluster did not accept a batch in time")),
+            Err((e, true)) => return Err(e.context("the cluster did not accept a batch in time")),
         }
     }
 }
@@ -474,6 +539,7 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let start_rows = cp.imported + cp.replayed + cp.refused;
     let retry_for = Duration::from_secs(a.retry_for_s);
+    let conn = std::sync::Arc::new(Connection::new(a.target.clone()));
     // Batches are read lazily, sent up to `concurrency` at a time (one that
     // touches what another in flight touches waits for it), and completed
     // in file order, so the checkpoint only ever covers acknowledged rows.
@@ -537,12 +603,12 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
             }
         }
         let requests = std::mem::take(&mut b.requests);
-        let (target, expected) = (a.target.clone(), requests.len());
+        let (conn, expected) = (conn.clone(), requests.len());
         let sent = tokio::spawn(async move {
             if requests.is_empty() {
                 return Ok(Vec::new());
             }
-            let results = send(&target, requests, retry_for).await?;
+            let results = send(&conn, requests, retry_for).await?;
             anyhow::ensure!(
                 results.len() == expected,
                 "the server answered {} of {expected} rows",
@@ -724,6 +790,34 @@ mod tests {
         assert!(a.is_disjoint(&c));
         // Unparseable fields touch nothing.
         assert!(touched(&[row("bad", "bad")]).is_empty());
+    }
+
+    #[test]
+    fn only_requests_that_may_go_through_next_time_are_retried() {
+        use tonic::{Code, Status};
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::Aborted,
+            Code::ResourceExhausted,
+        ] {
+            assert!(worth_retrying(&Status::new(code, "")), "{code:?}");
+        }
+        for code in [
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::Internal,
+            Code::DataLoss,
+            Code::Unimplemented,
+        ] {
+            assert!(!worth_retrying(&Status::new(code, "")), "{code:?}");
+        }
+        let handover: Status = crate::api::error::ApiError::Transfer("handing over".into()).into();
+        assert!(worth_retrying(&handover));
     }
 
     #[test]
