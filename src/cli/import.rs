@@ -370,6 +370,9 @@ fn worth_retrying(status: &tonic::Status) -> bool {
         | Code::Aborted
         | Code::ResourceExhausted => true,
         Code::FailedPrecondition => reason_of(status).as_deref() == Some("LEADERSHIP_TRANSFER"),
+        // Without a reason it came from HTTP/2, not the server: a node
+        // going away mid-request (GOAWAY) reads as INTERNAL.
+        Code::Internal => reason_of(status).is_none(),
         _ => false,
     }
 }
@@ -810,7 +813,6 @@ mod tests {
             Code::Unauthenticated,
             Code::InvalidArgument,
             Code::FailedPrecondition,
-            Code::Internal,
             Code::DataLoss,
             Code::Unimplemented,
         ] {
@@ -818,6 +820,9 @@ mod tests {
         }
         let handover: Status = crate::api::error::ApiError::Transfer("handing over".into()).into();
         assert!(worth_retrying(&handover));
+        assert!(worth_retrying(&Status::internal("h2 protocol error")));
+        let server_fault: Status = crate::api::error::ApiError::Internal("a bug".into()).into();
+        assert!(!worth_retrying(&server_fault));
     }
 
     #[test]
