@@ -60,7 +60,8 @@ pub struct ImportArgs {
     /// Ignore an existing checkpoint and start from the first row.
     #[arg(long)]
     pub restart: bool,
-    /// Give up on a batch the cluster keeps refusing after this many seconds.
+    /// Give up on a batch the cluster cannot take (no leader, unreachable,
+    /// overloaded) after this many seconds; a refusal stops the import at once.
     #[arg(long, default_value_t = 120)]
     pub retry_for_s: u64,
     #[command(flatten)]
