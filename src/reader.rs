@@ -12,7 +12,7 @@ use oneid_storage::records::{
     LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
-use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::schema::{sm_cf_name, CF_SM_DATA, SM_RECORD_CFS};
 use oneid_storage::{codec, Db, StorageError};
 use sha2::{Digest, Sha256};
 
@@ -91,8 +91,7 @@ impl Reader {
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, StorageError>,
     ) -> Result<Option<T>, StorageError> {
-        let cf = self.db.cf(CF_SM_DATA)?;
-        let found = self.db.raw().get_pinned_cf(cf, key)?;
+        let found = self.db.raw().get_pinned_cf(self.db.sm_cf(key)?, key)?;
         found.as_deref().map(decode).transpose()
     }
 
@@ -101,7 +100,7 @@ impl Reader {
         version: u8,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        self.read(key, |v| codec::decode(version, v, CF_SM_DATA, key))
+        self.read(key, |v| codec::decode(version, v, sm_cf_name(key), key))
     }
 
     /// The number index record under `key` (stored in more than one
@@ -452,18 +451,21 @@ impl Reader {
     pub fn state_digest(&self) -> Result<(u64, String), StorageError> {
         let raw = self.db.raw();
         let snap = raw.snapshot();
-        let cf = self.db.cf(CF_SM_DATA)?;
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(&snap);
-        opts.fill_cache(false);
-        opts.set_total_order_seek(true);
         let mut h = Sha256::new();
-        for item in raw.iterator_cf_opt(cf, opts, IteratorMode::Start) {
-            let (k, v) = item?;
-            h.update((k.len() as u32).to_le_bytes());
-            h.update(&k);
-            h.update((v.len() as u32).to_le_bytes());
-            h.update(&v);
+        // Which column family holds a record follows from its key, so the
+        // families one after the other are as deterministic as one would be.
+        for name in SM_RECORD_CFS {
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&snap);
+            opts.fill_cache(false);
+            opts.set_total_order_seek(true);
+            for item in raw.iterator_cf_opt(self.db.cf(name)?, opts, IteratorMode::Start) {
+                let (k, v) = item?;
+                h.update((k.len() as u32).to_le_bytes());
+                h.update(&k);
+                h.update((v.len() as u32).to_le_bytes());
+                h.update(&v);
+            }
         }
         // The applied index is read outside the RocksDB snapshot, but it
         // only labels the digest; callers compare digests once applies stop.

@@ -249,12 +249,14 @@ mod tests {
         let mut n = Node::new();
         let t0 = 1_000_000;
         // A marker as builds before blocks wrote it: one per request id.
-        let cf = n.db.cf(CF_SM_DATA).unwrap();
         let old = DedupRecord {
             applied_at_ms: t0,
             outcome: command::encode(&Outcome::Done).unwrap(),
         };
-        let put = |k: Vec<u8>, v: Vec<u8>| n.db.raw().put_cf(cf, k, v).unwrap();
+        let put = |k: Vec<u8>, v: Vec<u8>| {
+            let cf = n.db.sm_cf(&k).unwrap();
+            n.db.raw().put_cf(cf, k, v).unwrap()
+        };
         put(
             keys::dedup_key("old"),
             codec::encode(DEDUP_V, &old).unwrap(),
@@ -331,8 +333,8 @@ mod tests {
     }
 
     fn has_record(n: &Node, request_id: &str) -> bool {
-        let cf = n.db.cf(CF_SM_DATA).unwrap();
         let key = keys::dedup_key(request_id);
+        let cf = n.db.sm_cf(&key).unwrap();
         n.db.raw().get_cf(cf, key).unwrap().is_some()
     }
 

@@ -10,7 +10,7 @@ use oneid_storage::records::{
     AuditRecord, HolderRecord, MsisdnRecord, StatDelta, StatsRecord, STATS_V,
 };
 use oneid_storage::rocksdb::WriteBatch;
-use oneid_storage::schema::{KeyValue, CF_SM_DATA};
+use oneid_storage::schema::{sm_cf_name, KeyValue};
 use oneid_storage::{codec, Db, StorageError};
 use serde::Serialize;
 
@@ -81,7 +81,7 @@ impl<'a> Tx<'a> {
         let v = self
             .db
             .raw()
-            .get_pinned_cf(self.db.cf(CF_SM_DATA)?, key)?
+            .get_pinned_cf(self.db.sm_cf(key)?, key)?
             .map(|v| v.to_vec());
         let r = f(v.as_deref());
         self.stored.borrow_mut().insert(key.to_vec(), v);
@@ -97,14 +97,19 @@ impl<'a> Tx<'a> {
         }
         keys.sort_unstable();
         keys.dedup();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let cf = self.db.cf(CF_SM_DATA)?;
-        let found = self.db.raw().batched_multi_get_cf(cf, &keys, true);
+        // One batched read per column family; sorted stays sorted.
+        let (checks, data): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|k| keys::is_check_key(k));
         let mut stored = self.stored.borrow_mut();
-        for (k, v) in keys.into_iter().zip(found) {
-            stored.insert(k, v?.map(|v| v.to_vec()));
+        for part in [data, checks] {
+            let Some(first) = part.first() else {
+                continue;
+            };
+            let cf = self.db.sm_cf(first)?;
+            let found = self.db.raw().batched_multi_get_cf(cf, &part, true);
+            for (k, v) in part.into_iter().zip(found) {
+                stored.insert(k, v?.map(|v| v.to_vec()));
+            }
         }
         Ok(())
     }
@@ -115,7 +120,7 @@ impl<'a> Tx<'a> {
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
         self.with_value(key, |v| {
-            v.map(|v| codec::decode(version, v, CF_SM_DATA, key))
+            v.map(|v| codec::decode(version, v, sm_cf_name(key), key))
                 .transpose()
         })
     }
@@ -169,7 +174,7 @@ impl<'a> Tx<'a> {
         self.scan_raw(prefix, limit)?
             .into_iter()
             .map(|(k, v)| {
-                let value = codec::decode(version, &v, CF_SM_DATA, &k)?;
+                let value = codec::decode(version, &v, sm_cf_name(&k), &k)?;
                 Ok((k, value))
             })
             .collect()
@@ -245,7 +250,7 @@ impl<'a> Tx<'a> {
         super::audit::write_blocks(&mut self, rows)?;
         let aged = std::mem::take(&mut self.aged);
         super::dedup::write_age_blocks(&mut self, aged)?;
-        let cf = self.db.cf(CF_SM_DATA)?;
+        let cfs = self.db.sm_cfs()?;
         // Sized up front: an import's batch runs to megabytes, and growing
         // it by doubling copies it over and over.
         let bytes: usize = self
@@ -259,6 +264,7 @@ impl<'a> Tx<'a> {
         let mut rows: Vec<(Vec<u8>, Staged)> = self.writes.into_iter().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in rows {
+            let cf = cfs.of(&k);
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
@@ -271,7 +277,7 @@ impl<'a> Tx<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oneid_storage::schema::Tuning;
+    use oneid_storage::schema::{Tuning, CF_SM_DATA};
 
     #[test]
     fn scan_merges_staged_writes_and_rollback_restores() {

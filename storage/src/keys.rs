@@ -60,6 +60,19 @@ pub const STATS: &[u8] = b"S";
 /// Which pepper version the id keys are under, and the rotation in progress.
 pub const KEY_STATE: &[u8] = b"K";
 
+/// Key spaces nearly every command of some kind looks up and that hold few
+/// records: request ids (every command with one) and restrictions (every
+/// registration). They live in their own column family
+/// (`schema::CF_SM_CHECKS`), where a lookup that finds nothing costs a
+/// glance at a small memtable instead of a bloom probe per file of the big
+/// one.
+pub const CHECK_PREFIXES: [&[u8]; 2] = [&[TAG_DEDUP], &[TAG_RESTRICTION]];
+
+/// True for keys of the [`CHECK_PREFIXES`] key spaces.
+pub fn is_check_key(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&TAG_DEDUP | &TAG_RESTRICTION))
+}
+
 /// Separates variable-length parts; the parts never contain it (platforms,
 /// accounts and numbers are validated printable ASCII).
 const SEP: u8 = 0;
@@ -325,6 +338,30 @@ mod tests {
             let k = card_key(&id, &m);
             prop_assert!(k.starts_with(&card_prefix(&id)));
             prop_assert!(k.len() > crate::schema::SM_PREFIX_LEN);
+        }
+    }
+
+    #[test]
+    fn check_keys_are_exactly_request_ids_and_restrictions() {
+        let id = [3u8; ID_KEY_LEN];
+        for k in [dedup_key("req-1"), restriction_key(&id)] {
+            assert!(is_check_key(&k));
+            assert!(CHECK_PREFIXES.iter().any(|p| k.starts_with(p)));
+        }
+        let others = [
+            card_key(&id, "13800000000"),
+            holder_key(&id),
+            msisdn_key("13800000000"),
+            lockout_key(&id),
+            dedup_age_key(1, "req-1"),
+            audit_key(1, 0),
+            POLICY.to_vec(),
+            KEY_STATE.to_vec(),
+            Vec::new(),
+        ];
+        for k in others {
+            assert!(!is_check_key(&k), "{k:?}");
+            assert!(!CHECK_PREFIXES.iter().any(|p| k.starts_with(p)));
         }
     }
 

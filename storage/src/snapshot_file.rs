@@ -16,14 +16,17 @@ use std::path::{Path, PathBuf};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
 use crate::keys::{SM_APPLIED, SM_INSTALLING};
-use crate::schema::{CF_SM_DATA, CF_SM_META};
+use crate::schema::{CF_SM_DATA, CF_SM_META, SM_RECORD_CFS};
 use crate::{Db, StorageError};
 
 const MAGIC: &[u8; 8] = b"ONEIDSNP";
 const FORMAT: u8 = 1;
 const FRAME_ENTRY: u8 = 1;
 const FRAME_END: u8 = 0;
-/// Column families a snapshot carries, by their index in the file.
+/// What a snapshot carries, by its index in the file: the state machine's
+/// records (every [`SM_RECORD_CFS`] family under the index of `sm_data`,
+/// placed by key on install, so snapshots read the same whichever column
+/// family a build keeps a record in) and its bookkeeping.
 const SNAPSHOT_CFS: [&str; 2] = [CF_SM_DATA, CF_SM_META];
 /// Upper bound on a single key or value, so a corrupt length cannot make the
 /// reader allocate gigabytes.
@@ -82,7 +85,12 @@ pub fn build(
     w.write_all(&header).map_err(io)?;
 
     let mut entries = 0u64;
-    for (cf_index, cf_name) in SNAPSHOT_CFS.iter().enumerate() {
+    // Index 0 (`sm_data`) carries every record column family's rows.
+    let sources = SM_RECORD_CFS
+        .iter()
+        .map(|name| (0u8, *name))
+        .chain([(1u8, CF_SM_META)]);
+    for (cf_index, cf_name) in sources {
         let cf = db.cf(cf_name)?;
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&snap);
@@ -91,10 +99,10 @@ pub fn build(
         opts.set_total_order_seek(true);
         for item in raw.iterator_cf_opt(cf, opts, IteratorMode::Start) {
             let (k, v) = item?;
-            if *cf_name == CF_SM_META && &*k == SM_INSTALLING {
+            if cf_name == CF_SM_META && &*k == SM_INSTALLING {
                 continue;
             }
-            w.write_all(&[FRAME_ENTRY, cf_index as u8]).map_err(io)?;
+            w.write_all(&[FRAME_ENTRY, cf_index]).map_err(io)?;
             w.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
             w.write_all(&k).map_err(io)?;
             w.write_all(&(v.len() as u32).to_le_bytes()).map_err(io)?;
@@ -264,19 +272,25 @@ pub fn verify(path: &Path) -> Result<Vec<u8>, StorageError> {
 pub fn install(db: &Db, path: &Path) -> Result<u64, StorageError> {
     verify(path)?;
     let raw = db.raw();
-    let data_cf = db.cf(CF_SM_DATA)?;
+    let records = db.sm_cfs()?;
     let meta_cf = db.cf(CF_SM_META)?;
 
     let mut batch = WriteBatch::default();
     batch.put_cf(meta_cf, SM_INSTALLING, path.to_string_lossy().as_bytes());
-    batch.delete_range_cf(data_cf, [0u8].as_slice(), [0xffu8; 64].as_slice());
+    for name in SM_RECORD_CFS {
+        batch.delete_range_cf(db.cf(name)?, [0u8].as_slice(), [0xffu8; 64].as_slice());
+    }
     batch.delete_cf(meta_cf, SM_APPLIED);
     raw.write_opt(batch, &Db::sync_write())?;
 
     let (r, _) = SnapshotReader::open(path)?;
     let mut batch = WriteBatch::default();
     let entries = r.for_each(|cf, k, v| {
-        let handle = if cf == CF_SM_DATA { data_cf } else { meta_cf };
+        let handle = if cf == CF_SM_DATA {
+            records.of(&k)
+        } else {
+            meta_cf
+        };
         batch.put_cf(handle, k, v);
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
             raw.write_opt(std::mem::take(&mut batch), &Db::async_write())?;
@@ -303,14 +317,16 @@ pub fn interrupted_install(db: &Db) -> Result<Option<PathBuf>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Tuning;
+    use crate::schema::{Tuning, CF_SM_CHECKS};
 
+    /// `n` records in each of three key spaces, two of them check records.
     fn fill(db: &Db, n: u32) {
-        let cf = db.cf(CF_SM_DATA).unwrap();
         for i in 0..n {
-            db.raw()
-                .put_cf(cf, format!("h{i:05}"), format!("v{i}"))
-                .unwrap();
+            for tag in ["h", "d", "r"] {
+                let key = format!("{tag}{i:05}");
+                let cf = db.sm_cf(key.as_bytes()).unwrap();
+                db.raw().put_cf(cf, key, format!("v{i}")).unwrap();
+            }
         }
         let meta = db.cf(CF_SM_META).unwrap();
         db.raw()
@@ -318,13 +334,14 @@ mod tests {
             .unwrap();
     }
 
-    fn dump(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Every state machine row with the column family it is in.
+    fn dump(db: &Db) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
-        for name in SNAPSHOT_CFS {
+        for name in SM_RECORD_CFS.into_iter().chain([CF_SM_META]) {
             let cf = db.cf(name).unwrap();
             for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
                 let (k, v) = item.unwrap();
-                out.push((k.to_vec(), v.to_vec()));
+                out.push((name, k.to_vec(), v.to_vec()));
             }
         }
         out
@@ -337,19 +354,26 @@ mod tests {
         let b = Db::open(&dir.path().join("b"), Tuning::default()).unwrap();
         fill(&a, 1000);
         // b has stale data that the install must remove.
-        b.raw()
-            .put_cf(b.cf(CF_SM_DATA).unwrap(), "zzz-stale", "x")
-            .unwrap();
+        for key in ["zzz-stale", "d-stale"] {
+            let cf = b.sm_cf(key.as_bytes()).unwrap();
+            b.raw().put_cf(cf, key, "x").unwrap();
+        }
         let path = dir.path().join("s.snap");
         let stats = build(&a, &path, |applied| {
             assert_eq!(applied, Some(&b"applied-record"[..]));
             Ok(b"hdr".to_vec())
         })
         .unwrap();
-        assert_eq!(stats.entries, 1001);
+        assert_eq!(stats.entries, 3001);
         assert_eq!(verify(&path).unwrap(), b"hdr");
-        assert_eq!(install(&b, &path).unwrap(), 1001);
-        assert_eq!(dump(&a), dump(&b));
+        assert_eq!(install(&b, &path).unwrap(), 3001);
+        let installed = dump(&b);
+        assert_eq!(dump(&a), installed);
+        let checks = installed.iter().filter(|r| r.0 == CF_SM_CHECKS).count();
+        assert_eq!(
+            checks, 2000,
+            "check records are installed in their own family"
+        );
         assert_eq!(interrupted_install(&b).unwrap(), None);
     }
 
@@ -380,6 +404,9 @@ mod tests {
             assert!(install(&b, &path).unwrap_err().is_corruption(), "len {len}");
         }
         // Nothing was touched.
-        assert_eq!(dump(&b), vec![(b"keep".to_vec(), b"me".to_vec())]);
+        assert_eq!(
+            dump(&b),
+            vec![(CF_SM_DATA, b"keep".to_vec(), b"me".to_vec())]
+        );
     }
 }
