@@ -2,7 +2,7 @@
 //! later commands in the same batch see earlier ones, with an undo log so a
 //! refused command leaves no partial writes.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
 use oneid_storage::keys;
@@ -48,6 +48,21 @@ pub struct Tx<'a> {
     /// Request ids remembered, with the log index and clock they were
     /// applied at: one age block per log entry at commit.
     aged: Vec<(u64, u64, String)>,
+    /// For each of [`keys::CHECK_PREFIXES`]: whether the database held no
+    /// record under it when first asked. Nothing but this transaction
+    /// writes while it lives, so such a key space holds only what the
+    /// transaction itself staged, and its keys need no lookup. A registry
+    /// being loaded has no request-id or restriction records yet, and
+    /// looking both up for every card was ~6 % of a 3 M-card import.
+    checks_empty: OnceCell<CheckSpaces>,
+}
+
+/// One flag per check key space.
+type CheckSpaces = [bool; keys::CHECK_PREFIXES.len()];
+
+/// Which of [`keys::CHECK_PREFIXES`] `key` is in, if any.
+fn check_space(key: &[u8]) -> Option<usize> {
+    keys::CHECK_PREFIXES.iter().position(|p| key.starts_with(p))
 }
 
 impl<'a> Tx<'a> {
@@ -62,7 +77,29 @@ impl<'a> Tx<'a> {
             stats_mark: 0,
             audit: Vec::new(),
             aged: Vec::new(),
+            checks_empty: OnceCell::new(),
         }
+    }
+
+    /// For each check key space, whether it held nothing when first asked.
+    fn checks_empty(&self) -> Result<CheckSpaces, StorageError> {
+        if let Some(e) = self.checks_empty.get() {
+            return Ok(*e);
+        }
+        let mut e = CheckSpaces::default();
+        for (flag, prefix) in e.iter_mut().zip(keys::CHECK_PREFIXES) {
+            *flag = self.db.scan_sm(prefix, None, 1)?.is_empty();
+        }
+        Ok(*self.checks_empty.get_or_init(|| e))
+    }
+
+    /// True when `key` is sure to have no stored value: it is in a check
+    /// key space that held nothing.
+    fn surely_unstored(&self, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(match check_space(key) {
+            Some(space) => self.checks_empty()?[space],
+            None => false,
+        })
     }
 
     /// `key`'s value in this transaction's view, handed to `f` without a
@@ -78,6 +115,9 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.stored.borrow().get(key) {
             return f(v.as_deref());
         }
+        if self.surely_unstored(key)? {
+            return f(None);
+        }
         let v = self
             .db
             .raw()
@@ -92,8 +132,12 @@ impl<'a> Tx<'a> {
     /// find them without a lookup each.
     pub fn prefetch(&self, mut keys: Vec<Vec<u8>>) -> Result<(), StorageError> {
         {
+            let empty = self.checks_empty()?;
             let stored = self.stored.borrow();
-            keys.retain(|k| !stored.contains_key(k) && !self.writes.contains_key(k));
+            keys.retain(|k| {
+                let unstored = check_space(k).is_some_and(|space| empty[space]);
+                !unstored && !stored.contains_key(k) && !self.writes.contains_key(k)
+            });
         }
         keys.sort_unstable();
         keys.dedup();
@@ -350,5 +394,39 @@ mod tests {
         assert_eq!(read(&tx, b"c"), Some(b"first".to_vec()));
         db.raw().put_cf(cf, b"c", val(b"second")).unwrap();
         assert_eq!(read(&tx, b"c"), Some(b"first".to_vec()));
+    }
+
+    #[test]
+    fn empty_check_spaces_skip_lookups_but_never_hide_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Tuning::default()).unwrap();
+        let val = |v: &[u8]| codec::encode(1, &v.to_vec()).unwrap();
+        let read = |tx: &Tx, k: &[u8]| tx.get::<Vec<u8>>(1, k).unwrap();
+        let (dedup, restriction) = (keys::dedup_key("req-1"), keys::restriction_key(&[7; 32]));
+
+        // Both spaces empty: nothing to find, but staged writes are seen.
+        let mut tx = Tx::new(&db);
+        tx.prefetch(vec![dedup.clone(), restriction.clone()])
+            .unwrap();
+        assert_eq!(read(&tx, &dedup), None);
+        tx.begin();
+        tx.put(1, dedup.clone(), &b"staged".to_vec()).unwrap();
+        assert_eq!(read(&tx, &dedup), Some(b"staged".to_vec()));
+        tx.rollback();
+        assert_eq!(read(&tx, &dedup), None);
+
+        // A request id on record: found, with or without a prefetch, while
+        // the still empty restriction space is not looked at.
+        let key = keys::dedup_key("req-2");
+        db.raw()
+            .put_cf(db.sm_cf(&key).unwrap(), &key, val(b"outcome"))
+            .unwrap();
+        let tx = Tx::new(&db);
+        assert_eq!(read(&tx, &key), Some(b"outcome".to_vec()));
+        let tx = Tx::new(&db);
+        tx.prefetch(vec![key.clone(), restriction.clone()]).unwrap();
+        assert_eq!(read(&tx, &key), Some(b"outcome".to_vec()));
+        assert_eq!(read(&tx, &restriction), None);
+        assert_eq!(read(&tx, &dedup), None);
     }
 }
