@@ -32,7 +32,8 @@ pub const SM_INSTALLING: &[u8] = b"installing";
 // ---- sm_data ----
 //
 // The first byte is a tag naming the record type; ID-scoped records put the
-// 32-byte id key right after it so `schema::SM_PREFIX_LEN` covers it.
+// 32-byte id key right after it, so an identity's records of one type are
+// neighbours.
 
 const TAG_CARD: u8 = b'c';
 const TAG_HOLDER: u8 = b'h';
@@ -337,7 +338,7 @@ mod tests {
         fn cards_of_an_id_share_its_prefix(id in any::<[u8; 32]>(), m in "[0-9]{11,13}") {
             let k = card_key(&id, &m);
             prop_assert!(k.starts_with(&card_prefix(&id)));
-            prop_assert!(k.len() > crate::schema::SM_PREFIX_LEN);
+            prop_assert!(k.len() > card_prefix(&id).len());
         }
     }
 

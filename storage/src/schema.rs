@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    FlushOptions, IteratorMode, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions, DB,
+    FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
 use crate::StorageError;
@@ -68,10 +68,6 @@ pub fn sm_cf_name(key: &[u8]) -> &'static str {
         CF_SM_DATA
     }
 }
-
-/// Bytes of the `sm_data` prefix that bloom filters index: one tag byte plus
-/// the 32-byte id key, so per-ID point reads skip SST files cheaply.
-pub const SM_PREFIX_LEN: usize = 33;
 
 /// `sm_data` values at least this long are kept in blob files.
 pub const BLOB_MIN_BYTES: u64 = 16 << 10;
@@ -160,18 +156,22 @@ impl Db {
                 // check a few more L0 files, each behind a bloom filter.
                 o.set_write_buffer_size(tuning.write_buffer_bytes * 2);
                 o.set_level_zero_file_num_compaction_trigger(8);
-                o.set_prefix_extractor(SliceTransform::create_fixed_prefix(SM_PREFIX_LEN));
+                // No prefix extractor: point reads check whole-key filters
+                // and every scan seeks in total order, so the id-prefix
+                // entries it added to every filter (and every memtable
+                // insert's bloom) were never read. Without them 10 M cards
+                // loaded in 179.7 s against 182.2 s and took 1.8 instead
+                // of 1.9 GiB per node (session 19).
                 // The memtable's bloom filter, as a share of its size: 2 %
                 // is 1.3 MB, ~14 bits for each of the ~750 k prefixes and
-                // keys a full memtable adds (1-2 % false positives).
+                // keys a full memtable held then (1-2 % false positives).
                 // At 10 % (6.4 MB, ~60 bits each) every insert's bit-set
                 // missed the CPU caches: 1 M cards imported in 13.1-14.0 s
                 // instead of 14.3-15.0 s; registrations and counts cost
                 // the same (session 17, alternating runs).
                 o.set_memtable_prefix_bloom_ratio(0.02);
-                // Number-index and dedup keys are shorter than the prefix, so
-                // only a whole-key memtable bloom lets their (mostly missing)
-                // lookups skip the skiplist search.
+                // Whole keys, so a lookup of a missing key (most number-index
+                // lookups) skips the skiplist search.
                 o.set_memtable_whole_key_filtering(true);
                 t.set_whole_key_filtering(true);
                 // Values this large are an entry's audit block (~66 bytes
@@ -332,7 +332,8 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StorageError> {
         let mut opts = ReadOptions::default();
-        // Short prefixes are outside the bloom prefix extractor's domain.
+        // Key order across prefixes, whatever prefix options a table was
+        // built with (builds before session 19 set a prefix extractor).
         opts.set_total_order_seek(true);
         if let Some(end) = prefix_end(prefix) {
             opts.set_iterate_upper_bound(end);
