@@ -206,9 +206,8 @@ impl Db {
     /// each synced batch moves whole records (a put and a delete), so an
     /// interrupted move resumes on the next open and no record is ever in
     /// both places or neither.
-    fn move_check_records(&self) -> Result<u64, StorageError> {
+    fn move_check_records(&self) -> Result<(), StorageError> {
         let (data, checks) = (self.cf(CF_SM_DATA)?, self.cf(CF_SM_CHECKS)?);
-        let mut moved = 0;
         for prefix in crate::keys::CHECK_PREFIXES {
             let mut after: Option<Vec<u8>> = None;
             loop {
@@ -223,10 +222,9 @@ impl Db {
                     batch.delete_cf(data, k);
                 }
                 self.db.write_opt(batch, &Self::sync_write())?;
-                moved += rows.len() as u64;
             }
         }
-        Ok(moved)
+        Ok(())
     }
 
     pub fn raw(&self) -> &DB {
