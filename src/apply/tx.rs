@@ -60,11 +60,6 @@ pub struct Tx<'a> {
 /// One flag per check key space.
 type CheckSpaces = [bool; keys::CHECK_PREFIXES.len()];
 
-/// Which of [`keys::CHECK_PREFIXES`] `key` is in, if any.
-fn check_space(key: &[u8]) -> Option<usize> {
-    keys::CHECK_PREFIXES.iter().position(|p| key.starts_with(p))
-}
-
 impl<'a> Tx<'a> {
     pub fn new(db: &'a Db) -> Tx<'a> {
         Tx {
@@ -96,7 +91,7 @@ impl<'a> Tx<'a> {
     /// True when `key` is sure to have no stored value: it is in a check
     /// key space that held nothing.
     fn surely_unstored(&self, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(match check_space(key) {
+        Ok(match keys::check_space(key) {
             Some(space) => self.checks_empty()?[space],
             None => false,
         })
@@ -135,7 +130,7 @@ impl<'a> Tx<'a> {
             let empty = self.checks_empty()?;
             let stored = self.stored.borrow();
             keys.retain(|k| {
-                let unstored = check_space(k).is_some_and(|space| empty[space]);
+                let unstored = keys::check_space(k).is_some_and(|space| empty[space]);
                 !unstored && !stored.contains_key(k) && !self.writes.contains_key(k)
             });
         }

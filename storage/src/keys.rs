@@ -69,9 +69,14 @@ pub const KEY_STATE: &[u8] = b"K";
 /// one.
 pub const CHECK_PREFIXES: [&[u8]; 2] = [&[TAG_DEDUP], &[TAG_RESTRICTION]];
 
+/// Which of the [`CHECK_PREFIXES`] key spaces `key` is in, if any.
+pub fn check_space(key: &[u8]) -> Option<usize> {
+    CHECK_PREFIXES.iter().position(|p| key.starts_with(p))
+}
+
 /// True for keys of the [`CHECK_PREFIXES`] key spaces.
 pub fn is_check_key(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&TAG_DEDUP | &TAG_RESTRICTION))
+    check_space(key).is_some()
 }
 
 /// Separates variable-length parts; the parts never contain it (platforms,
