@@ -24,7 +24,9 @@ pub struct ReplicaConfig {
     pub raft: openraft::Config,
     /// Most commands coalesced into one log entry.
     pub max_batch: usize,
-    /// Most proposals in flight at once (pipelining through raft).
+    /// Most proposals in flight at once (pipelining through raft); only
+    /// full batches (`max_batch` commands) share the pipe, a partial one
+    /// goes alone (see [`crate::proposer`]).
     pub max_inflight: usize,
     /// Deadline of forwarded requests and read barriers.
     pub request_timeout: Duration,
