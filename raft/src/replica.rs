@@ -25,8 +25,9 @@ pub struct ReplicaConfig {
     /// Most commands coalesced into one log entry.
     pub max_batch: usize,
     /// Most proposals in flight at once (pipelining through raft); only
-    /// full batches (`max_batch` commands) share the pipe, a partial one
-    /// goes alone (see [`crate::proposer`]).
+    /// full batches (`max_batch` commands) and batches carrying part of a
+    /// multi-command call share the pipe, a batch of single commands goes
+    /// alone (see [`crate::proposer`]).
     pub max_inflight: usize,
     /// Deadline of forwarded requests and read barriers.
     pub request_timeout: Duration,
