@@ -12,12 +12,12 @@
 //!
 //! Every entry costs every replica an AppendEntries round, a log write, an
 //! fsync and an apply call whatever it holds (~1.5 ms of CPU over three
-//! nodes, fitted from runs at 16, 64 and 256 clients), so under concurrent
-//! single writes one partial batch in flight beats two: at 64 registering
-//! clients entries held ~30 commands instead of ~19, the nodes spent
-//! 116-118 instead of 131-135 µs of CPU per registration, and 11.2-11.3 k
-//! instead of 10.3-10.7 k registrations/s went through, with lower p50 and
-//! p99 (alternating runs; 4, 16 and 256 clients no worse). Imports keep two
+//! nodes, fitted from session 9's runs at 16, 64 and 256 clients), so
+//! under concurrent single writes one partial batch in flight beats two: at
+//! 64 registering clients entries held ~30 commands instead of ~19, the
+//! nodes spent 116-118 instead of 131-135 µs of CPU per registration, and
+//! 11.2-11.3 k instead of 10.3-10.7 k registrations/s went through, with
+//! lower p50 and p99 (alternating runs; 4, 16 and 256 clients no worse). Imports keep two
 //! full batches in flight: with every batch alone, 3 M cards took 2 %
 //! longer, as they did when a batch that was merely not full waited too
 //! (the proposer often runs while an import request is still being queued).
