@@ -55,7 +55,7 @@ fn decoded<T: serde::de::DeserializeOwned>(
     version: u8,
 ) -> Result<Option<T>, StorageError> {
     found
-        .map(|(v, key)| codec::decode(version, v, CF_SM_DATA, key))
+        .map(|(v, key)| codec::decode(version, v, sm_cf_name(key), key))
         .transpose()
 }
 
@@ -184,7 +184,7 @@ impl Reader {
     /// key at one sequence number, so the values are of one applied state,
     /// never half of an apply batch.
     fn view(&self, id_key: &IdKey, msisdn: Option<&str>) -> Result<View, StorageError> {
-        let cf = self.db.cf(CF_SM_DATA)?;
+        let cfs = self.db.sm_cfs()?;
         let mut wanted = vec![
             keys::KEY_STATE.to_vec(),
             keys::lockout_key(id_key),
@@ -193,7 +193,12 @@ impl Reader {
         if let Some(msisdn) = msisdn {
             wanted.push(keys::card_key(id_key, msisdn));
         }
-        let found = self.db.raw().batched_multi_get_cf(cf, &wanted, false);
+        // Across column families too, one multi-get reads at one sequence
+        // number.
+        let found = self
+            .db
+            .raw()
+            .multi_get_cf(wanted.iter().map(|k| (cfs.of(k), k)));
         let mut values = Vec::with_capacity(wanted.len());
         for v in found {
             values.push(v?);
@@ -488,7 +493,7 @@ mod tests {
     const NUMBER: &str = "13800000000";
 
     fn put<T: Serialize>(db: &Db, version: u8, key: Vec<u8>, value: &T) {
-        let cf = db.cf(CF_SM_DATA).unwrap();
+        let cf = db.sm_cf(&key).unwrap();
         db.raw()
             .put_cf(cf, key, codec::encode(version, value).unwrap())
             .unwrap();
