@@ -160,7 +160,7 @@ impl Db {
                 o.set_level_zero_file_num_compaction_trigger(8);
                 // Universal compaction merges sorted runs of similar size
                 // instead of rewriting L1 for every few flushes: a 10 M-card
-                // import compacted 1.8 GiB per node instead of 2.8 GiB and
+                // import compacted 1.8 GiB per node instead of 2.7 GiB and
                 // took 170 s instead of 187 s (session 21). A database
                 // written levelled opens as is: each non-empty level counts
                 // as one sorted run.
