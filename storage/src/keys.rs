@@ -65,7 +65,7 @@ pub const KEY_STATE: &[u8] = b"K";
 /// hold few records: request ids (every command with one), restrictions
 /// (every registration), lockouts and the key state (every query that
 /// verifies a number: most find no lockout; the key state is one record,
-/// written once). They live in their own column family
+/// written only by a pepper rotation). They live in their own column family
 /// (`schema::CF_SM_CHECKS`), where a lookup costs a glance at a small
 /// memtable and a few small files instead of a probe per sorted run of the
 /// big one (at 10 M cards, counts ran 7-10 % slower while the lockout and
