@@ -385,7 +385,8 @@ mod tests {
         take_queued(&mut rx, &mut batch, 16);
         assert_eq!(batch.len(), 1, "the late command had not run yet");
 
-        // Nobody else comes: it goes after the turns, never hanging.
+        // Fewer come than the target: it goes after the turns with those
+        // that came, never hanging.
         let mut batch = vec![pending(None)];
         top_up(&mut rx, &mut batch, 64, 16).await;
         assert_eq!(batch.len(), 2, "the command sent meanwhile joined");
