@@ -11,6 +11,7 @@ pub mod reads;
 pub mod replica;
 pub mod service;
 pub mod transfer;
+mod turns;
 pub mod types;
 pub mod wire;
 

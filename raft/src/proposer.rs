@@ -30,6 +30,7 @@ use futures::future::{FutureExt, Shared as SharedFuture};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::replica::Shared;
+use crate::turns;
 use crate::ReplicaError;
 
 type Reply = oneshot::Sender<Result<(u64, Vec<u8>), ReplicaError>>;
@@ -195,33 +196,19 @@ fn goes_alone(batch: &[Pending], max_batch: usize) -> bool {
     batch.len() < max_batch && batch.iter().all(|p| p.call.is_none())
 }
 
-/// In-flight slots a batch takes: one when it is full or carries part of a
-/// multi-command call, all of them when it holds single commands only, so
-/// such a batch goes to raft alone.
-fn slots_needed(batch: &[Pending], max_batch: usize, max_inflight: u32) -> u32 {
-    if goes_alone(batch, max_batch) {
+/// In-flight slots a batch takes: all of them when it [`goes_alone`], else
+/// one.
+fn slots_needed(alone: bool, max_inflight: u32) -> u32 {
+    if alone {
         max_inflight
     } else {
         1
     }
 }
 
-/// Scheduler turns a batch of single commands may wait for more to join it.
-///
-/// When the pipe frees, some callers' requests are still being decoded by
-/// tasks that are already runnable; a few turns of the scheduler let them
-/// queue. Waiting only while the batch is smaller than the last batch of
-/// singles keeps batches at the size the load sustains, and never delays
-/// a lone caller (its last batch held one). At 64 registering clients
-/// entries held ~35 commands instead of ~29, and in four alternating pairs
-/// 11.1-12.3 k instead of 9.7-12.2 k registrations/s went through at
-/// 105-117 instead of 109-138 µs of node CPU each; 4 and 16 clients
-/// unchanged (session 23). More turns (32) grew batches no further; a
-/// 1 ms timer grew them a little (~38 commands) and was no faster.
-const TOP_UP_TURNS: u32 = 8;
-
 /// Lets runnable tasks queue commands until `batch` holds `target` (at
-/// most `max_batch`) or [`TOP_UP_TURNS`] turns have passed.
+/// most `max_batch`) or [`turns::TURNS`] turns have passed. A batch already
+/// at the last size goes at once.
 async fn top_up(
     rx: &mut mpsc::Receiver<Pending>,
     batch: &mut Vec<Pending>,
@@ -229,13 +216,14 @@ async fn top_up(
     max_batch: usize,
 ) {
     let target = target.min(max_batch);
-    for _ in 0..TOP_UP_TURNS {
-        if batch.len() >= target {
-            return;
-        }
-        tokio::task::yield_now().await;
-        take_queued(rx, batch, max_batch);
+    if batch.len() >= target {
+        return;
     }
+    turns::yield_until(|| {
+        take_queued(rx, batch, max_batch);
+        batch.len() >= target
+    })
+    .await;
 }
 
 /// Moves queued commands into `batch` until it holds `max_batch`.
@@ -273,7 +261,7 @@ async fn run(
         let mut batch = vec![first];
         take_queued(&mut rx, &mut batch, max_batch);
         let alone = goes_alone(&batch, max_batch);
-        let slots = slots_needed(&batch, max_batch, max_inflight);
+        let slots = slots_needed(alone, max_inflight);
         let Ok(permit) = inflight.clone().acquire_many_owned(slots).await else {
             return;
         };
@@ -345,24 +333,21 @@ mod tests {
     #[test]
     fn only_full_batches_and_calls_share_the_pipe() {
         let singles = |n| (0..n).map(|_| pending(None)).collect::<Vec<_>>();
-        assert_eq!(slots_needed(&singles(4), 4, 2), 1);
-        assert_eq!(slots_needed(&singles(3), 4, 2), 2);
-        assert_eq!(slots_needed(&singles(1), 4, 3), 3);
-        assert_eq!(slots_needed(&singles(1), 4, 1), 1);
+        assert_eq!(slots_needed(goes_alone(&singles(4), 4), 2), 1);
+        assert_eq!(slots_needed(goes_alone(&singles(3), 4), 2), 2);
+        assert_eq!(slots_needed(goes_alone(&singles(1), 4), 3), 3);
+        assert_eq!(slots_needed(goes_alone(&singles(1), 4), 1), 1);
         let call = Call::default();
         let mut mixed = singles(2);
         mixed.push(pending(Some(&call)));
-        assert_eq!(slots_needed(&mixed, 4, 2), 1);
+        assert_eq!(slots_needed(goes_alone(&mixed, 4), 2), 1);
     }
 
-    /// Sends one command after `turns` scheduler turns, as a request handler
-    /// that is still decoding would.
-    fn late_command(tx: mpsc::Sender<Pending>, turns: u32) {
-        tokio::spawn(async move {
-            for _ in 0..turns {
-                tokio::task::yield_now().await;
-            }
-            let _ = tx.send(pending(None)).await;
+    /// Sends one command after `n` scheduler turns.
+    fn late_command(tx: &mpsc::Sender<Pending>, n: u32) {
+        let tx = tx.clone();
+        turns::after_turns(n, move || {
+            let _ = tx.try_send(pending(None));
         });
     }
 
@@ -371,14 +356,14 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         // Below the last batch's size: commands that arrive within the
         // turns join it.
-        late_command(tx.clone(), 0);
-        late_command(tx.clone(), 3);
+        late_command(&tx, 0);
+        late_command(&tx, 3);
         let mut batch = vec![pending(None)];
         top_up(&mut rx, &mut batch, 3, 16).await;
         assert_eq!(batch.len(), 3);
 
         // Already at the last size: it goes without waiting for the late one.
-        late_command(tx.clone(), 0);
+        late_command(&tx, 0);
         let mut batch = vec![pending(None)];
         top_up(&mut rx, &mut batch, 1, 16).await;
         assert_eq!(batch.len(), 1);
@@ -393,7 +378,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
 
         // One that comes later than the turns waits for the next batch.
-        late_command(tx, TOP_UP_TURNS + 5);
+        late_command(&tx, turns::TURNS + 5);
         let mut batch = vec![pending(None)];
         top_up(&mut rx, &mut batch, 2, 16).await;
         assert_eq!(batch.len(), 1);

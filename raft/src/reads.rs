@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::replica::Shared;
+use crate::turns;
 use crate::ReplicaError;
 
 type Waiter = oneshot::Sender<Result<u64, ReplicaError>>;
@@ -28,26 +29,16 @@ struct State {
     last_round: usize,
 }
 
-/// Scheduler turns a round may wait for the reads on their way to it.
-///
-/// Reads already decoded and on their way here join this round instead of
-/// starting the next: each round is a quorum of heartbeats (and, on a
-/// follower, an RPC to the leader). One turn left ~10 % more CPU for
-/// counts than none, at no timer's latency; more turns are taken only
-/// while fewer reads wait than the last round served, so a lone reader
-/// waits one turn as before.
-const GATHER_TURNS: u32 = 8;
-
-/// Yields until as many reads wait as the last round served, at least
-/// once and at most [`GATHER_TURNS`] times.
+/// Yields until as many reads wait as the last round served (at least one
+/// turn, as every round took before; at most [`turns::TURNS`]). Each round
+/// is a quorum of heartbeats (and, on a follower, an RPC to the leader), so
+/// reads on their way join this one instead of starting the next.
 async fn gather(state: &Mutex<State>) {
-    for _ in 0..GATHER_TURNS {
-        tokio::task::yield_now().await;
+    turns::yield_until(|| {
         let st = state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.waiters.len() >= st.last_round {
-            return;
-        }
-    }
+        st.waiters.len() >= st.last_round
+    })
+    .await;
 }
 
 pub struct ReadBarrier {
@@ -139,13 +130,10 @@ mod tests {
         }))
     }
 
-    /// Adds one waiting read after `turns` scheduler turns.
-    fn late_read(state: &Arc<Mutex<State>>, turns: u32) {
+    /// Adds one waiting read after `n` scheduler turns.
+    fn late_read(state: &Arc<Mutex<State>>, n: u32) {
         let state = state.clone();
-        tokio::spawn(async move {
-            for _ in 0..turns {
-                tokio::task::yield_now().await;
-            }
+        turns::after_turns(n, move || {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             st.waiters.push(oneshot::channel().0);
         });
@@ -179,7 +167,7 @@ mod tests {
 
         // Never more than the turns, whoever is missing.
         let st = state(1, 64);
-        late_read(&st, GATHER_TURNS + 5);
+        late_read(&st, turns::TURNS + 5);
         gather(&st).await;
         assert_eq!(waiting(&st), 1);
     }
