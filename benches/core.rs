@@ -95,6 +95,14 @@ fn encoding(c: &mut Criterion) {
     c.bench_function("codec/decode_card_with_crc", |b| {
         b.iter(|| codec::decode::<CardRecord>(CARD_V, black_box(&bytes), "sm_data", b"k"))
     });
+    let command = register_command(7);
+    c.bench_function("command/decode_register", |b| {
+        b.iter(|| Envelope::decode(black_box(&command)))
+    });
+    let envelope = Envelope::decode(&command).expect("decode");
+    c.bench_function("command/encode_register", |b| {
+        b.iter(|| black_box(&envelope).encode())
+    });
 }
 
 fn register_command(i: u64) -> Vec<u8> {

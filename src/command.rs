@@ -1,6 +1,7 @@
 //! The replicated command set. Commands carry only what apply needs: the
 //! keyed hash of the identity, never its plaintext number.
 
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{DomainError, Reason};
@@ -34,7 +35,7 @@ pub struct Envelope {
 /// How a command's id keys relate to pepper versions, so apply can tell a
 /// key derived before a rotation from one derived after, and find records
 /// that a rotation in progress has moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub enum KeyBinding {
     /// Derived from an ID number under pepper `version`; during a rotation,
     /// `next` holds the same keys under the rotation's target version.
@@ -57,7 +58,7 @@ impl Default for KeyBinding {
 }
 
 /// A command's id keys under a rotation's target version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct NextKeys {
     pub version: u32,
     pub id_key: IdKey,
@@ -133,7 +134,7 @@ impl Envelope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub enum Command {
     Register(Register),
     Cancel(Cancel),
@@ -149,7 +150,7 @@ pub enum Command {
     Link(Link),
     Unlink(Link),
     AckReverify(Link),
-    SetPolicy(SetPolicy),
+    SetPolicy(#[bincode(with_serde)] SetPolicy),
     /// A count query's verification failed (proposed by the API).
     FailedVerification(IdKey),
     /// A count query verified after earlier failures: clears them.
@@ -172,13 +173,13 @@ pub enum Command {
 }
 
 /// A pepper rotation from version `from` to `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Rekey {
     pub from: u32,
     pub to: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct RekeyBatch {
     pub rotation: Rekey,
     pub ids: Vec<MoveId>,
@@ -187,14 +188,14 @@ pub struct RekeyBatch {
 /// One identity's keys before and after, with what its cards hold under
 /// the new version. Apply skips it if its cards changed since the leader
 /// read them (the next pass picks it up).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct MoveId {
     pub old: IdKey,
     pub new: IdKey,
     pub cards: Vec<MovedCard>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct MovedCard {
     pub msisdn: String,
     pub last6_tag: [u8; 16],
@@ -240,13 +241,13 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct TrimRequestIds {
     /// Most request ids forgotten by one command, bounding one apply's work.
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct NotifyCount {
     pub id_key: IdKey,
     pub verify_msisdn: String,
@@ -254,7 +255,7 @@ pub struct NotifyCount {
 
 pub use oneid_storage::records::PolicyValues as SetPolicy;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Register {
     pub id_key: IdKey,
     pub msisdn: String,
@@ -269,32 +270,32 @@ pub struct Register {
     pub unit_key: Option<IdKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Cancel {
     pub msisdn: String,
     pub carrier: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct FlagHighRisk {
     pub msisdn: String,
     /// Time allowed for re-verification; 0 takes the policy's window.
     pub window_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Reverified {
     pub msisdn: String,
     pub carrier: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct SweepOverdue {
     /// Most cards suspended by one command, bounding one apply's work.
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct OpenDispute {
     pub id_key: IdKey,
     pub msisdn: String,
@@ -303,7 +304,7 @@ pub struct OpenDispute {
     pub contact: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct ResolveDispute {
     pub dispute_id: u64,
     pub carrier: String,
@@ -312,7 +313,7 @@ pub struct ResolveDispute {
     pub operator: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Restrict {
     pub id_key: IdKey,
     pub reason: String,
@@ -320,13 +321,13 @@ pub struct Restrict {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Unrestrict {
     pub id_key: IdKey,
 }
 
 /// An account on a platform linked to a number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Link {
     pub msisdn: String,
     pub platform: String,
@@ -335,7 +336,7 @@ pub struct Link {
 
 /// What applying a command produced. Rejections are results, not errors:
 /// they are replicated and replayed like successes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub enum Outcome {
     Registered {
         active_at_carrier_province: u32,
@@ -399,7 +400,7 @@ impl Outcome {
 }
 
 /// The result returned to the proposer for one command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Applied {
     pub outcome: Outcome,
     /// True when `outcome` was recorded by an earlier request with the same id.
@@ -419,13 +420,13 @@ fn config() -> oneid_storage::codec::Limited<MAX_DECODE_BYTES> {
     oneid_storage::codec::limited()
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
+pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
 }
 
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (v, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError(e.to_string()))?;
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (v, used) =
+        bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError(format!("{} trailing bytes", bytes.len() - used)));
     }
@@ -484,11 +485,14 @@ mod tests {
             request_id: String,
             command: Command,
         }
-        let old = encode(&Legacy {
-            version: 1,
-            request_id: "r1".into(),
-            command: cancel(),
-        })
+        let old = bincode::serde::encode_to_vec(
+            Legacy {
+                version: 1,
+                request_id: "r1".into(),
+                command: cancel(),
+            },
+            config(),
+        )
         .unwrap();
         let e = Envelope::decode(&old).unwrap();
         assert_eq!((e.version, e.by.as_str()), (1, ""));
@@ -520,5 +524,253 @@ mod tests {
         let mut bytes = encode(&Outcome::Cancelled).unwrap();
         bytes.push(0);
         assert!(decode::<Outcome>(&bytes).is_err());
+    }
+
+    /// Commands, outcomes and envelopes were written with bincode's serde
+    /// encoder until session 24, and nodes of both kinds may share a log
+    /// during an upgrade: the derived encoding must give the same bytes,
+    /// and decode every byte string to the same value or fail on it too.
+    mod same_bytes_as_serde {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "\\PC{0,12}"
+        }
+
+        fn link() -> impl Strategy<Value = Link> {
+            (text(), text(), text()).prop_map(|(msisdn, platform, account)| Link {
+                msisdn,
+                platform,
+                account,
+            })
+        }
+
+        fn rekey() -> impl Strategy<Value = Rekey> {
+            (any::<u32>(), any::<u32>()).prop_map(|(from, to)| Rekey { from, to })
+        }
+
+        fn register() -> impl Strategy<Value = Command> {
+            (
+                any::<IdKey>(),
+                (text(), text()),
+                any::<(u8, u8, u8, bool)>(),
+                any::<[u8; 16]>(),
+                any::<Option<IdKey>>(),
+            )
+                .prop_map(
+                    |(
+                        id_key,
+                        (msisdn, carrier),
+                        (province, kind, channel, strict),
+                        last6_tag,
+                        unit_key,
+                    )| {
+                        Command::Register(Register {
+                            id_key,
+                            msisdn,
+                            carrier,
+                            province,
+                            kind,
+                            channel,
+                            strict_verification: strict,
+                            last6_tag,
+                            unit_key,
+                        })
+                    },
+                )
+        }
+
+        fn command() -> impl Strategy<Value = Command> {
+            let moved = (text(), any::<[u8; 16]>(), any::<Option<IdKey>>()).prop_map(
+                |(msisdn, last6_tag, unit_key)| MovedCard {
+                    msisdn,
+                    last6_tag,
+                    unit_key,
+                },
+            );
+            let move_id = (
+                any::<IdKey>(),
+                any::<IdKey>(),
+                prop::collection::vec(moved, 0..3),
+            )
+                .prop_map(|(old, new, cards)| MoveId { old, new, cards });
+            prop_oneof![
+                register(),
+                (text(), text())
+                    .prop_map(|(msisdn, carrier)| Command::Cancel(Cancel { msisdn, carrier })),
+                (text(), any::<u64>()).prop_map(|(msisdn, window_ms)| {
+                    Command::FlagHighRisk(FlagHighRisk { msisdn, window_ms })
+                }),
+                (text(), text()).prop_map(|(msisdn, carrier)| {
+                    Command::Reverified(Reverified { msisdn, carrier })
+                }),
+                any::<u32>().prop_map(|limit| Command::SweepOverdue(SweepOverdue { limit })),
+                (any::<IdKey>(), text(), text()).prop_map(|(id_key, msisdn, contact)| {
+                    Command::OpenDispute(OpenDispute {
+                        id_key,
+                        msisdn,
+                        contact,
+                    })
+                }),
+                (any::<u64>(), text(), any::<u8>(), text()).prop_map(
+                    |(dispute_id, carrier, outcome, operator)| {
+                        Command::ResolveDispute(ResolveDispute {
+                            dispute_id,
+                            carrier,
+                            outcome,
+                            operator,
+                        })
+                    }
+                ),
+                (any::<IdKey>(), text(), any::<u64>()).prop_map(|(id_key, reason, duration_ms)| {
+                    Command::Restrict(Restrict {
+                        id_key,
+                        reason,
+                        duration_ms,
+                    })
+                }),
+                any::<IdKey>().prop_map(|id_key| Command::Unrestrict(Unrestrict { id_key })),
+                link().prop_map(Command::Link),
+                link().prop_map(Command::Unlink),
+                link().prop_map(Command::AckReverify),
+                any::<(u32, u64, u32, u32, u32, u64)>().prop_map(|v| {
+                    Command::SetPolicy(SetPolicy {
+                        own_hall_threshold: v.0,
+                        reverify_window_ms: v.1,
+                        max_per_carrier: v.2,
+                        max_total: v.3,
+                        max_failed_verifications: v.4,
+                        lockout_ms: v.5,
+                    })
+                }),
+                any::<IdKey>().prop_map(Command::FailedVerification),
+                any::<IdKey>().prop_map(Command::VerificationPassed),
+                (any::<IdKey>(), text()).prop_map(|(id_key, verify_msisdn)| {
+                    Command::NotifyCount(NotifyCount {
+                        id_key,
+                        verify_msisdn,
+                    })
+                }),
+                any::<u64>().prop_map(Command::AckNotification),
+                any::<u32>().prop_map(|limit| Command::TrimRequestIds(TrimRequestIds { limit })),
+                rekey().prop_map(Command::BeginRekey),
+                (rekey(), prop::collection::vec(move_id, 0..3))
+                    .prop_map(|(rotation, ids)| Command::RekeyBatch(RekeyBatch { rotation, ids })),
+                rekey().prop_map(Command::FinishRekey),
+                any::<u32>().prop_map(|limit| Command::DropAliases(TrimRequestIds { limit })),
+            ]
+        }
+
+        fn keys() -> impl Strategy<Value = KeyBinding> {
+            let next = (
+                any::<u32>(),
+                any::<IdKey>(),
+                any::<Option<[u8; 16]>>(),
+                any::<Option<IdKey>>(),
+            )
+                .prop_map(|(version, id_key, last6_tag, unit_key)| NextKeys {
+                    version,
+                    id_key,
+                    last6_tag,
+                    unit_key,
+                });
+            prop_oneof![
+                (any::<u32>(), prop::option::of(next))
+                    .prop_map(|(version, next)| KeyBinding::Derived { version, next }),
+                Just(KeyBinding::Stored),
+            ]
+        }
+
+        fn outcome() -> impl Strategy<Value = Outcome> {
+            prop_oneof![
+                any::<u32>().prop_map(|n| Outcome::Registered {
+                    active_at_carrier_province: n
+                }),
+                Just(Outcome::Cancelled),
+                (text(), text())
+                    .prop_map(|(reason, message)| Outcome::Rejected { reason, message }),
+                any::<(u8, u8, u64)>().prop_map(|(status, suspend_reason, deadline_ms)| {
+                    Outcome::CardStatus {
+                        status,
+                        suspend_reason,
+                        deadline_ms,
+                    }
+                }),
+                any::<u32>().prop_map(|suspended| Outcome::Swept { suspended }),
+                any::<u64>().prop_map(|dispute_id| Outcome::DisputeOpened { dispute_id }),
+                any::<u64>().prop_map(|notification_id| Outcome::Notified { notification_id }),
+                Just(Outcome::Done),
+                any::<u64>().prop_map(|until_ms| Outcome::LockedOut { until_ms }),
+                any::<u32>().prop_map(|removed| Outcome::Trimmed { removed }),
+                any::<(u32, u32)>()
+                    .prop_map(|(moved, skipped)| Outcome::Rekeyed { moved, skipped }),
+            ]
+        }
+
+        fn serde_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+            bincode::serde::encode_to_vec(value, config()).unwrap()
+        }
+
+        fn serde_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+            bincode::serde::decode_from_slice(bytes, config())
+                .ok()
+                .filter(|(_, used)| *used == bytes.len())
+                .map(|(v, _)| v)
+        }
+
+        /// Each of `bytes` cut short, and with one byte changed: decoded by
+        /// both, the results agree.
+        fn damaged_versions_agree<T>(bytes: &[u8], at: usize, to: u8) -> Result<(), TestCaseError>
+        where
+            T: serde::de::DeserializeOwned + Decode<()> + PartialEq + std::fmt::Debug,
+        {
+            let at = at % bytes.len();
+            let mut changed = bytes.to_vec();
+            changed[at] = to;
+            for damaged in [&bytes[..at], &changed[..]] {
+                prop_assert_eq!(serde_decode::<T>(damaged), decode::<T>(damaged).ok());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn envelopes(
+                request_id in text(),
+                command in command(),
+                by in text(),
+                keys in keys(),
+                at in any::<usize>(),
+                to in any::<u8>(),
+            ) {
+                let layouts = [
+                    (serde_bytes(&(KEYED_VERSION, &request_id, &command, &by, &keys)),
+                     encode(&(KEYED_VERSION, &request_id, &command, &by, &keys)).unwrap()),
+                    (serde_bytes(&(CALLER_VERSION, &request_id, &command, &by)),
+                     encode(&(CALLER_VERSION, &request_id, &command, &by)).unwrap()),
+                    (serde_bytes(&(COMMAND_VERSION, &request_id, &command)),
+                     encode(&(COMMAND_VERSION, &request_id, &command)).unwrap()),
+                ];
+                for (old, new) in &layouts {
+                    prop_assert_eq!(old, new);
+                    let e = Envelope::decode(old).unwrap();
+                    prop_assert_eq!(&e.command, &command);
+                    prop_assert_eq!(&e.encode().unwrap(), old);
+                }
+                let keyed = &layouts[0].0;
+                damaged_versions_agree::<(u8, String, Command, String, KeyBinding)>(keyed, at, to)?;
+                damaged_versions_agree::<(u8, String, Command)>(&layouts[2].0, at, to)?;
+            }
+
+            #[test]
+            fn outcomes(outcome in outcome(), replayed in any::<bool>(), at in any::<usize>(), to in any::<u8>()) {
+                let applied = Applied { outcome, replayed };
+                let old = serde_bytes(&applied);
+                prop_assert_eq!(&old, &encode(&applied).unwrap());
+                prop_assert_eq!(decode::<Applied>(&old).unwrap(), applied);
+                damaged_versions_agree::<Applied>(&old, at, to)?;
+            }
+        }
     }
 }
