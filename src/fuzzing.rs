@@ -11,6 +11,7 @@ mod seeds;
 
 use std::fmt::Debug;
 
+use bincode::serde::Compat;
 use oneid_raft::network::SnapshotHeader;
 use oneid_raft::{wire, TypeConfig};
 use oneid_storage::records::*;
@@ -402,22 +403,25 @@ pub fn stored_record(data: &[u8]) -> bool {
         13 => record::<AuditRecord>(AUDIT_V, body, sealed).is_some(),
         14 => record::<OutboxRecord>(OUTBOX_V, body, sealed).is_some(),
         15 => record::<LockoutRecord>(LOCKOUT_V, body, sealed).is_some(),
-        16 => record::<AppliedRecord>(SM_META_V, body, sealed).is_some(),
+        16 => record::<Compat<AppliedRecord>>(SM_META_V, body, sealed).is_some(),
         17 => {
-            let entry = record::<openraft::Entry<TypeConfig>>(RAFT_ENTRY_V, body, sealed);
-            if let Some(EntryPayload::Normal(proposal)) = entry.as_ref().map(|e| &e.payload) {
+            let entry = record::<Compat<openraft::Entry<TypeConfig>>>(RAFT_ENTRY_V, body, sealed);
+            if let Some(EntryPayload::Normal(proposal)) = entry.as_ref().map(|e| &e.0.payload) {
                 proposal.commands.iter().for_each(|c| envelope_bytes(c));
             }
             entry.is_some()
         }
-        18 => record::<Vote<u64>>(RAFT_META_V, body, sealed).is_some(),
-        19 => record::<Option<LogId<u64>>>(RAFT_META_V, body, sealed).is_some(),
-        20 => record::<LogId<u64>>(RAFT_META_V, body, sealed).is_some(),
-        21 => record::<SnapshotMeta<u64, openraft::BasicNode>>(SNAPSHOT_HEADER_V, body, sealed)
+        18 => record::<Compat<Vote<u64>>>(RAFT_META_V, body, sealed).is_some(),
+        19 => record::<Compat<Option<LogId<u64>>>>(RAFT_META_V, body, sealed).is_some(),
+        20 => record::<Compat<LogId<u64>>>(RAFT_META_V, body, sealed).is_some(),
+        21 => record::<Compat<SnapshotMeta<u64, openraft::BasicNode>>>(
+            SNAPSHOT_HEADER_V,
+            body,
+            sealed,
+        )
+        .is_some(),
+        22 => record::<Compat<StoredMembership<u64, openraft::BasicNode>>>(SM_META_V, body, sealed)
             .is_some(),
-        22 => {
-            record::<StoredMembership<u64, openraft::BasicNode>>(SM_META_V, body, sealed).is_some()
-        }
         24 => record::<KeyStateRecord>(KEY_STATE_V, body, sealed).is_some(),
         25 => record::<AliasRecord>(ALIAS_V, body, sealed).is_some(),
         26 => record::<AuditBlock>(AUDIT_BLOCK_V, body, sealed).is_some(),
@@ -430,7 +434,11 @@ pub fn stored_record(data: &[u8]) -> bool {
 /// The label `codec::decode` puts in its errors; any will do here.
 const FUZZ_CF: &str = "fuzz";
 
-fn record<T: Serialize + DeserializeOwned>(version: u8, body: &[u8], sealed: bool) -> Option<T> {
+fn record<T: bincode::Encode + bincode::Decode<()>>(
+    version: u8,
+    body: &[u8],
+    sealed: bool,
+) -> Option<T> {
     let bytes = if sealed {
         seal(version, body)
     } else {
@@ -509,10 +517,12 @@ fn snapshot_file_bytes(body: &[u8]) -> bool {
             assert!(e.is_corruption(), "a bad snapshot gave {e}");
             false
         }
-        Ok(header) => {
-            record::<SnapshotMeta<u64, openraft::BasicNode>>(SNAPSHOT_HEADER_V, &header, false)
-                .is_some()
-        }
+        Ok(header) => record::<Compat<SnapshotMeta<u64, openraft::BasicNode>>>(
+            SNAPSHOT_HEADER_V,
+            &header,
+            false,
+        )
+        .is_some(),
     }
 }
 

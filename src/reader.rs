@@ -50,7 +50,7 @@ fn in_service(card: &CardRecord) -> bool {
 }
 
 /// A looked-up (value, key) decoded as a record of `version`.
-fn decoded<T: serde::de::DeserializeOwned>(
+fn decoded<T: bincode::Decode<()>>(
     found: Option<(&[u8], &[u8])>,
     version: u8,
 ) -> Result<Option<T>, StorageError> {
@@ -95,7 +95,7 @@ impl Reader {
         found.as_deref().map(decode).transpose()
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    fn get<T: bincode::Decode<()>>(
         &self,
         version: u8,
         key: &[u8],
@@ -391,7 +391,7 @@ impl Reader {
         self.decode_pairs(&prefix, after.as_deref(), limit, REVERIFY_V)
     }
 
-    fn decode_pairs<T: serde::de::DeserializeOwned>(
+    fn decode_pairs<T: bincode::Decode<()>>(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
@@ -485,14 +485,13 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use oneid_storage::records::{packed_number, HOLDER_V, KEY_STATE_V, LOCKOUT_V, MSISDN_V};
-    use serde::Serialize;
 
     use super::*;
     use crate::domain::Lifecycle;
 
     const NUMBER: &str = "13800000000";
 
-    fn put<T: Serialize>(db: &Db, version: u8, key: Vec<u8>, value: &T) {
+    fn put<T: bincode::Encode>(db: &Db, version: u8, key: Vec<u8>, value: &T) {
         let cf = db.sm_cf(&key).unwrap();
         db.raw()
             .put_cf(cf, key, codec::encode(version, value).unwrap())

@@ -51,7 +51,7 @@ pub fn read_applied(db: &Db) -> Result<AppliedRecord, StorageError> {
     let cf = db.cf(CF_SM_META)?;
     match db.raw().get_pinned_cf(cf, SM_APPLIED)? {
         None => Ok(AppliedRecord::default()),
-        Some(v) => codec::decode(SM_META_V, &v, CF_SM_META, SM_APPLIED),
+        Some(v) => codec::decode_serde(SM_META_V, &v, CF_SM_META, SM_APPLIED),
     }
 }
 
@@ -68,7 +68,7 @@ pub struct SnapshotStore {
 
 fn read_header(path: &Path) -> Result<Meta, StorageError> {
     let (_, header) = snapshot_file::SnapshotReader::open(path)?;
-    codec::decode(
+    codec::decode_serde(
         SNAPSHOT_HEADER_V,
         &header,
         "snapshot",
@@ -220,7 +220,11 @@ impl StateMachine {
         }
         let meta_cf = self.db.cf(CF_SM_META)?;
         let mut batch = tx.into_batch()?;
-        batch.put_cf(meta_cf, SM_APPLIED, codec::encode(SM_META_V, &applied)?);
+        batch.put_cf(
+            meta_cf,
+            SM_APPLIED,
+            codec::encode_serde(SM_META_V, &applied)?,
+        );
         self.db.raw().write_opt(batch, &Db::apply_write())?;
         self.applied = applied;
         Ok(outcomes)
@@ -239,7 +243,7 @@ impl SnapshotBuilder {
         snapshot_file::build(&self.db, &path, |applied_raw| {
             let applied: AppliedRecord = match applied_raw {
                 None => AppliedRecord::default(),
-                Some(v) => codec::decode(SM_META_V, v, CF_SM_META, SM_APPLIED)?,
+                Some(v) => codec::decode_serde(SM_META_V, v, CF_SM_META, SM_APPLIED)?,
             };
             let id = match applied.last_applied {
                 Some(l) => format!(
@@ -255,7 +259,7 @@ impl SnapshotBuilder {
                 last_membership: applied.last_membership,
                 snapshot_id: id,
             };
-            let header = codec::encode(SNAPSHOT_HEADER_V, &meta)?;
+            let header = codec::encode_serde(SNAPSHOT_HEADER_V, &meta)?;
             meta_out = Some(meta);
             Ok(header)
         })?;
@@ -393,7 +397,7 @@ pub struct SnapshotFileInfo {
 pub fn verify_snapshot_file(path: &Path) -> Result<SnapshotFileInfo, StorageError> {
     let (reader, header) = snapshot_file::SnapshotReader::open(path)?;
     let entries = reader.for_each(|_, _, _| Ok(()))?;
-    let meta = codec::decode(
+    let meta = codec::decode_serde(
         SNAPSHOT_HEADER_V,
         &header,
         "snapshot",
@@ -439,7 +443,7 @@ pub fn restore_backup(
     db.raw().put_cf_opt(
         meta_cf,
         SM_APPLIED,
-        codec::encode(SM_META_V, &applied)?,
+        codec::encode_serde(SM_META_V, &applied)?,
         &Db::sync_write(),
     )?;
     // Built from the restored data, so its header carries the new

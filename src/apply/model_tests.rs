@@ -423,7 +423,7 @@ fn command_of(op: &Op) -> Option<Command> {
     })
 }
 
-fn scan<T: serde::de::DeserializeOwned>(db: &Db, version: u8, prefix: &[u8]) -> Vec<(Vec<u8>, T)> {
+fn scan<T: bincode::Decode<()>>(db: &Db, version: u8, prefix: &[u8]) -> Vec<(Vec<u8>, T)> {
     db.scan_sm(prefix, None, 10_000)
         .unwrap()
         .into_iter()

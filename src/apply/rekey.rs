@@ -268,7 +268,7 @@ fn repoint(tx: &mut Tx, m: &MoveId, msisdn: &str, card: &CardRecord) -> Result<(
 
 /// Decoded on the way, so a corrupt record stops the move rather than
 /// being copied.
-fn move_record<T: serde::de::DeserializeOwned + serde::Serialize>(
+fn move_record<T: bincode::Decode<()> + bincode::Encode>(
     tx: &mut Tx,
     version: u8,
     from: Vec<u8>,

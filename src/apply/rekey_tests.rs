@@ -75,7 +75,7 @@ impl Node {
         self.apply(&Envelope::internal(command), 1).outcome
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(&self, version: u8, tag: u8) -> Vec<(Vec<u8>, T)> {
+    fn scan<T: bincode::Decode<()>>(&self, version: u8, tag: u8) -> Vec<(Vec<u8>, T)> {
         self.db
             .scan_sm(&[tag], None, 100_000)
             .unwrap()

@@ -5,6 +5,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
+use bincode::{Decode, Encode};
 use oneid_storage::keys;
 use oneid_storage::records::{
     AuditRecord, HolderRecord, MsisdnRecord, StatDelta, StatsRecord, STATS_V,
@@ -12,7 +13,6 @@ use oneid_storage::records::{
 use oneid_storage::rocksdb::WriteBatch;
 use oneid_storage::schema::{sm_cf_name, KeyValue};
 use oneid_storage::{codec, Db, StorageError};
-use serde::Serialize;
 
 /// A staged value: `None` is a delete.
 type Staged = Option<Vec<u8>>;
@@ -156,11 +156,7 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    pub fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        version: u8,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    pub fn get<T: Decode<()>>(&self, version: u8, key: &[u8]) -> Result<Option<T>, StorageError> {
         self.with_value(key, |v| {
             v.map(|v| codec::decode(version, v, sm_cf_name(key), key))
                 .transpose()
@@ -190,7 +186,7 @@ impl<'a> Tx<'a> {
         self.undo.push((start..self.undo_keys.len(), before));
     }
 
-    pub fn put<T: Serialize>(
+    pub fn put<T: Encode>(
         &mut self,
         version: u8,
         key: Vec<u8>,
@@ -207,7 +203,7 @@ impl<'a> Tx<'a> {
 
     /// The first `limit` entries under `prefix` as this transaction sees
     /// them, decoded.
-    pub fn scan<T: serde::de::DeserializeOwned>(
+    pub fn scan<T: Decode<()>>(
         &self,
         version: u8,
         prefix: &[u8],

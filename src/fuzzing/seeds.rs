@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bincode::serde::Compat;
 use oneid_raft::{wire, Proposal};
 use oneid_storage::codec;
 use oneid_storage::records::*;
@@ -299,7 +300,7 @@ fn messages() -> Vec<Vec<u8>> {
 
 /// A record as stored (`raw`) and its bincode body alone (`sealed`, which
 /// the target frames with version and crc itself).
-fn record<T: Serialize>(kind: u8, version: u8, value: &T) -> [Vec<u8>; 2] {
+fn record<T: bincode::Encode>(kind: u8, version: u8, value: &T) -> [Vec<u8>; 2] {
     let stored = codec::encode(version, value).unwrap_or_default();
     let mut raw = vec![kind];
     raw.extend(&stored);
@@ -471,21 +472,21 @@ fn records() -> Vec<Vec<u8>> {
         record(
             16,
             SM_META_V,
-            &AppliedRecord {
+            &Compat(AppliedRecord {
                 last_applied: Some(log_id(1, 3)),
                 last_membership: StoredMembership::new(Some(log_id(1, 2)), membership()),
                 clock_ms: 1_700_000_000_000,
-            },
+            }),
         ),
-        record(17, RAFT_ENTRY_V, &entries()[2]),
-        record(18, RAFT_META_V, &Vote::new_committed(1, 1)),
-        record(19, RAFT_META_V, &Some(log_id(1, 3))),
-        record(20, RAFT_META_V, &log_id(1, 3)),
-        record(21, SNAPSHOT_HEADER_V, &snapshot_meta()),
+        record(17, RAFT_ENTRY_V, &Compat(&entries()[2])),
+        record(18, RAFT_META_V, &Compat(Vote::new_committed(1, 1))),
+        record(19, RAFT_META_V, &Compat(Some(log_id(1, 3)))),
+        record(20, RAFT_META_V, &Compat(log_id(1, 3))),
+        record(21, SNAPSHOT_HEADER_V, &Compat(snapshot_meta())),
         record(
             22,
             SM_META_V,
-            &StoredMembership::new(Some(log_id(1, 2)), membership()),
+            &Compat(StoredMembership::new(Some(log_id(1, 2)), membership())),
         ),
         record(28, REPLACED_V, &ReplacedRecord { held_after: 3 }),
     ];
@@ -497,7 +498,7 @@ fn records() -> Vec<Vec<u8>> {
 /// An empty snapshot file as `snapshot_file` lays it out: magic, format,
 /// header (the snapshot meta record), end frame with entry count and crc.
 fn snapshot_file() -> Vec<u8> {
-    let header = codec::encode(SNAPSHOT_HEADER_V, &snapshot_meta()).unwrap_or_default();
+    let header = codec::encode_serde(SNAPSHOT_HEADER_V, &snapshot_meta()).unwrap_or_default();
     let mut file = b"ONEIDSNP".to_vec();
     file.push(1);
     file.extend((header.len() as u32).to_le_bytes());

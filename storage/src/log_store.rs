@@ -122,7 +122,7 @@ where
         let cf = self.db.cf(CF_RAFT_LOG)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let bytes = codec::encode(RAFT_ENTRY_V, &entry)?;
+            let bytes = codec::encode_serde(RAFT_ENTRY_V, &entry)?;
             batch.put_cf(cf, log_key(entry.get_log_id().index), bytes);
         }
         self.db.raw().write_opt(batch, &Db::async_write())?;
@@ -150,7 +150,12 @@ where
         let cf = self.db.cf(CF_RAFT_META)?;
         match self.db.raw().get_pinned_cf(cf, key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode(RAFT_META_V, &v, CF_RAFT_META, key)?)),
+            Some(v) => Ok(Some(codec::decode_serde(
+                RAFT_META_V,
+                &v,
+                CF_RAFT_META,
+                key,
+            )?)),
         }
     }
 
@@ -161,7 +166,7 @@ where
         sync: bool,
     ) -> Result<(), StorageError> {
         let cf = self.db.cf(CF_RAFT_META)?;
-        let bytes = codec::encode(RAFT_META_V, value)?;
+        let bytes = codec::encode_serde(RAFT_META_V, value)?;
         let opts = if sync {
             Db::sync_write()
         } else {
@@ -172,7 +177,7 @@ where
     }
 
     fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry<C>, StorageError> {
-        codec::decode(RAFT_ENTRY_V, value, CF_RAFT_LOG, key)
+        codec::decode_serde(RAFT_ENTRY_V, value, CF_RAFT_LOG, key)
     }
 
     fn read_range(&self, start: u64, end_exclusive: u64) -> Result<Vec<Entry<C>>, StorageError> {
@@ -342,7 +347,7 @@ where
             batch.put_cf(
                 meta_cf,
                 META_LAST_PURGED,
-                codec::encode(RAFT_META_V, &log_id)?,
+                codec::encode_serde(RAFT_META_V, &log_id)?,
             );
             batch.delete_range_cf(log_cf, log_key(0), log_key(log_id.index.saturating_add(1)));
             self.db.raw().write_opt(batch, &Db::async_write())?;

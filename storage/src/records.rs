@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::IdKey;
@@ -49,7 +49,7 @@ pub const SNAPSHOT_HEADER_V: u8 = 1;
 
 /// A card under `c ‖ id_key ‖ msisdn`. Enum fields hold the domain's stable
 /// numeric codes so the format does not depend on Rust enum layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct CardRecord {
     pub carrier: String,
     pub province: u8,
@@ -74,7 +74,7 @@ pub struct CardRecord {
 /// Per-identity summary under `h ‖ id_key`, updated in the same write batch as
 /// the card, so a count is one point read. Counts held cards (active,
 /// suspended or pending re-verification).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct HolderRecord {
     /// Held personal cards by (carrier, province). Entries at zero are
     /// removed.
@@ -123,7 +123,7 @@ pub fn packed_number(msisdn: &str) -> Option<u64> {
 }
 
 /// [`HolderRecord`] as version 2 stored it.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Encode, Decode)]
 struct HolderRecordV2 {
     active: BTreeMap<(String, u8), u32>,
     iot: BTreeMap<(String, u8), u32>,
@@ -238,7 +238,7 @@ fn sum_by_carrier(m: &BTreeMap<(String, u8), u32>) -> BTreeMap<&str, u32> {
 /// The last holder of a number, under `m ‖ msisdn`. A number has at most one
 /// holder; after cancellation or stripping the record stays (not held) so a
 /// later cancel can say "already cancelled" rather than "not found".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct MsisdnRecord {
     pub id_key: IdKey,
     pub held: bool,
@@ -249,7 +249,7 @@ pub struct MsisdnRecord {
 }
 
 /// What a registration's retry must find and answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Registration {
     /// The first 8 bytes of the SHA-256 of the registration's request id.
     pub request_tag: [u8; 8],
@@ -259,7 +259,7 @@ pub struct Registration {
 }
 
 /// [`MsisdnRecord`] as version 1 stored it.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Encode, Decode)]
 struct MsisdnRecordV1 {
     id_key: IdKey,
     held: bool,
@@ -281,7 +281,7 @@ impl MsisdnRecord {
 
 /// An `sm_data` record stored in its `current` version or in the `old`
 /// one, which `upgrade` turns into the current shape.
-fn upgraded<T: DeserializeOwned, Old: DeserializeOwned>(
+fn upgraded<T: Decode<()>, Old: Decode<()>>(
     bytes: &[u8],
     key: &[u8],
     (old, current): (u8, u8),
@@ -298,19 +298,19 @@ fn upgraded<T: DeserializeOwned, Old: DeserializeOwned>(
 /// the number took, under [`crate::keys::replaced_registration_key`], so a
 /// retry of it still replays. Kept for good: one small record per number
 /// registered again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct ReplacedRecord {
     pub held_after: u32,
 }
 
 /// A card awaiting re-verification, under `p ‖ deadline ‖ msisdn`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct PendingRecord {
     pub id_key: IdKey,
 }
 
 /// A dispute under `x ‖ id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct DisputeRecord {
     pub id_key: IdKey,
     pub msisdn: String,
@@ -326,13 +326,13 @@ pub struct DisputeRecord {
 }
 
 /// A replicated sequence under `n ‖ name`: the next value to hand out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct CounterRecord {
     pub next: u64,
 }
 
 /// A restriction on new cards under `r ‖ id_key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct RestrictionRecord {
     pub reason: String,
     pub added_at_ms: u64,
@@ -341,7 +341,7 @@ pub struct RestrictionRecord {
 }
 
 /// An account linked to a number, under `l ‖ msisdn ‖ platform ‖ account`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct LinkRecord {
     pub linked_at_ms: u64,
     pub needs_reverify: bool,
@@ -349,7 +349,7 @@ pub struct LinkRecord {
 
 /// An account its platform must re-verify, under
 /// `v ‖ platform ‖ msisdn ‖ account`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct ReverifyRecord {
     pub marked_at_ms: u64,
     /// Card status name that caused it ("stripped", "cancelled", ...).
@@ -358,7 +358,7 @@ pub struct ReverifyRecord {
 
 /// The first outcome of a request, under `d ‖ request_id`, as the opaque
 /// bytes the state machine returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct DedupRecord {
     pub applied_at_ms: u64,
     pub outcome: Vec<u8>,
@@ -366,19 +366,19 @@ pub struct DedupRecord {
 
 /// Under `e ‖ applied_at_ms ‖ request_id`: marks a dedup record for trimming
 /// once its retention has passed. The key says it all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct DedupAgeRecord;
 
 /// Under `e ‖ applied_at_ms ‖ first request id`: every request id one log
 /// entry remembered, so an entry of thousands of commands writes one age
 /// record instead of one each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct DedupAgeBlock {
     pub request_ids: Vec<String>,
 }
 
 /// Policy values as commands carry them and the store keeps them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct PolicyValues {
     pub own_hall_threshold: u32,
     pub reverify_window_ms: u64,
@@ -389,14 +389,14 @@ pub struct PolicyValues {
 }
 
 /// The policy in force, under `P`; absent means the built-in defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct PolicyRecord {
     pub values: PolicyValues,
     pub set_at_ms: u64,
 }
 
 /// National statistics under `S`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct StatsRecord {
     /// Held cards by (carrier, province).
     pub held: BTreeMap<(String, u8), u64>,
@@ -461,7 +461,7 @@ impl StatsRecord {
 
 /// One applied command, under `A ‖ index ‖ position`. Holds no plaintext
 /// identity: identities appear as a short prefix of their keyed hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct AuditRecord {
     pub at_ms: u64,
     /// Who acted: the verified caller (role and certificate subject) when
@@ -480,14 +480,14 @@ pub struct AuditRecord {
 /// the first (`A ‖ index ‖ first position`), each with its position: one
 /// record per entry instead of one per command. Replayed commands leave no
 /// row, so positions may skip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct AuditBlock {
     pub rows: Vec<(u32, AuditRecord)>,
 }
 
 /// A notification for the SMS gateway, under `o ‖ id`, removed when the
 /// consumer acknowledges it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct OutboxRecord {
     /// The number to send to.
     pub to: String,
@@ -498,7 +498,7 @@ pub struct OutboxRecord {
 }
 
 /// Failed count verifications of an identity under `f ‖ id_key`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct LockoutRecord {
     pub failures: u32,
     /// 0 when not locked.
@@ -507,7 +507,7 @@ pub struct LockoutRecord {
 
 /// Which pepper version id keys are under (`K`). Absent: version 1, no
 /// rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct KeyStateRecord {
     pub current: u32,
     /// The version a rotation in progress moves to; 0 when none.
@@ -534,7 +534,7 @@ impl KeyStateRecord {
 
 /// The other end of a move during a rotation, under `a ‖ old` (the new
 /// key) and `b ‖ new` (the old key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct AliasRecord {
     pub other: IdKey,
 }
@@ -665,6 +665,232 @@ mod tests {
         assert_eq!(distinct.len(), all.len());
         for bad in ["", "12345678901234567", "138-0000", "１３８"] {
             assert_eq!(packed_number(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Records were written with bincode's serde encoder until session 24:
+    /// the derived encoding must give the same bytes, and decode every
+    /// byte string to the same value or fail on it too, or a database (or
+    /// a replica of another build) would read differently.
+    mod same_bytes_as_serde {
+        use super::*;
+        use proptest::prelude::*;
+        use serde::de::DeserializeOwned;
+
+        fn config() -> codec::Limited<{ codec::MAX_DECODE_BYTES }> {
+            codec::limited()
+        }
+
+        /// `value`'s bytes are the same both ways; `value`'s bytes cut
+        /// short at `at`, and with the byte there set to `to`, decode the
+        /// same both ways.
+        fn agree<T>(value: &T, at: usize, to: u8) -> Result<(), TestCaseError>
+        where
+            T: Serialize + DeserializeOwned + Encode + Decode<()> + PartialEq + std::fmt::Debug,
+        {
+            let old = bincode::serde::encode_to_vec(value, config()).unwrap();
+            prop_assert_eq!(&old, &bincode::encode_to_vec(value, config()).unwrap());
+            let mut changed = old.clone();
+            let cut = if old.is_empty() { 0 } else { at % old.len() };
+            if let Some(b) = changed.get_mut(cut) {
+                *b = to;
+            }
+            for bytes in [&old[..], &old[..cut], &changed[..]] {
+                let by_serde = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+                    .ok()
+                    .filter(|(_, used)| *used == bytes.len())
+                    .map(|(v, _)| v);
+                let derived = bincode::decode_from_slice::<T, _>(bytes, config())
+                    .ok()
+                    .filter(|(_, used)| *used == bytes.len())
+                    .map(|(v, _)| v);
+                prop_assert_eq!(by_serde, derived);
+            }
+            Ok(())
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            "\\PC{0,10}"
+        }
+
+        fn card() -> impl Strategy<Value = CardRecord> {
+            (
+                text(),
+                any::<(u8, u8, u8, u8, u8)>(),
+                any::<(u64, u64, u64, u64)>(),
+                any::<[u8; 16]>(),
+                any::<Option<IdKey>>(),
+            )
+                .prop_map(|(carrier, b, t, last6_tag, unit_key)| CardRecord {
+                    carrier,
+                    province: b.0,
+                    kind: b.1,
+                    channel: b.2,
+                    status: b.3,
+                    suspend_reason: b.4,
+                    reverify_deadline_ms: t.0,
+                    registered_at_ms: t.1,
+                    updated_at_ms: t.2,
+                    open_dispute: t.3,
+                    last6_tag,
+                    unit_key,
+                })
+        }
+
+        fn counts() -> impl Strategy<Value = BTreeMap<(String, u8), u32>> {
+            prop::collection::btree_map((text(), any::<u8>()), any::<u32>(), 0..4)
+        }
+
+        fn holder() -> impl Strategy<Value = HolderRecord> {
+            (
+                counts(),
+                counts(),
+                prop::option::of(prop::collection::vec(any::<u64>(), 0..5)),
+            )
+                .prop_map(|(active, iot, in_service)| HolderRecord {
+                    active,
+                    iot,
+                    in_service,
+                })
+        }
+
+        fn msisdn() -> impl Strategy<Value = MsisdnRecord> {
+            let registration =
+                (any::<[u8; 8]>(), any::<u32>()).prop_map(|(request_tag, held_after)| {
+                    Registration {
+                        request_tag,
+                        held_after,
+                    }
+                });
+            (
+                any::<IdKey>(),
+                any::<bool>(),
+                prop::option::of(registration),
+            )
+                .prop_map(|(id_key, held, registered_by)| MsisdnRecord {
+                    id_key,
+                    held,
+                    registered_by,
+                })
+        }
+
+        fn stats() -> impl Strategy<Value = StatsRecord> {
+            (
+                prop::collection::btree_map((text(), any::<u8>()), any::<u64>(), 0..4),
+                any::<(u64, u64, u64, u64, u64)>(),
+                prop::collection::btree_map(any::<u8>(), any::<u64>(), 0..3),
+            )
+                .prop_map(|(held, n, disputes_resolved)| StatsRecord {
+                    held,
+                    high_risk_flagged: n.0,
+                    reverified: n.1,
+                    high_risk_suspended: n.2,
+                    disputes_opened: n.3,
+                    disputes_resolved,
+                    lockouts: n.4,
+                })
+        }
+
+        fn audit() -> impl Strategy<Value = AuditBlock> {
+            let row = (
+                any::<u32>(),
+                any::<u64>(),
+                [text(), text(), text(), text(), text()],
+            )
+                .prop_map(
+                    |(position, at_ms, [actor, action, subject, request_id, outcome])| {
+                        (
+                            position,
+                            AuditRecord {
+                                at_ms,
+                                actor,
+                                action,
+                                subject,
+                                request_id,
+                                outcome,
+                            },
+                        )
+                    },
+                );
+            prop::collection::vec(row, 0..3).prop_map(|rows| AuditBlock { rows })
+        }
+
+        proptest! {
+            #[test]
+            fn cards(v in card(), at in any::<usize>(), to in any::<u8>()) {
+                agree(&v, at, to)?;
+            }
+
+            #[test]
+            fn holders(v in holder(), at in any::<usize>(), to in any::<u8>()) {
+                agree(&v, at, to)?;
+            }
+
+            #[test]
+            fn numbers(v in msisdn(), at in any::<usize>(), to in any::<u8>()) {
+                agree(&v, at, to)?;
+                let v1 = MsisdnRecordV1 { id_key: v.id_key, held: v.held };
+                prop_assert_eq!(
+                    bincode::serde::encode_to_vec(&v1, config()).unwrap(),
+                    bincode::encode_to_vec(&v1, config()).unwrap()
+                );
+            }
+
+            #[test]
+            fn statistics(v in stats(), at in any::<usize>(), to in any::<u8>()) {
+                agree(&v, at, to)?;
+            }
+
+            #[test]
+            fn audit_blocks(v in audit(), at in any::<usize>(), to in any::<u8>()) {
+                agree(&v, at, to)?;
+            }
+
+            #[test]
+            fn the_other_records(
+                id_key in any::<IdKey>(),
+                s in [text(), text(), text(), text()],
+                n in any::<(u64, u64, u32, u8, bool)>(),
+                ids in prop::collection::vec(text(), 0..3),
+                outcome in prop::collection::vec(any::<u8>(), 0..6),
+                at in any::<usize>(),
+                to in any::<u8>(),
+            ) {
+                let [a, b, c, d] = s;
+                agree(&PendingRecord { id_key }, at, to)?;
+                agree(&AliasRecord { other: id_key }, at, to)?;
+                agree(&DisputeRecord {
+                    id_key,
+                    msisdn: a.clone(),
+                    carrier: b.clone(),
+                    opened_at_ms: n.0,
+                    outcome: n.3,
+                    resolved_by: c.clone(),
+                    resolved_at_ms: n.1,
+                    contact: d.clone(),
+                }, at, to)?;
+                agree(&RestrictionRecord { reason: a.clone(), added_at_ms: n.0, expires_at_ms: n.1 }, at, to)?;
+                agree(&LinkRecord { linked_at_ms: n.0, needs_reverify: n.4 }, at, to)?;
+                agree(&ReverifyRecord { marked_at_ms: n.1, cause: b.clone() }, at, to)?;
+                agree(&DedupRecord { applied_at_ms: n.0, outcome }, at, to)?;
+                agree(&DedupAgeBlock { request_ids: ids }, at, to)?;
+                agree(&OutboxRecord { to: a, kind: b, text: c, created_at_ms: n.0 }, at, to)?;
+                agree(&LockoutRecord { failures: n.2, locked_until_ms: n.1 }, at, to)?;
+                agree(&KeyStateRecord { current: n.2, next: n.2 ^ 1, moved: n.0 }, at, to)?;
+                agree(&CounterRecord { next: n.0 }, at, to)?;
+                agree(&ReplacedRecord { held_after: n.2 }, at, to)?;
+                agree(&PolicyRecord {
+                    values: PolicyValues {
+                        own_hall_threshold: n.2,
+                        reverify_window_ms: n.0,
+                        max_per_carrier: n.2 / 2,
+                        max_total: n.2 / 3,
+                        max_failed_verifications: u32::from(n.3),
+                        lockout_ms: n.1,
+                    },
+                    set_at_ms: n.0 ^ n.1,
+                }, at, to)?;
+            }
         }
     }
 }
