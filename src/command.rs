@@ -150,7 +150,7 @@ pub enum Command {
     Link(Link),
     Unlink(Link),
     AckReverify(Link),
-    SetPolicy(#[bincode(with_serde)] SetPolicy),
+    SetPolicy(SetPolicy),
     /// A count query's verification failed (proposed by the API).
     FailedVerification(IdKey),
     /// A count query verified after earlier failures: clears them.
