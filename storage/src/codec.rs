@@ -34,7 +34,8 @@ pub fn limited<const LIMIT: usize>() -> Limited<LIMIT> {
     bincode::config::standard().with_limit::<LIMIT>()
 }
 
-fn config() -> Limited<MAX_DECODE_BYTES> {
+/// The configuration every stored record's body is read and written with.
+pub(crate) fn config() -> Limited<MAX_DECODE_BYTES> {
     limited()
 }
 

@@ -677,9 +677,7 @@ mod tests {
         use proptest::prelude::*;
         use serde::de::DeserializeOwned;
 
-        fn config() -> codec::Limited<{ codec::MAX_DECODE_BYTES }> {
-            codec::limited()
-        }
+        use crate::codec::config;
 
         /// `value`'s bytes are the same both ways; `value`'s bytes cut
         /// short at `at`, and with the byte there set to `to`, decode the
@@ -824,6 +822,11 @@ mod tests {
             #[test]
             fn holders(v in holder(), at in any::<usize>(), to in any::<u8>()) {
                 agree(&v, at, to)?;
+                let v2 = HolderRecordV2 { active: v.active, iot: v.iot };
+                prop_assert_eq!(
+                    bincode::serde::encode_to_vec(&v2, config()).unwrap(),
+                    bincode::encode_to_vec(&v2, config()).unwrap()
+                );
             }
 
             #[test]
