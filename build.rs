@@ -11,14 +11,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/oneid/v1/registry.proto");
     println!("cargo:rerun-if-changed=proto/oneid/v1/admin.proto");
+    println!("cargo:rerun-if-changed=proto/oneid/v1/batch.proto");
     println!("cargo:rerun-if-changed=proto/etcd/kv.proto");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // A batch's calls and replies pass on as slices of the message
+        // they came in, not copies.
+        .bytes(".oneid.v1.BatchCall.request")
+        .bytes(".oneid.v1.BatchReply.response")
         .file_descriptor_set_path(out.join("oneid_descriptor.bin"))
         .compile_protos(
             &[
                 "proto/oneid/v1/registry.proto",
                 "proto/oneid/v1/admin.proto",
+                "proto/oneid/v1/batch.proto",
             ],
             &["proto"],
         )?;

@@ -6,6 +6,10 @@
 # is measured that many times, etcd and oneid alternately, and the summary
 # gives the median of each side and the lowest and highest per-round ratio:
 # on a shared machine one run moves by ±20 %, so one ratio proves little.
+# oneid is measured twice per op and round: one gRPC call per operation
+# ("unary", as etcd's client sends them) and all clients' calls to a node
+# over one Batch/Calls stream ("batch"); MODES="unary" or MODES="batch"
+# measures one of them.
 #
 #   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
@@ -13,6 +17,7 @@ cd "$(dirname "$0")/.."
 CLIENTS=${1:-64}
 SECS=${2:-10}
 ROUNDS=${3:-1}
+read -ra MODES <<<"${MODES:-unary batch}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 cargo build --quiet --bin oneid
@@ -48,13 +53,13 @@ sleep 3
 E="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
-run() { # target endpoints op run round
-  local line
-  line=$("$ONEID" bench --target "$1" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" 2>"$WORK/bench.err") \
-    || { echo "bench --target $1 --op $3 failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
-  echo "$line"
-  R["$1-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
-  R["$1-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
+run() { # side endpoints op run round [flags]
+  local line side=$1 target=${1%%-*}
+  line=$("$ONEID" bench --target "$target" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" "${@:6}" 2>"$WORK/bench.err") \
+    || { echo "bench --target $target --op $3 ${*:6} failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
+  echo "$side $line"
+  R["$side-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
+  R["$side-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
 OPS=(register count mixed link)
 n=1
@@ -63,15 +68,22 @@ for round in $(seq "$ROUNDS"); do
     # A fresh --run per measurement: its registrations never collide with
     # an earlier round's.
     run etcd "$E" "$op" "$n" "$round"
-    run oneid "$O" "$op" "$n" "$round"
+    for mode in "${MODES[@]}"; do
+      n=$((n + 1))
+      case $mode in
+        unary) run oneid-unary "$O" "$op" "$n" "$round" ;;
+        batch) run oneid-batch "$O" "$op" "$n" "$round" --batch-stream ;;
+        *) echo "unknown mode $mode (unary, batch)" >&2; exit 2 ;;
+      esac
+    done
     n=$((n + 1))
   done
 done
 echo
-for op in "${OPS[@]}"; do
+for op in "${OPS[@]}"; do for mode in "${MODES[@]}"; do
   for round in $(seq "$ROUNDS"); do
-    echo "${R[oneid-$op-ops-$round]} ${R[etcd-$op-ops-$round]} ${R[oneid-$op-p99-$round]} ${R[etcd-$op-p99-$round]}"
-  done | awk -v op="$op" '
+    echo "${R[oneid-$mode-$op-ops-$round]} ${R[etcd-$op-ops-$round]} ${R[oneid-$mode-$op-p99-$round]} ${R[etcd-$op-p99-$round]}"
+  done | awk -v op="$op ($mode)" '
     function median(a, n,   i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -80,8 +92,8 @@ for op in "${OPS[@]}"; do
       lo = (NR == 1 || r < lo) ? r : lo; hi = (NR == 1 || r > hi) ? r : hi }
     END {
       mo = median(o, NR); me = median(e, NR); mp = median(op99, NR); ep = median(ep99, NR)
-      printf "%-8s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f", op, mo / me, mp / ep
+      printf "%-16s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f", op, mo / me, mp / ep
       if (NR > 1) printf "   (medians of %d rounds: %d vs %d ops/s; per-round ratios %.2f-%.2fx)", NR, mo, me, lo, hi
       printf "\n"
     }'
-done
+done; done

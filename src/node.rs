@@ -17,6 +17,7 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
 use crate::api::admin::AdminApi;
+use crate::api::batch::BatchApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::disputes::DisputesApi;
 use crate::api::keyring::Keyring;
@@ -31,6 +32,7 @@ use crate::idkey::IdHasher;
 use crate::limits::{shed::ShedLayer, QueryLimit, RateConfig};
 use crate::observe::{self, grpc::GrpcMetricsLayer, Observer};
 use crate::pb::admin_server::AdminServer;
+use crate::pb::batch_server::BatchServer;
 use crate::pb::cluster_server::ClusterServer;
 use crate::pb::disputes_server::DisputesServer;
 use crate::pb::linkage_server::LinkageServer;
@@ -248,6 +250,14 @@ pub async fn run(
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let notifications = NotificationsServer::from_arc(services.notifications.clone())
         .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let shed = ShedLayer::new(cfg.limits.max_concurrent_requests);
+    let batch = BatchServer::new(BatchApi::new(
+        services.clone(),
+        shed.clone(),
+        &obs.metrics,
+        CLIENT_CALL_TIMEOUT,
+    ))
+    .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let http = match http_listener {
         Some(l) => {
             // The gateway has no client certificates to take roles from, so
@@ -311,13 +321,14 @@ pub async fn run(
         .layer(GrpcMetricsLayer::new(obs.clone()))
         // Inside the metrics layer, so refusals are counted and carry a
         // request id.
-        .layer(ShedLayer::new(cfg.limits.max_concurrent_requests))
+        .layer(shed)
         .layer(AuthzLayer::new(tls.is_none(), member_check(&replica)))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)
         .add_service(linkage)
         .add_service(notifications)
+        .add_service(batch)
         .add_service(cluster)
         .add_service(admin)
         .add_service(raft_rpc)

@@ -73,4 +73,33 @@ async fn bench_ops_run_without_errors() {
         text.contains("writes were spread over the endpoints"),
         "{text}"
     );
+    // Every client's calls over one batch stream per node.
+    for (run, op) in [("4", "link"), ("5", "mixed")] {
+        let out = oneid_cli(&[
+            "bench",
+            "--endpoints",
+            &endpoints,
+            "--op",
+            op,
+            "--clients",
+            "16",
+            "--ops",
+            "400",
+            "--population",
+            "50",
+            "--run",
+            run,
+            "--batch-stream",
+        ]);
+        let text = output_text(&out);
+        assert!(
+            out.status.success(),
+            "bench --op {op} --batch-stream: {text}"
+        );
+        assert_eq!(field(&text, "errors"), Some("0"), "{text}");
+        let ops: u64 = field(&text, "ops")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no ops= in: {text}"));
+        assert!(ops > 0, "{text}");
+    }
 }

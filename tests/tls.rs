@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use oneid::cli::multiplex::Multiplexer;
 use oneid::pb;
 use oneid::pb::registry_client::RegistryClient;
 use prost::bytes::{Buf, BufMut};
@@ -444,7 +445,35 @@ async fn every_rpc_answers_every_role_as_the_matrix_says() {
     }
     assert!(wrong.is_empty(), "matrix violations:\n{}", wrong.join("\n"));
 
-    // A platform may not act for another platform.
+    // The same matrix through batch streams: each call in a stream is held
+    // to its own method's rule, and what cannot be batched (cluster,
+    // admin, raft, health) cannot be reached through one. A node may open
+    // no stream at all.
+    let batchable: BTreeSet<String> = oneid::gateway::methods::RPCS
+        .iter()
+        .map(|r| oneid::api::batch::grpc_path(r.service, r.method))
+        .collect();
+    let mut wrong = Vec::new();
+    for (kind, stem) in &callers {
+        let batch = Multiplexer::new(channel_as(&c, 2, stem), WAIT);
+        for (path, allowed) in MATRIX {
+            let answer = batch.call_raw(path, request_for(path).into()).await;
+            let was_refused = matches!(&answer, Err(s) if refused(s));
+            let as_expected = if *kind == "node" {
+                was_refused
+            } else if batchable.contains(*path) {
+                was_refused != allowed.contains(kind)
+            } else {
+                matches!(&answer, Err(s) if s.code() == Code::Unimplemented)
+            };
+            if !as_expected {
+                wrong.push(format!("batched {path} as {kind}: {answer:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "matrix violations:\n{}", wrong.join("\n"));
+
+    // A platform may not act for another platform, in a batch or not.
     let other = pb::LinkAccountRequest {
         platform: "alipay".into(),
         ..Default::default()
@@ -456,6 +485,14 @@ async fn every_rpc_answers_every_role_as_the_matrix_says() {
     )
     .await
     .expect_err("a platform linked for another platform");
+    assert_eq!(reason(&err), "PERMISSION_DENIED");
+    let err = Multiplexer::new(channel_as(&c, 1, &stem("platform:wechat")), WAIT)
+        .call_raw(
+            "/oneid.v1.Linkage/LinkAccount",
+            other.encode_to_vec().into(),
+        )
+        .await
+        .expect_err("a platform linked for another platform in a batch");
     assert_eq!(reason(&err), "PERMISSION_DENIED");
 }
 

@@ -2,6 +2,7 @@
 //! the single mapping of errors to gRPC statuses.
 
 pub mod admin;
+pub mod batch;
 pub mod cluster;
 pub mod commands;
 pub mod convert;

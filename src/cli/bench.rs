@@ -16,6 +16,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
+use super::multiplex::Multiplexer;
 use super::route::{leader_may_have_moved, WriteRoute};
 use super::sample::SampleGen;
 use crate::domain::Identity;
@@ -57,6 +58,11 @@ pub struct BenchArgs {
     /// measure etcd's writes on the leader.
     #[arg(long)]
     pub spread_writes: bool,
+    /// oneid: send all clients' calls to a node over one `Batch/Calls`
+    /// stream (calls that queue together share a message) instead of one
+    /// gRPC call each.
+    #[arg(long)]
+    pub batch_stream: bool,
     #[arg(long, value_enum, default_value = "register")]
     pub op: BenchOp,
     #[arg(long, default_value_t = 64)]
@@ -123,22 +129,75 @@ enum Client {
     Etcd(KvClient<Channel>),
 }
 
-/// A oneid client holds a stub per endpoint: reads go to its own endpoint
+/// A oneid client reaches every endpoint: reads go to its own endpoint
 /// (clients spread over all of them), writes where `route` says.
 struct OneidClient {
     /// This client's number: picks its read endpoint.
     id: usize,
-    registry: Vec<RegistryClient<Channel>>,
-    linkage: Vec<LinkageClient<Channel>>,
+    endpoints: usize,
+    calls: Calls,
     /// None: writes go round-robin like reads.
     route: Option<Arc<WriteRoute>>,
+}
+
+/// How a oneid client sends its calls, per endpoint.
+enum Calls {
+    /// One gRPC call per operation.
+    Unary {
+        registry: Vec<RegistryClient<Channel>>,
+        linkage: Vec<LinkageClient<Channel>>,
+    },
+    /// All clients' calls to an endpoint share one batch stream.
+    Batched(Arc<Vec<Multiplexer>>),
+}
+
+const REGISTER_CARD: &str = "/oneid.v1.Registry/RegisterCard";
+const COUNT_CARDS: &str = "/oneid.v1.Registry/CountCards";
+const LINK_ACCOUNT: &str = "/oneid.v1.Linkage/LinkAccount";
+
+impl Calls {
+    async fn register(
+        &mut self,
+        on: usize,
+        req: pb::RegisterCardRequest,
+    ) -> Result<(), tonic::Status> {
+        match self {
+            Calls::Unary { registry, .. } => registry[on].register_card(req).await.map(|_| ()),
+            Calls::Batched(m) => m[on]
+                .call::<_, pb::RegisterCardResponse>(REGISTER_CARD, &req)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    async fn link(&mut self, on: usize, req: pb::LinkAccountRequest) -> Result<(), tonic::Status> {
+        match self {
+            Calls::Unary { linkage, .. } => linkage[on].link_account(req).await.map(|_| ()),
+            Calls::Batched(m) => m[on]
+                .call::<_, pb::WriteResponse>(LINK_ACCOUNT, &req)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    async fn count(&mut self, on: usize, req: pb::CountCardsRequest) -> Result<u32, tonic::Status> {
+        let r = match self {
+            Calls::Unary { registry, .. } => registry[on].count_cards(req).await?.into_inner(),
+            Calls::Batched(m) => {
+                m[on]
+                    .call::<_, pb::CountCardsResponse>(COUNT_CARDS, &req)
+                    .await?
+            }
+        };
+        Ok(r.total)
+    }
 }
 
 impl OneidClient {
     fn write_endpoint(&self) -> usize {
         match &self.route {
             Some(r) => r.pick(self.id),
-            None => self.id % self.registry.len(),
+            None => self.id % self.endpoints,
         }
     }
 
@@ -157,7 +216,7 @@ impl OneidClient {
 
     async fn register(&mut self, req: pb::RegisterCardRequest) -> Result<(), tonic::Status> {
         let i = self.write_endpoint();
-        let r = self.registry[i].register_card(req).await.map(|_| ());
+        let r = self.calls.register(i, req).await;
         if let Err(s) = &r {
             self.write_failed(i, s).await;
         }
@@ -166,7 +225,7 @@ impl OneidClient {
 
     async fn link(&mut self, req: pb::LinkAccountRequest) -> Result<(), tonic::Status> {
         let i = self.write_endpoint();
-        let r = self.linkage[i].link_account(req).await.map(|_| ());
+        let r = self.calls.link(i, req).await;
         if let Err(s) = &r {
             self.write_failed(i, s).await;
         }
@@ -174,8 +233,8 @@ impl OneidClient {
     }
 
     async fn count(&mut self, req: pb::CountCardsRequest) -> Result<u32, tonic::Status> {
-        let i = self.id % self.registry.len();
-        Ok(self.registry[i].count_cards(req).await?.into_inner().total)
+        let i = self.id % self.endpoints;
+        self.calls.count(i, req).await
     }
 }
 
@@ -355,6 +414,8 @@ struct Pool {
     target: BenchTarget,
     channels: Vec<Channel>,
     route: Option<Arc<WriteRoute>>,
+    /// One per endpoint, with `--batch-stream`.
+    multiplexers: Option<Arc<Vec<Multiplexer>>>,
 }
 
 impl Pool {
@@ -363,18 +424,24 @@ impl Pool {
         match self.target {
             BenchTarget::Oneid => Client::Oneid(OneidClient {
                 id,
-                registry: self
-                    .channels
-                    .iter()
-                    .cloned()
-                    .map(RegistryClient::new)
-                    .collect(),
-                linkage: self
-                    .channels
-                    .iter()
-                    .cloned()
-                    .map(LinkageClient::new)
-                    .collect(),
+                endpoints: self.channels.len(),
+                calls: match &self.multiplexers {
+                    Some(m) => Calls::Batched(m.clone()),
+                    None => Calls::Unary {
+                        registry: self
+                            .channels
+                            .iter()
+                            .cloned()
+                            .map(RegistryClient::new)
+                            .collect(),
+                        linkage: self
+                            .channels
+                            .iter()
+                            .cloned()
+                            .map(LinkageClient::new)
+                            .collect(),
+                    },
+                },
                 route: self.route.clone(),
             }),
             BenchTarget::Etcd => Client::Etcd(KvClient::new(
@@ -456,10 +523,20 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(r) = &route {
         r.find_leader().await;
     }
+    let multiplexers = (a.target == BenchTarget::Oneid && a.batch_stream).then(|| {
+        let timeout = Duration::from_millis(a.timeout_ms);
+        Arc::new(
+            channels
+                .iter()
+                .map(|c| Multiplexer::new(c.clone(), timeout))
+                .collect(),
+        )
+    });
     let pool = Pool {
         target: a.target,
         channels,
         route,
+        multiplexers,
     };
 
     let mut gen = SampleGen::new(0xbe9c4 + a.run);

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod gen;
 pub mod import;
 pub mod member;
+pub mod multiplex;
 pub mod rekey;
 pub mod route;
 pub mod rows;

@@ -14,12 +14,14 @@ use crate::api::linkage::LinkageApi;
 use crate::api::notifications::NotificationsApi;
 use crate::api::registry::RegistryApi;
 use crate::api::regulator::RegulatorApi;
-use crate::api::ApiError;
+use crate::api::writer::invalid;
 use crate::pb::disputes_server::Disputes;
 use crate::pb::linkage_server::Linkage;
 use crate::pb::notifications_server::Notifications;
 use crate::pb::registry_server::Registry;
 use crate::pb::regulator_server::Regulator;
+use crate::security::authz::as_caller;
+use crate::security::Principal;
 
 /// The client-facing services, shared with the gRPC server.
 #[derive(Clone)]
@@ -31,13 +33,24 @@ pub struct Services {
     pub notifications: Arc<NotificationsApi>,
 }
 
-/// Protobuf request (and the HTTP peer, when known) in, protobuf response
-/// out.
+/// Protobuf request, the caller's peer address (when known) and principal
+/// in, protobuf response out.
 pub type Call = fn(
     &Services,
     Bytes,
     Option<std::net::SocketAddr>,
+    Principal,
 ) -> BoxFuture<'static, Result<Vec<u8>, Status>>;
+
+/// Runs a call under the bound the gRPC server puts on one.
+pub async fn within(
+    timeout: std::time::Duration,
+    call: BoxFuture<'static, Result<Vec<u8>, Status>>,
+) -> Result<Vec<u8>, Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| Status::deadline_exceeded(format!("no answer within {timeout:?}")))?
+}
 
 pub struct Rpc {
     /// The service's name in package `oneid.v1`, e.g. "Registry".
@@ -62,20 +75,18 @@ macro_rules! rpc {
             service: $service,
             method: $method,
             alias: $alias,
-            call: |services, body, peer| {
+            call: |services, body, peer, who| {
                 let api = services.$api.clone();
                 Box::pin(async move {
-                    // The bytes were encoded from the same descriptors a
-                    // moment ago; failing here is a bug, not bad input.
-                    let req = Message::decode(body)
-                        .map_err(|e| ApiError::Internal(format!("re-decoding a request: {e}")))?;
+                    let req = Message::decode(body).map_err(|e| {
+                        invalid(format!(
+                            "the request is not a {}.{} request: {e}",
+                            $service, $method
+                        ))
+                    })?;
                     let mut req = crate::limits::caller::with_peer(Request::new(req), peer);
-                    // The node mounts the gateway only in insecure mode
-                    // (it has no client certificates to map to roles), where
-                    // every caller is the operator, as on gRPC.
-                    req.extensions_mut()
-                        .insert(crate::security::Principal::Operator);
-                    let resp = $trait::$fn(&*api, req).await?;
+                    req.extensions_mut().insert(who.clone());
+                    let resp = as_caller(who, $trait::$fn(&*api, req)).await?;
                     Ok(resp.into_inner().encode_to_vec())
                 })
             },

@@ -27,12 +27,12 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::MessageDescriptor;
-use tonic::Status;
 
 pub use error::GatewayError;
 pub use methods::Services;
 
 use crate::node::MAX_CLIENT_MESSAGE;
+use crate::security::Principal;
 
 struct Route {
     call: methods::Call,
@@ -118,9 +118,11 @@ async fn answer(gw: &Gateway, req: Request) -> Result<Vec<u8>, GatewayError> {
         .map(|c| c.0);
     let body = read_body(&parts.headers, body).await?;
     let proto = json::request_to_proto(&route.input, &body)?;
-    let answer = tokio::time::timeout(gw.timeout, (route.call)(&gw.services, proto.into(), peer))
-        .await
-        .map_err(|_| Status::deadline_exceeded(format!("no answer within {:?}", gw.timeout)))??;
+    // The node mounts the gateway only in insecure mode (it has no client
+    // certificates to map to roles), where every caller is the operator,
+    // as on gRPC.
+    let call = (route.call)(&gw.services, proto.into(), peer, Principal::Operator);
+    let answer = methods::within(gw.timeout, call).await?;
     json::response_to_json(&route.output, &answer)
         .map_err(|e| GatewayError::Rpc(crate::api::ApiError::Internal(format!("{e:#}")).into()))
 }

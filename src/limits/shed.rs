@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -18,6 +18,11 @@ use crate::api::ApiError;
 
 /// The path prefix of the client-facing services (package `oneid.v1`).
 const CLIENT_PREFIX: &str = "/oneid.v1.";
+
+/// A batch stream is not a request in progress itself: each call it
+/// carries takes its own permit ([`ShedLayer::admit`]), so the bound counts
+/// calls the same however they arrive.
+const BATCH_STREAM: &str = "/oneid.v1.Batch/Calls";
 
 #[derive(Clone)]
 pub struct ShedLayer {
@@ -31,6 +36,15 @@ impl ShedLayer {
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max: max_concurrent,
         }
+    }
+
+    /// A permit for one client call, held until the call has answered;
+    /// OVERLOADED when every permit is taken.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded(self.max))
     }
 }
 
@@ -69,10 +83,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        if !req.uri().path().starts_with(CLIENT_PREFIX) {
+        let path = req.uri().path();
+        if !path.starts_with(CLIENT_PREFIX) || path == BATCH_STREAM {
             return Box::pin(self.inner.call(req));
         }
-        match self.layer.permits.clone().try_acquire_owned() {
+        match self.layer.admit() {
             Ok(permit) => {
                 let fut = self.inner.call(req);
                 Box::pin(async move {
@@ -81,8 +96,8 @@ where
                     res
                 })
             }
-            Err(_) => {
-                let status: Status = ApiError::Overloaded(self.layer.max).into();
+            Err(e) => {
+                let status: Status = e.into();
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

@@ -189,7 +189,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 /// Status names as other gRPC Prometheus exporters spell them ("OK",
 /// "NotFound", ...), so existing dashboards fit.
-fn code_name(code: Option<i32>, finished: bool) -> &'static str {
+pub(crate) fn code_name(code: Option<i32>, finished: bool) -> &'static str {
     use tonic::Code;
     let Some(code) = code else {
         // No grpc-status at all: abandoned midway (the client went away or

@@ -99,6 +99,9 @@ pub fn rule(path: &str) -> Option<Rule> {
             roles(&[Platform])
         }
         ("oneid.v1.Linkage", "CountLinkedAccounts") => roles(&[Query]),
+        // Any client may open a stream; each call in it is then checked
+        // against its own method's rule (see [`may_call`]).
+        ("oneid.v1.Batch", "Calls") => roles(&[Carrier, Query, Platform, Regulator, Admin]),
         _ => None,
     }
 }
@@ -152,15 +155,19 @@ fn decide<B>(
             )));
         }
     }
-    // A method missing from the table is refused to every certified
-    // caller, so a service added later is closed until someone decides who
-    // may call it; the insecure operator still gets UNIMPLEMENTED for typos.
-    let allowed = who == Principal::Operator || rule(path).is_some_and(|r| permits(r, &who));
-    if allowed {
+    if may_call(&who, path) {
         Ok(who)
     } else {
         Err(ApiError::WrongRole(format!("{who} may not call {path}")))
     }
+}
+
+/// Whether `who` may call the method at `path`. A method missing from the
+/// table is refused to every certified caller, so a service added later is
+/// closed until someone decides who may call it; the insecure operator
+/// still gets UNIMPLEMENTED for typos.
+pub fn may_call(who: &Principal, path: &str) -> bool {
+    *who == Principal::Operator || rule(path).is_some_and(|r| permits(r, who))
 }
 
 /// Refuses, before the handler runs, every call the table does not allow,
@@ -218,6 +225,13 @@ pub fn current_actor() -> String {
             Principal::Operator | Principal::Node(_) => String::new(),
         })
         .unwrap_or_default()
+}
+
+/// Runs `call` as a request of `who`, for calls made in-process on a
+/// caller's behalf (the calls of a batch stream), so [`current_actor`]
+/// names the same caller as on a gRPC call of its own.
+pub async fn as_caller<F: Future>(who: Principal, call: F) -> F::Output {
+    CALLER.scope(who, call).await
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,0 +1,209 @@
+//! The `Batch` service: many unary calls over one stream (see
+//! `proto/oneid/v1/batch.proto`). Each call goes through the same
+//! in-process entry point as the HTTP gateway's ([`RPCS`]), after the
+//! checks the gRPC server's layers make on a call of its own: the caller's
+//! role for that method, the node's bound on calls in progress, the time
+//! limit; and it counts in that method's metrics. What it saves is per call: an HTTP/2 stream with its headers and
+//! trailers, the server's task and service stack, and a write to the
+//! socket; replies that finish together go out in one message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::ApiError;
+use crate::gateway::methods::{within, Call, RPCS};
+use crate::gateway::Services;
+use crate::limits::shed::ShedLayer;
+use crate::observe::grpc::code_name;
+use crate::observe::metrics::{MethodMetrics, Metrics};
+use crate::pb;
+use crate::security::authz;
+use crate::security::Principal;
+
+/// Calls of one stream in progress (or answered and waiting to be sent)
+/// at once. Past it the stream's next message is read only once a reply
+/// has gone out, and HTTP/2 flow control holds the client back.
+pub const MAX_STREAM_CALLS: usize = 4096;
+
+/// Replies gathered into one message while the stream's previous message
+/// is being sent: at most this many, and no more once they reach
+/// [`MAX_REPLY_BYTES`].
+const MAX_REPLIES: usize = 1024;
+const MAX_REPLY_BYTES: usize = 1 << 20;
+
+pub struct BatchApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    services: Services,
+    /// Every batchable method by its gRPC path, with the per-RPC metrics
+    /// its unary calls count in.
+    methods: HashMap<String, (Call, Arc<MethodMetrics>)>,
+    shed: ShedLayer,
+    timeout: Duration,
+}
+
+impl BatchApi {
+    /// `shed` is the gRPC server's bound on calls in progress, which the
+    /// calls of a stream share; `timeout` the limit it puts on a call.
+    pub fn new(services: Services, shed: ShedLayer, metrics: &Metrics, timeout: Duration) -> Self {
+        let methods = RPCS
+            .iter()
+            .map(|r| {
+                let path = grpc_path(r.service, r.method);
+                let counted = metrics.method(&path);
+                (path, (r.call, counted))
+            })
+            .collect();
+        BatchApi {
+            inner: Arc::new(Inner {
+                services,
+                methods,
+                shed,
+                timeout,
+            }),
+        }
+    }
+}
+
+/// The gRPC path of a method of package `oneid.v1`.
+pub fn grpc_path(service: &str, method: &str) -> String {
+    format!("/oneid.v1.{service}/{method}")
+}
+
+/// One stream's caller, as the gRPC server's layers saw it.
+struct Caller {
+    api: Arc<Inner>,
+    who: Principal,
+    peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    async fn answer(&self, call: pb::BatchCall) -> pb::BatchReply {
+        match self.run(&call.method, call.request).await {
+            Ok(response) => pb::BatchReply {
+                id: call.id,
+                code: tonic::Code::Ok as i32,
+                response: response.into(),
+                ..Default::default()
+            },
+            Err(status) => pb::BatchReply {
+                id: call.id,
+                code: status.code() as i32,
+                response: Bytes::new(),
+                message: status.message().to_string(),
+                details: status.details().to_vec(),
+            },
+        }
+    }
+
+    async fn run(&self, method: &str, request: Bytes) -> Result<Vec<u8>, Status> {
+        let Some((call, counted)) = self.api.methods.get(method) else {
+            return Err(Status::unimplemented(format!(
+                "{method:?} is not a unary method of the client services"
+            )));
+        };
+        let start = Instant::now();
+        let result = self.checked(method, *call, request).await;
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        counted.record(code_name(Some(code as i32), true), start.elapsed());
+        result
+    }
+
+    /// Runs one call the way the gRPC server's layers would run it alone.
+    async fn checked(&self, method: &str, call: Call, request: Bytes) -> Result<Vec<u8>, Status> {
+        if !authz::may_call(&self.who, method) {
+            tracing::warn!(method, "refused in a batch: {} may not call it", self.who);
+            return Err(ApiError::WrongRole(format!("{} may not call {method}", self.who)).into());
+        }
+        let _in_progress = self.api.shed.admit()?;
+        let call = call(&self.api.services, request, self.peer, self.who.clone());
+        within(self.api.timeout, call).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::batch_server::Batch for BatchApi {
+    type CallsStream = ReceiverStream<Result<pb::BatchReplies, Status>>;
+
+    async fn calls(
+        &self,
+        req: Request<Streaming<pb::BatchCalls>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        let caller = Arc::new(Caller {
+            api: self.inner.clone(),
+            who: authz::caller(&req)?.clone(),
+            peer: req.remote_addr(),
+        });
+        let (answered, replies) = mpsc::unbounded_channel();
+        let (out, stream) = mpsc::channel(4);
+        tokio::spawn(read_calls(req.into_inner(), caller, answered));
+        tokio::spawn(send_replies(replies, out));
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// A reply and the stream slot its call holds until the reply is sent.
+type Answered = (pb::BatchReply, OwnedSemaphorePermit);
+
+/// Runs every call the client sends, each in its own task, until the
+/// client closes its side (the calls still running finish and are
+/// answered) or the stream breaks (they finish; their replies are lost with
+/// the stream, as a unary call's would be with its connection).
+async fn read_calls(
+    mut inbound: Streaming<pb::BatchCalls>,
+    caller: Arc<Caller>,
+    answered: mpsc::UnboundedSender<Answered>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_STREAM_CALLS));
+    while let Ok(Some(message)) = inbound.message().await {
+        for call in message.calls {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (caller, answered) = (caller.clone(), answered.clone());
+            tokio::spawn(async move {
+                let reply = caller.answer(call).await;
+                let _ = answered.send((reply, slot));
+            });
+        }
+    }
+}
+
+/// Sends replies as calls finish, each message carrying every reply that
+/// finished while the previous one was being sent. Ends once every call
+/// has been answered and the client sends no more.
+async fn send_replies(
+    mut answered: mpsc::UnboundedReceiver<Answered>,
+    out: mpsc::Sender<Result<pb::BatchReplies, Status>>,
+) {
+    while let Some(first) = answered.recv().await {
+        let mut bytes = reply_bytes(&first.0);
+        let mut replies = vec![first.0];
+        let mut slots = vec![first.1];
+        while replies.len() < MAX_REPLIES && bytes < MAX_REPLY_BYTES {
+            let Ok((reply, slot)) = answered.try_recv() else {
+                break;
+            };
+            bytes += reply_bytes(&reply);
+            replies.push(reply);
+            slots.push(slot);
+        }
+        if out.send(Ok(pb::BatchReplies { replies })).await.is_err() {
+            return;
+        }
+        drop(slots);
+    }
+}
+
+fn reply_bytes(r: &pb::BatchReply) -> usize {
+    r.response.len() + r.message.len() + r.details.len()
+}
