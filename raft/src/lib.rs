@@ -11,7 +11,7 @@ pub mod reads;
 pub mod replica;
 pub mod service;
 pub mod transfer;
-mod turns;
+pub mod turns;
 pub mod types;
 pub mod wire;
 

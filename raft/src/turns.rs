@@ -2,7 +2,8 @@
 //!
 //! When the group-commit pipe frees or a read barrier round is about to
 //! start, some clients' requests are still being decoded by tasks that are
-//! already runnable. Yielding to the scheduler a few times lets them queue
+//! already runnable (and when a client's batch stream sends a message,
+//! some of its callers are about to queue their next call). Yielding to the scheduler a few times lets them queue
 //! and join, at no timer's latency. Both callers wait only while they hold
 //! less than their last batch or round did, so a lone caller never waits
 //! more than it did before.
@@ -16,11 +17,11 @@
 /// little (~38 commands) and was no faster. Read rounds gathered this way
 /// served 25.9-26.7 k instead of 23.8-25.5 k counts/s at 54-56 instead of
 /// 57-61 µs each (session 23).
-pub(crate) const TURNS: u32 = 8;
+pub const TURNS: u32 = 8;
 
 /// Yields to the scheduler until `ready` holds, checking after each turn;
 /// at least one turn and at most [`TURNS`].
-pub(crate) async fn yield_until(mut ready: impl FnMut() -> bool) {
+pub async fn yield_until(mut ready: impl FnMut() -> bool) {
     for _ in 0..TURNS {
         tokio::task::yield_now().await;
         if ready() {

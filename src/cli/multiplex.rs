@@ -15,6 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use oneid_raft::turns;
+
 use crate::pb;
 use crate::pb::batch_client::BatchClient;
 
@@ -147,42 +149,73 @@ async fn send_calls(
     out: mpsc::Sender<pb::BatchCalls>,
     waiting: Waiting,
 ) {
-    let mut next_id: u64 = 0;
-    let mut carried: Option<Queued> = None;
+    let mut gathering = Gathering {
+        next_id: 0,
+        carried: None,
+        waiting,
+    };
     loop {
-        let first = match carried.take() {
+        let first = match gathering.carried.take() {
             Some(q) => q,
             None => match queue.recv().await {
                 Some(q) => q,
                 None => return,
             },
         };
-        let mut calls = Vec::new();
-        let mut bytes = 0;
-        let mut add = |q: Queued, calls: &mut Vec<pb::BatchCall>, bytes: &mut usize| {
-            next_id += 1;
-            *bytes += message_bytes(&q);
-            lock(&waiting).insert(next_id, q.reply);
-            calls.push(pb::BatchCall {
-                id: next_id,
-                method: q.method.to_string(),
-                request: q.request,
-            });
-        };
-        add(first, &mut calls, &mut bytes);
-        while calls.len() < MAX_CALLS {
-            match queue.try_recv() {
-                Ok(q) if bytes + message_bytes(&q) > MAX_MESSAGE_BYTES => {
-                    carried = Some(q);
-                    break;
-                }
-                Ok(q) => add(q, &mut calls, &mut bytes),
-                Err(_) => break,
-            }
-        }
-        if out.send(pb::BatchCalls { calls }).await.is_err() {
+        let mut message = Outgoing::default();
+        gathering.add(first, &mut message);
+        // Callers answered by the last reply message are queueing their
+        // next calls right now: a few scheduler turns let them join this
+        // message rather than each send one (at 64 registering clients,
+        // 8 % more registrations/s at 8 % less node CPU each, six
+        // alternating pairs).
+        turns::yield_until(|| gathering.take_queued(&mut queue, &mut message)).await;
+        if out.send(message.calls).await.is_err() {
             return;
         }
+    }
+}
+
+/// The calls of the next message to send.
+#[derive(Default)]
+struct Outgoing {
+    calls: pb::BatchCalls,
+    bytes: usize,
+}
+
+/// What outlives one message: ids, the call that did not fit the last one,
+/// and the calls waiting for their reply.
+struct Gathering {
+    next_id: u64,
+    carried: Option<Queued>,
+    waiting: Waiting,
+}
+
+impl Gathering {
+    fn add(&mut self, q: Queued, message: &mut Outgoing) {
+        self.next_id += 1;
+        message.bytes += message_bytes(&q);
+        lock(&self.waiting).insert(self.next_id, q.reply);
+        message.calls.calls.push(pb::BatchCall {
+            id: self.next_id,
+            method: q.method.to_string(),
+            request: q.request,
+        });
+    }
+
+    /// Moves queued calls into `message` until it is full; whether it is.
+    fn take_queued(&mut self, queue: &mut mpsc::Receiver<Queued>, message: &mut Outgoing) -> bool {
+        while message.calls.calls.len() < MAX_CALLS {
+            match queue.try_recv() {
+                Ok(q) if message.bytes + message_bytes(&q) > MAX_MESSAGE_BYTES => {
+                    self.carried = Some(q);
+                    return true;
+                }
+                Ok(q) => self.add(q, message),
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
