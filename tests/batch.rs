@@ -105,6 +105,11 @@ async fn batched_calls_answer_as_unary_calls_do() {
         .await
         .expect_err("bytes that are no request");
     assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    let oversized = batch
+        .call_raw(REGISTER, vec![0u8; 1 << 20].into())
+        .await
+        .expect_err("a request over the message limit");
+    assert_eq!(oversized.code(), Code::OutOfRange, "{oversized:?}");
     let total = batch
         .call::<_, pb::CountCardsResponse>(COUNT, &count_req(&holders[2], "13800002000"))
         .await

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use oneid::cli::multiplex::Multiplexer;
 use rand::SeedableRng;
 use serde::Serialize;
 
@@ -201,16 +202,29 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let writer = tokio::spawn(async move { history::write_all(rx, &history_path).await });
     let stop = Arc::new(AtomicBool::new(false));
     let interval = Duration::from_secs_f64(args.clients as f64 / args.rate as f64);
+    let attempt = Duration::from_secs(1);
+    // Half the clients (odd ids) send over the batch streams, so both ways
+    // of calling are checked in every run.
+    let streams = Arc::new(
+        (1..=args.nodes)
+            .map(|n| Ok(Multiplexer::new(nodes::channel(n, attempt)?, attempt)))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
     let clients: Vec<_> = (0..args.clients)
         .map(|id| {
             let c = workload::Client {
                 id,
+                transport: if id % 2 == 1 {
+                    workload::Transport::Batched(streams.clone())
+                } else {
+                    workload::Transport::Unary
+                },
                 nodes: args.nodes,
                 home: (id as usize % args.nodes) + 1,
                 keys: keys.clone(),
                 recorder: recorder.clone(),
                 timeouts: workload::Timeouts {
-                    attempt: Duration::from_secs(1),
+                    attempt,
                     op: Duration::from_secs(4),
                 },
                 seed: args.seed.wrapping_mul(1_000).wrapping_add(id),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oneid::cli::multiplex::Multiplexer;
 use oneid::pb;
 use oneid::pb::registry_client::RegistryClient;
 use oneid::pb::regulator_client::RegulatorClient;
@@ -85,8 +86,23 @@ pub struct Timeouts {
     pub op: Duration,
 }
 
+/// How a client reaches the nodes.
+pub enum Transport {
+    /// A gRPC call of its own per attempt.
+    Unary,
+    /// The `Batch/Calls` stream to each node (index node - 1), shared with
+    /// every other batching client, as a front end multiplexing many
+    /// users' calls would.
+    Batched(Arc<Vec<Multiplexer>>),
+}
+
+const REGISTER_CARD: &str = "/oneid.v1.Registry/RegisterCard";
+const CANCEL_CARD: &str = "/oneid.v1.Registry/CancelCard";
+const COUNT_CARDS: &str = "/oneid.v1.Registry/CountCards";
+
 pub struct Client {
     pub id: u64,
+    pub transport: Transport,
     pub nodes: usize,
     /// The node this client reads from; writes rotate on retry.
     pub home: usize,
@@ -99,11 +115,51 @@ pub struct Client {
 }
 
 impl Client {
-    fn registry(&self, node: usize) -> anyhow::Result<RegistryClient<tonic::transport::Channel>> {
-        Ok(RegistryClient::new(nodes::channel(
-            node,
-            self.timeouts.attempt,
-        )?))
+    fn registry(&self, node: usize) -> Result<RegistryClient<tonic::transport::Channel>, Status> {
+        nodes::channel(node, self.timeouts.attempt)
+            .map(RegistryClient::new)
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
+    async fn register(&self, node: usize, req: pb::RegisterCardRequest) -> Result<(), Status> {
+        match &self.transport {
+            Transport::Batched(streams) => streams[node - 1]
+                .call::<_, pb::RegisterCardResponse>(REGISTER_CARD, &req)
+                .await
+                .map(|_| ()),
+            Transport::Unary => self.registry(node)?.register_card(req).await.map(|_| ()),
+        }
+    }
+
+    async fn cancel(&self, node: usize, req: pb::CancelCardRequest) -> Result<(), Status> {
+        match &self.transport {
+            Transport::Batched(streams) => streams[node - 1]
+                .call::<_, pb::CancelCardResponse>(CANCEL_CARD, &req)
+                .await
+                .map(|_| ()),
+            Transport::Unary => self.registry(node)?.cancel_card(req).await.map(|_| ()),
+        }
+    }
+
+    /// One verified count on the client's home node, no retry: a read that
+    /// fails has no effect.
+    async fn count(&self, key: &Key) -> Answer<Value> {
+        let req = pb::CountCardsRequest {
+            identity: Some(key.identity.clone()),
+            verify_msisdn: key.anchor.clone(),
+        };
+        let answer = match &self.transport {
+            Transport::Batched(streams) => {
+                streams[self.home - 1]
+                    .call::<_, pb::CountCardsResponse>(COUNT_CARDS, &req)
+                    .await
+            }
+            Transport::Unary => match self.registry(self.home) {
+                Ok(mut c) => c.count_cards(req).await.map(|r| r.into_inner()),
+                Err(s) => Err(s),
+            },
+        };
+        count_answer(answer)
     }
 
     /// Retries one write with one request id, rotating nodes, until a
@@ -111,22 +167,19 @@ impl Client {
     /// retries safe: at most one attempt takes effect.
     async fn write<T, F, Fut>(&self, mut attempt: F) -> Answer<T>
     where
-        F: FnMut(RegistryClient<tonic::transport::Channel>) -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + self.timeouts.op;
         let mut node = self.home;
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
-            match self.registry(node) {
-                Ok(c) => match attempt(c).await {
-                    Ok(v) => return Answer::Ok(v),
-                    Err(s) => match refusal(&s) {
-                        Some(reason) => return Answer::Refused(reason),
-                        None => last = format!("{:?}: {}", s.code(), s.message()),
-                    },
+            match attempt(node).await {
+                Ok(v) => return Answer::Ok(v),
+                Err(s) => match refusal(&s) {
+                    Some(reason) => return Answer::Refused(reason),
+                    None => last = format!("{:?}: {}", s.code(), s.message()),
                 },
-                Err(e) => last = e.to_string(),
             }
             node = node % self.nodes + 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,12 +221,7 @@ impl Client {
                     strict_verification: false,
                     responsible_unit: None,
                 };
-                let a = self
-                    .write(|mut c| {
-                        let req = req.clone();
-                        async move { c.register_card(req).await.map(|_| ()) }
-                    })
-                    .await;
+                let a = self.write(|node| self.register(node, req.clone())).await;
                 (OpKind::Register, a.map_ok(|_| msisdn_value(&msisdn)))
             } else if roll < 70 {
                 self.recorder.record(
@@ -188,12 +236,7 @@ impl Client {
                     msisdn: msisdn.clone(),
                     carrier: CARRIER.into(),
                 };
-                let a = self
-                    .write(|mut c| {
-                        let req = req.clone();
-                        async move { c.cancel_card(req).await.map(|_| ()) }
-                    })
-                    .await;
+                let a = self.write(|node| self.cancel(node, req.clone())).await;
                 (OpKind::Cancel, a.map_ok(|_| msisdn_value(&msisdn)))
             } else {
                 self.recorder.record(
@@ -203,10 +246,7 @@ impl Client {
                     &key.label,
                     Value::default(),
                 );
-                (
-                    OpKind::Count,
-                    count(self.home, key, self.timeouts.attempt).await,
-                )
+                (OpKind::Count, self.count(key).await)
             };
             let input = if f == OpKind::Count {
                 Value::default()
@@ -279,9 +319,19 @@ pub async fn count_with(node: usize, key: &Key, verify: &str, timeout: Duration)
         identity: Some(key.identity.clone()),
         verify_msisdn: verify.to_string(),
     };
-    match client.clone().count_cards(req).await {
+    count_answer(
+        client
+            .clone()
+            .count_cards(req)
+            .await
+            .map(|r| r.into_inner()),
+    )
+}
+
+fn count_answer(answer: Result<pb::CountCardsResponse, Status>) -> Answer<Value> {
+    match answer {
         Ok(r) => Answer::Ok(Value {
-            total: Some(r.into_inner().total),
+            total: Some(r.total),
             ..Value::default()
         }),
         Err(s) => match refusal(&s) {
@@ -289,10 +339,6 @@ pub async fn count_with(node: usize, key: &Key, verify: &str, timeout: Duration)
             None => Answer::Unknown(format!("{:?}: {}", s.code(), s.message())),
         },
     }
-}
-
-async fn count(node: usize, key: &Key, timeout: Duration) -> Answer<Value> {
-    count_with(node, key, &key.anchor, timeout).await
 }
 
 /// Registers every key's anchor card before the workload starts.

@@ -2,11 +2,11 @@
 //!
 //! When the group-commit pipe frees or a read barrier round is about to
 //! start, some clients' requests are still being decoded by tasks that are
-//! already runnable (and when a client's batch stream sends a message,
-//! some of its callers are about to queue their next call). Yielding to the scheduler a few times lets them queue
+//! already runnable. Yielding to the scheduler a few times lets them queue
 //! and join, at no timer's latency. Both callers wait only while they hold
 //! less than their last batch or round did, so a lone caller never waits
-//! more than it did before.
+//! more than it did before. (oneid's batch-stream client uses it too: when
+//! it sends a message, callers just answered are queueing their next call.)
 
 /// Most scheduler turns a batch or round waits.
 ///

@@ -1,11 +1,12 @@
 //! The `Batch` service: many unary calls over one stream (see
 //! `proto/oneid/v1/batch.proto`). Each call goes through the same
 //! in-process entry point as the HTTP gateway's ([`RPCS`]), after the
-//! checks the gRPC server's layers make on a call of its own: the caller's
+//! checks the gRPC server's layers make on a call of its own (the caller's
 //! role for that method, the node's bound on calls in progress, the time
-//! limit; and it counts in that method's metrics. What it saves is per call: an HTTP/2 stream with its headers and
-//! trailers, the server's task and service stack, and a write to the
-//! socket; replies that finish together go out in one message.
+//! limit), and counts in that method's metrics. What it saves is per call:
+//! an HTTP/2 stream with its headers and trailers, the server's task and
+//! service stack, and a write to the socket; replies that finish together
+//! go out in one message.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -145,7 +146,7 @@ impl pb::batch_server::Batch for BatchApi {
         });
         let (answered, replies) = mpsc::unbounded_channel();
         let (out, stream) = mpsc::channel(4);
-        tokio::spawn(read_calls(req.into_inner(), caller, answered));
+        tokio::spawn(read_calls(req.into_inner(), caller, answered, out.clone()));
         tokio::spawn(send_replies(replies, out));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
@@ -156,15 +157,26 @@ type Answered = (pb::BatchReply, OwnedSemaphorePermit);
 
 /// Runs every call the client sends, each in its own task, until the
 /// client closes its side (the calls still running finish and are
-/// answered) or the stream breaks (they finish; their replies are lost with
-/// the stream, as a unary call's would be with its connection).
+/// answered) or the stream breaks: the calls still running finish, and
+/// the stream ends with the error (a message over the size limit, a reset),
+/// so their replies are lost, as a unary call's would be with its
+/// connection.
 async fn read_calls(
     mut inbound: Streaming<pb::BatchCalls>,
     caller: Arc<Caller>,
     answered: mpsc::UnboundedSender<Answered>,
+    out: mpsc::Sender<Result<pb::BatchReplies, Status>>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_STREAM_CALLS));
-    while let Ok(Some(message)) = inbound.message().await {
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(broken) => {
+                let _ = out.send(Err(broken)).await;
+                return;
+            }
+        };
         for call in message.calls {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;

@@ -17,13 +17,14 @@ use tonic::{Code, Status};
 
 use oneid_raft::turns;
 
+use crate::node::MAX_CLIENT_MESSAGE;
 use crate::pb;
 use crate::pb::batch_client::BatchClient;
 
-/// The server reads messages of up to 1 MiB (`MAX_CLIENT_MESSAGE`); calls
-/// are gathered into a message until this many bytes, leaving room for
-/// their framing.
-const MAX_MESSAGE_BYTES: usize = 768 << 10;
+/// The server reads messages of up to [`MAX_CLIENT_MESSAGE`]; calls are
+/// gathered into a message up to this many bytes (counted by
+/// [`call_bytes`]), a kilobyte short of it for the message's own framing.
+const MAX_MESSAGE_BYTES: usize = MAX_CLIENT_MESSAGE - 1024;
 /// Most calls per message.
 const MAX_CALLS: usize = 1024;
 /// Calls queued for the stream before callers wait.
@@ -81,6 +82,14 @@ impl Multiplexer {
             request,
             reply,
         };
+        // Refused here, alone: the server would end the whole stream over
+        // a message too large, losing the other callers' replies.
+        if call_bytes(&queued) > MAX_MESSAGE_BYTES {
+            return Err(Status::out_of_range(format!(
+                "a {}-byte request exceeds what one call may carry ({MAX_MESSAGE_BYTES} bytes)",
+                queued.request.len()
+            )));
+        }
         let gone = || Status::unavailable("the batch stream to the node closed");
         let answered = async {
             self.stream().send(queued).await.map_err(|_| gone())?;
@@ -194,7 +203,7 @@ struct Gathering {
 impl Gathering {
     fn add(&mut self, q: Queued, message: &mut Outgoing) {
         self.next_id += 1;
-        message.bytes += message_bytes(&q);
+        message.bytes += call_bytes(&q);
         lock(&self.waiting).insert(self.next_id, q.reply);
         message.calls.calls.push(pb::BatchCall {
             id: self.next_id,
@@ -207,7 +216,7 @@ impl Gathering {
     fn take_queued(&mut self, queue: &mut mpsc::Receiver<Queued>, message: &mut Outgoing) -> bool {
         while message.calls.calls.len() < MAX_CALLS {
             match queue.try_recv() {
-                Ok(q) if message.bytes + message_bytes(&q) > MAX_MESSAGE_BYTES => {
+                Ok(q) if message.bytes + call_bytes(&q) > MAX_MESSAGE_BYTES => {
                     self.carried = Some(q);
                     return true;
                 }
@@ -219,8 +228,10 @@ impl Gathering {
     }
 }
 
-fn message_bytes(q: &Queued) -> usize {
-    q.request.len() + q.method.len() + 16
+/// A call's bytes in a message: its request, its method, and (generously) its
+/// id and the field tags and lengths.
+fn call_bytes(q: &Queued) -> usize {
+    q.request.len() + q.method.len() + 32
 }
 
 /// Hands each reply to its caller until the stream ends; returns what the
