@@ -12,6 +12,40 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// Runs `oneid bench` on `endpoints` for 400 ops of `op` (population 50)
+/// and checks it did work without an error; returns its output.
+fn bench_400(endpoints: &str, op: &str, run: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "bench",
+        "--endpoints",
+        endpoints,
+        "--op",
+        op,
+        "--clients",
+        "8",
+        "--duration",
+        "30",
+        "--ops",
+        "400",
+        "--population",
+        "50",
+        "--run",
+        run,
+    ];
+    args.extend_from_slice(extra);
+    let out = oneid_cli(&args);
+    let text = output_text(&out);
+    assert!(out.status.success(), "bench --op {op} {extra:?}: {text}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(field(&line, "op"), Some(op), "{text}");
+    assert_eq!(field(&line, "errors"), Some("0"), "{text}");
+    let ops: u64 = field(&line, "ops")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ops= in: {text}"));
+    assert!(ops > 0, "{text}");
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_ops_run_without_errors() {
     let c = Cluster::start(3, &[]);
@@ -22,84 +56,18 @@ async fn bench_ops_run_without_errors() {
     // also exercises the setup phase; a distinct --run per op keeps their
     // request ids and numbers apart.
     for (run, op) in [("1", "link"), ("2", "register")] {
-        let out = oneid_cli(&[
-            "bench",
-            "--endpoints",
-            &endpoints,
-            "--op",
-            op,
-            "--clients",
-            "8",
-            "--duration",
-            "30",
-            "--ops",
-            "400",
-            "--population",
-            "50",
-            "--run",
-            run,
-        ]);
-        let text = output_text(&out);
-        assert!(out.status.success(), "bench --op {op}: {text}");
-        let line = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(field(&line, "op"), Some(op), "{text}");
-        assert_eq!(field(&line, "errors"), Some("0"), "{text}");
-        let ops: u64 = field(&line, "ops")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no ops= in: {text}"));
-        assert!(ops > 0, "{text}");
+        let text = bench_400(&endpoints, op, run, &[]);
         // Writes skip the follower's forwarding hop.
         let routed = format!("writes went to the leader, {leader_addr}");
         assert!(text.contains(&routed), "{text}");
     }
-    let out = oneid_cli(&[
-        "bench",
-        "--endpoints",
-        &endpoints,
-        "--op",
-        "register",
-        "--clients",
-        "8",
-        "--ops",
-        "200",
-        "--run",
-        "3",
-        "--spread-writes",
-    ]);
-    let text = output_text(&out);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(field(&text, "errors"), Some("0"), "{text}");
+    let text = bench_400(&endpoints, "register", "3", &["--spread-writes"]);
     assert!(
         text.contains("writes were spread over the endpoints"),
         "{text}"
     );
     // Every client's calls over one batch stream per node.
     for (run, op) in [("4", "link"), ("5", "mixed")] {
-        let out = oneid_cli(&[
-            "bench",
-            "--endpoints",
-            &endpoints,
-            "--op",
-            op,
-            "--clients",
-            "16",
-            "--ops",
-            "400",
-            "--population",
-            "50",
-            "--run",
-            run,
-            "--batch-stream",
-        ]);
-        let text = output_text(&out);
-        assert!(
-            out.status.success(),
-            "bench --op {op} --batch-stream: {text}"
-        );
-        assert_eq!(field(&text, "errors"), Some("0"), "{text}");
-        let ops: u64 = field(&text, "ops")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no ops= in: {text}"));
-        assert!(ops > 0, "{text}");
+        bench_400(&endpoints, op, run, &["--batch-stream"]);
     }
 }
