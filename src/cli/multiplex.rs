@@ -177,7 +177,9 @@ async fn send_calls(
         // next calls right now: a few scheduler turns let them join this
         // message rather than each send one (at 64 registering clients,
         // 8 % more registrations/s at 8 % less node CPU each, six
-        // alternating pairs).
+        // alternating pairs). Unlike the proposer, it waits the turns
+        // whatever the last message held: a lone caller's message is
+        // delayed by a few yields, microseconds.
         turns::yield_until(|| gathering.take_queued(&mut queue, &mut message)).await;
         if out.send(message.calls).await.is_err() {
             return;
