@@ -414,7 +414,7 @@ async fn every_rpc_answers_every_role_as_the_matrix_says() {
     // The matrix covers every client-facing RPC the server has.
     let covered: BTreeSet<String> = MATRIX.iter().map(|(p, _)| p.to_string()).collect();
     for rpc in oneid::gateway::methods::RPCS {
-        let path = format!("/oneid.v1.{}/{}", rpc.service, rpc.method);
+        let path = rpc.grpc_path();
         assert!(covered.contains(&path), "{path} is missing from the matrix");
     }
 
@@ -451,7 +451,7 @@ async fn every_rpc_answers_every_role_as_the_matrix_says() {
     // no stream at all.
     let batchable: BTreeSet<String> = oneid::gateway::methods::RPCS
         .iter()
-        .map(|r| oneid::api::batch::grpc_path(r.service, r.method))
+        .map(|r| r.grpc_path())
         .collect();
     let mut wrong = Vec::new();
     for (kind, stem) in &callers {

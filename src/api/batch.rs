@@ -59,7 +59,7 @@ impl BatchApi {
         let methods = RPCS
             .iter()
             .map(|r| {
-                let path = grpc_path(r.service, r.method);
+                let path = r.grpc_path();
                 let counted = metrics.method(&path);
                 (path, (r.call, counted))
             })
@@ -73,11 +73,6 @@ impl BatchApi {
             }),
         }
     }
-}
-
-/// The gRPC path of a method of package `oneid.v1`.
-pub fn grpc_path(service: &str, method: &str) -> String {
-    format!("/oneid.v1.{service}/{method}")
 }
 
 /// One stream's caller, as the gRPC server's layers saw it.

@@ -67,6 +67,12 @@ impl Rpc {
     pub fn canonical_path(&self) -> String {
         format!("/v1/{}/{}", self.service, self.method)
     }
+
+    /// `/oneid.v1.{Service}/{Method}`: the RPC's gRPC path, under which a
+    /// batch stream's calls name it.
+    pub fn grpc_path(&self) -> String {
+        format!("/oneid.v1.{}/{}", self.service, self.method)
+    }
 }
 
 macro_rules! rpc {
