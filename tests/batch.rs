@@ -17,7 +17,15 @@ const COUNT: &str = "/oneid.v1.Registry/CountCards";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_calls_answer_as_unary_calls_do() {
-    let c = Cluster::start(3, &[]);
+    let c = Cluster::start(
+        3,
+        &[
+            "--log-format",
+            "json",
+            "--log-filter",
+            "info,openraft=warn,oneid::api::batch=debug",
+        ],
+    );
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let batch = Arc::new(Multiplexer::new(c.endpoint(leader), WAIT));
 
@@ -120,4 +128,37 @@ async fn batched_calls_answer_as_unary_calls_do() {
     // A batch's writes are raft writes like any other: every replica
     // holds the same data.
     c.assert_replicas_agree(leader, &[1, 2, 3]).await;
+
+    // Each call closes with a line of its own, under the stream's request
+    // id; a method the client made up is logged by the metrics' label.
+    let log = std::fs::read_to_string(&c.node(leader).log).expect("leader log");
+    let done: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "call done")
+        .collect();
+    let stream_ids: std::collections::HashSet<String> = done
+        .iter()
+        .map(|l| {
+            let stream = &l["spans"][0];
+            assert_eq!(stream["name"], "request", "{l}");
+            assert_eq!(stream["method"], "/oneid.v1.Batch/Calls", "{l}");
+            stream["request_id"]
+                .as_str()
+                .expect("request id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(stream_ids.len(), 1, "one stream: {stream_ids:?}");
+    let calls = |method: &str, code: &str| {
+        done.iter()
+            .filter(|l| l["span"]["name"] == "call")
+            .filter(|l| l["span"]["method"] == method && l["fields"]["code"] == code)
+            .count()
+    };
+    assert_eq!(calls(REGISTER, "OK"), 80, "{}", c.logs());
+    assert_eq!(calls(REGISTER, "InvalidArgument"), 2, "{}", c.logs());
+    assert_eq!(calls(COUNT, "OK"), 41, "{}", c.logs());
+    assert_eq!(calls("unknown", "Unimplemented"), 2, "{}", c.logs());
+    assert!(!log.contains("NoSuchMethod"), "{}", c.logs());
 }

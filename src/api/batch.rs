@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::ApiError;
 use crate::gateway::methods::{within, Call, RPCS};
@@ -80,38 +81,61 @@ struct Caller {
     api: Arc<Inner>,
     who: Principal,
     peer: Option<SocketAddr>,
+    /// The stream's request span (with its request id), parent of each
+    /// call's span, so a call's log lines name the stream it came on.
+    span: tracing::Span,
 }
 
 impl Caller {
     async fn answer(&self, call: pb::BatchCall) -> pb::BatchReply {
-        match self.run(&call.method, call.request).await {
+        let found = self.api.methods.get(&call.method);
+        // The label the method's metrics use: a path the client made up
+        // must not reach the log as is.
+        let label = found.map_or("unknown", |(_, counted)| counted.label.as_str());
+        let span = tracing::info_span!(parent: &self.span, "call", id = call.id, method = %label);
+        let start = Instant::now();
+        let result = match found {
+            Some((run, _)) => {
+                self.checked(&call.method, *run, call.request)
+                    .instrument(span.clone())
+                    .await
+            }
+            None => Err(Status::unimplemented(format!(
+                "{:?} is not a unary method of the client services",
+                call.method
+            ))),
+        };
+        let elapsed = start.elapsed();
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        let code_name = code_name(Some(code as i32), true);
+        if let Some((_, counted)) = found {
+            counted.record(code_name, elapsed);
+        }
+        // Debug, like a unary call's closing line (observe::grpc); inside
+        // the call's span so the line lists the stream's span (and its
+        // request id) too.
+        span.in_scope(|| {
+            tracing::debug!(
+                code = code_name,
+                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "call done"
+            )
+        });
+        match result {
             Ok(response) => pb::BatchReply {
                 id: call.id,
-                code: tonic::Code::Ok as i32,
+                code: code as i32,
                 response: response.into(),
                 ..Default::default()
             },
             Err(status) => pb::BatchReply {
                 id: call.id,
-                code: status.code() as i32,
+                code: code as i32,
                 response: Bytes::new(),
                 message: status.message().to_string(),
                 details: status.details().to_vec(),
             },
         }
-    }
-
-    async fn run(&self, method: &str, request: Bytes) -> Result<Vec<u8>, Status> {
-        let Some((call, counted)) = self.api.methods.get(method) else {
-            return Err(Status::unimplemented(format!(
-                "{method:?} is not a unary method of the client services"
-            )));
-        };
-        let start = Instant::now();
-        let result = self.checked(method, *call, request).await;
-        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
-        counted.record(code_name(Some(code as i32), true), start.elapsed());
-        result
     }
 
     /// Runs one call the way the gRPC server's layers would run it alone.
@@ -138,6 +162,7 @@ impl pb::batch_server::Batch for BatchApi {
             api: self.inner.clone(),
             who: authz::caller(&req)?.clone(),
             peer: req.remote_addr(),
+            span: tracing::Span::current(),
         });
         let (answered, replies) = mpsc::unbounded_channel();
         let (out, stream) = mpsc::channel(4);
