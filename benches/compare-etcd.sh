@@ -9,7 +9,8 @@
 # oneid is measured twice per op and round: one gRPC call per operation
 # ("unary", as etcd's client sends them) and all clients' calls to a node
 # over one Batch/Calls stream ("batch"); MODES="unary" or MODES="batch"
-# measures one of them.
+# measures one of them. OPS="link" (or any of register count mixed link)
+# measures only those ops, in that order.
 #
 #   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
@@ -18,6 +19,7 @@ CLIENTS=${1:-64}
 SECS=${2:-10}
 ROUNDS=${3:-1}
 read -ra MODES <<<"${MODES:-unary batch}"
+read -ra OPS <<<"${OPS:-register count mixed link}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 cargo build --quiet --bin oneid
@@ -61,7 +63,6 @@ run() { # side endpoints op run round [flags]
   R["$side-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
   R["$side-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
-OPS=(register count mixed link)
 n=1
 for round in $(seq "$ROUNDS"); do
   for op in "${OPS[@]}"; do
