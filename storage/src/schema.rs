@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
-    DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
+    DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, SliceTransform,
+    WriteBatch, WriteOptions, DB,
 };
 
 use crate::StorageError;
@@ -72,6 +72,20 @@ pub fn sm_cf_name(key: &[u8]) -> &'static str {
 
 /// `sm_data` values at least this long are kept in blob files.
 pub const BLOB_MIN_BYTES: u64 = 16 << 10;
+
+/// The name `sm_data`'s prefix extractor is recorded under in each table
+/// file: files written under another name (or none) keep being read, but
+/// their prefix filters are not used. Change it whenever
+/// `keys::scan_prefix_len` changes.
+const SCAN_PREFIX_EXTRACTOR: &str = "oneid.scan_prefix.v1";
+
+fn scan_prefix(key: &[u8]) -> &[u8] {
+    &key[..crate::keys::scan_prefix_len(key).unwrap_or(key.len())]
+}
+
+fn in_scan_group(key: &[u8]) -> bool {
+    crate::keys::scan_prefix_len(key).is_some()
+}
 
 /// Memory bounds, sized so a node with 10 M cards stays well under 1 GiB.
 #[derive(Debug, Clone, Copy)]
@@ -165,12 +179,17 @@ impl Db {
                 // written levelled opens as is: each non-empty level counts
                 // as one sorted run.
                 o.set_compaction_style(DBCompactionStyle::Universal);
-                // No prefix extractor: point reads check whole-key filters
-                // and every scan seeks in total order, so the id-prefix
-                // entries it added to every filter (and every memtable
-                // insert's bloom) were never read. Without them 10 M cards
-                // loaded in 179.7 s against 182.2 s and took 1.8 instead
-                // of 1.9 GiB per node (session 19).
+                // Prefixes only for the groups prefix scans read whole
+                // (`keys::scan_prefix_len`): an extractor over every key
+                // (the id prefix, until session 19) added an entry to every
+                // filter and memtable bloom that no read used, and without
+                // it 10 M cards loaded in 179.7 s against 182.2 s. Point
+                // reads check whole-key filters either way.
+                o.set_prefix_extractor(SliceTransform::create(
+                    SCAN_PREFIX_EXTRACTOR,
+                    scan_prefix,
+                    Some(in_scan_group),
+                ));
                 // The memtable's bloom filter, as a share of its size: 2 %
                 // is 1.3 MB, ~14 bits for each of the ~750 k prefixes and
                 // keys a full memtable held then (1-2 % false positives).
@@ -339,9 +358,14 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StorageError> {
         let mut opts = ReadOptions::default();
-        // Key order across prefixes, whatever prefix options a table was
-        // built with (builds before session 19 set a prefix extractor).
-        opts.set_total_order_seek(true);
+        if crate::keys::scan_prefix_len(prefix) == Some(prefix.len()) {
+            // One scan group: the prefix filters may rule files out.
+            opts.set_prefix_same_as_start(true);
+        } else {
+            // Key order across prefixes, whatever prefix options a table
+            // was built with.
+            opts.set_total_order_seek(true);
+        }
         if let Some(end) = prefix_end(prefix) {
             opts.set_iterate_upper_bound(end);
         }
@@ -421,6 +445,67 @@ mod tests {
         assert_eq!(
             db.scan_sm(b"c", None, 10).unwrap(),
             vec![(b"c-small".to_vec(), b"small".to_vec())]
+        );
+    }
+
+    #[test]
+    fn group_scans_find_exactly_what_key_order_scans_find_across_files() {
+        use crate::keys::{card_key, card_prefix, link_key, link_prefix, msisdn_key};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Tuning::default()).unwrap();
+        let cf = db.cf(CF_SM_DATA).unwrap();
+        let numbers: Vec<String> = (0..12).map(|n| format!("1380000{n:04}")).collect();
+        let ids: Vec<[u8; 32]> = (0..6u8).map(|i| [i * 40; 32]).collect();
+        // Spread over five files and the memtable, each group in several.
+        let mut written = Vec::new();
+        for round in 0..6u8 {
+            for (n, number) in numbers.iter().enumerate() {
+                if (n + round as usize).is_multiple_of(3) {
+                    continue;
+                }
+                let k = link_key(number, "wechat", &format!("acct-{round}-{n}"));
+                written.push(k);
+                written.push(msisdn_key(number));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if (i + round as usize).is_multiple_of(2) {
+                    written.push(card_key(id, &numbers[(i + round as usize) % 12]));
+                }
+            }
+            for k in &written {
+                db.raw().put_cf(cf, k, [round]).unwrap();
+            }
+            if round < 5 {
+                db.flush_state_machine().unwrap();
+            }
+        }
+        let everything = db.scan_sm(b"", None, usize::MAX).unwrap();
+        let in_order = |prefix: &[u8]| -> Vec<KeyValue> {
+            let rows = everything.iter().filter(|(k, _)| k.starts_with(prefix));
+            rows.cloned().collect()
+        };
+        let mut groups: Vec<Vec<u8>> = numbers.iter().map(|n| link_prefix(n)).collect();
+        groups.extend(ids.iter().map(card_prefix));
+        groups.push(link_prefix("13999999999"));
+        groups.push(card_prefix(&[255; 32]));
+        for group in &groups {
+            let want = in_order(group);
+            assert_eq!(db.scan_sm(group, None, usize::MAX).unwrap(), want);
+            assert_eq!(
+                db.scan_sm(group, None, 2).unwrap(),
+                want[..want.len().min(2)]
+            );
+            if let Some((first, _)) = want.first() {
+                assert_eq!(
+                    db.scan_sm(group, Some(first), usize::MAX).unwrap(),
+                    want[1..]
+                );
+            }
+        }
+        assert!(groups.iter().take(12).all(|g| !in_order(g).is_empty()));
+        assert_eq!(
+            in_order(b"l").len(),
+            db.scan_sm(b"l", None, usize::MAX).unwrap().len()
         );
     }
 
