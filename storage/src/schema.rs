@@ -179,7 +179,7 @@ impl Db {
                 // written levelled opens as is: each non-empty level counts
                 // as one sorted run.
                 o.set_compaction_style(DBCompactionStyle::Universal);
-                // Prefixes only for the groups prefix scans read whole
+                // Prefixes only for the group hot prefix scans read whole
                 // (`keys::scan_prefix_len`): an extractor over every key
                 // (the id prefix, until session 19) added an entry to every
                 // filter and memtable bloom that no read used, and without
