@@ -92,8 +92,22 @@ impl Multiplexer {
         }
         let gone = || Status::unavailable("the batch stream to the node closed");
         let answered = async {
-            self.stream().send(queued).await.map_err(|_| gone())?;
-            answer.await.map_err(|_| gone())?
+            // A stream that ended (refused, or broken) between handing out
+            // its queue and this send never saw the call: it goes on a new
+            // stream, where a refusal reaches it as that stream's answer.
+            let mut queued = queued;
+            let mut resent = 0;
+            loop {
+                match self.stream().send(queued).await {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(back)) if resent < 2 => {
+                        queued = back;
+                        resent += 1;
+                    }
+                    Err(_) => return Err(gone()),
+                }
+            }
+            answer.await.unwrap_or_else(|_| Err(gone()))
         };
         tokio::time::timeout(self.timeout, answered)
             .await
