@@ -23,7 +23,7 @@ use super::ApiError;
 use crate::gateway::methods::{within, Call, RPCS};
 use crate::gateway::Services;
 use crate::limits::shed::ShedLayer;
-use crate::observe::grpc::code_name;
+use crate::observe::grpc::{code_name, micros};
 use crate::observe::metrics::{MethodMetrics, Metrics};
 use crate::pb;
 use crate::security::authz;
@@ -115,11 +115,7 @@ impl Caller {
         // the call's span so the line lists the stream's span (and its
         // request id) too.
         span.in_scope(|| {
-            tracing::debug!(
-                code = code_name,
-                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                "call done"
-            )
+            tracing::debug!(code = code_name, elapsed_us = micros(elapsed), "call done")
         });
         match result {
             Ok(response) => pb::BatchReply {

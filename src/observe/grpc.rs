@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -129,7 +129,7 @@ impl Drop for Recorder {
         tracing::debug!(
             parent: &self.span,
             code,
-            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            elapsed_us = micros(elapsed),
             "request done"
         );
     }
@@ -185,6 +185,11 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok())
+}
+
+/// A call's time for its closing log line (`elapsed_us`), unary or batched.
+pub(crate) fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Status names as other gRPC Prometheus exporters spell them ("OK",
