@@ -226,6 +226,7 @@ pub async fn run(
             writer.clone(),
             reader.clone(),
             keyring.clone(),
+            query_limit.clone(),
         )),
         regulator: Arc::new(RegulatorApi::new(
             writer.clone(),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    AliasRecord, AuditBlock, AuditRecord, CardRecord, DisputeRecord, HolderRecord, KeyStateRecord,
-    LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord, RestrictionRecord,
-    ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V, DISPUTE_V, KEY_STATE_V,
-    LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V, REVERIFY_V, STATS_V,
+    AliasRecord, AuditBlock, AuditRecord, CardRecord, DedupRecord, DisputeRecord, HolderRecord,
+    KeyStateRecord, LinkRecord, LockoutRecord, MsisdnRecord, OutboxRecord, PendingRecord,
+    RestrictionRecord, ReverifyRecord, StatsRecord, ALIAS_V, AUDIT_BLOCK_V, AUDIT_V, CARD_V,
+    DEDUP_V, DISPUTE_V, KEY_STATE_V, LINK_V, LOCKOUT_V, OUTBOX_V, PENDING_V, RESTRICTION_V,
+    REVERIFY_V, STATS_V,
 };
 use oneid_storage::rocksdb::{IteratorMode, ReadOptions};
 use oneid_storage::schema::{sm_cf_name, CF_SM_DATA, SM_RECORD_CFS};
@@ -289,6 +290,14 @@ impl Reader {
     pub fn has_aliases(&self) -> Result<bool, StorageError> {
         Ok(!self.db.scan_sm(keys::MOVED_PREFIX, None, 1)?.is_empty()
             || !self.db.scan_sm(keys::ARRIVED_PREFIX, None, 1)?.is_empty())
+    }
+
+    /// Whether this replica has applied a write under `request_id` that is
+    /// still remembered (its retry replays the first outcome).
+    pub fn remembers_request(&self, request_id: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .get::<DedupRecord>(DEDUP_V, &keys::dedup_key(request_id))?
+            .is_some())
     }
 
     pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {

@@ -1,6 +1,7 @@
 //! Abuse limits on a real node: the per-caller query rate (RESOURCE_EXHAUSTED,
 //! reason RATE_LIMITED, with RetryInfo; served again after the delay) shared
-//! by every query RPC, and the configured import batch bound.
+//! by every query RPC and by opening a dispute, and the configured import
+//! batch bound.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use oneid::pb;
+use oneid::pb::disputes_client::DisputesClient;
 use oneid::pb::linkage_client::LinkageClient;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -83,6 +85,17 @@ async fn a_burst_of_counts_is_rate_limited_until_the_retry_delay_passes() {
         })
         .await
         .expect_err("count by SMS while limited");
+    assert_eq!(reason(&s), "RATE_LIMITED", "{s:?}");
+    // Opening a dispute says whether a number is held under an identity.
+    let s = DisputesClient::new(c.endpoint(1))
+        .open_dispute(pb::OpenDisputeRequest {
+            request_id: "abuse-dispute-1".into(),
+            identity: Some(id.clone()),
+            msisdn: "13800138000".into(),
+            contact_msisdn: String::new(),
+        })
+        .await
+        .expect_err("dispute while limited");
     assert_eq!(reason(&s), "RATE_LIMITED", "{s:?}");
     // The HTTP gateway keys on the same peer address: 429.
     let body = serde_json::json!({

@@ -541,6 +541,21 @@ async fn disputes_high_risk_restrictions_and_links() {
         .await
         .expect("count by SMS")
         .into_inner();
+    // A retry replays the first answer, even once the number given would
+    // no longer pass the possession check (here: one the identity never
+    // held), and counts no failed verification.
+    let retried = c
+        .registry(leader)
+        .request_count_notification(pb::CountNotificationRequest {
+            request_id: "n-1".into(),
+            identity: Some(a.clone()),
+            verify_msisdn: "13800000099".into(),
+        })
+        .await
+        .expect("count by SMS, retried")
+        .into_inner();
+    assert!(retried.replayed);
+    assert_eq!(retried.notification_id, queued.notification_id);
     let mut gateway = NotificationsClient::new(c.endpoint(leader));
     let outbox = gateway
         .list_outbox(pb::ListOutboxRequest {
@@ -738,6 +753,16 @@ async fn every_field_is_checked(c: &Cluster, node: u64, good: &pb::Identity) {
         }),
         "sms: verify"
     );
+    // Malformed before the possession check, which would count a number
+    // the identity does not hold toward its lockout.
+    bad!(
+        reg.request_count_notification(pb::CountNotificationRequest {
+            request_id: String::new(),
+            identity: Some(good.clone()),
+            verify_msisdn: "13999999999".into()
+        }),
+        "sms: request id"
+    );
     let open =
         |rid: &str, id: Option<pb::Identity>, m: &str, contact: &str| pb::OpenDisputeRequest {
             request_id: rid.into(),
@@ -829,6 +854,21 @@ async fn every_field_is_checked(c: &Cluster, node: u64, good: &pb::Identity) {
             policy: None
         }),
         "policy: missing"
+    );
+    bad!(
+        rgl.set_policy(pb::SetPolicyRequest {
+            request_id: "b-13b".into(),
+            policy: Some(pb::Policy {
+                own_hall_threshold: 5,
+                reverify_window_seconds: 86_400,
+                max_cards_per_carrier: 0,
+                max_cards_total: 0,
+                max_failed_verifications: 3,
+                // Saturated to u64::MAX ms once: a lockout that never ends.
+                lockout_seconds: u64::MAX / 100,
+            })
+        }),
+        "policy: lockout beyond ten years"
     );
     bad!(
         rgl.list_audit(pb::ListAuditRequest {

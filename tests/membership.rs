@@ -19,6 +19,26 @@ async fn a_learner_joins_catches_up_and_votes() {
     let n4 = c.add_node();
     let addr4 = c.node(n4).addr.clone();
 
+    // Bad input is INVALID_ARGUMENT, before any change is tried.
+    let mut cluster = oneid::pb::cluster_client::ClusterClient::new(c.endpoint(leader));
+    for (node_id, addr) in [(0, addr4.as_str()), (4, "not an address")] {
+        let refused = cluster
+            .add_learner(oneid::pb::AddLearnerRequest {
+                node_id,
+                addr: addr.into(),
+            })
+            .await
+            .expect_err("bad learner");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    for voters in [vec![], vec![0, 1]] {
+        let refused = cluster
+            .change_voters(oneid::pb::ChangeVotersRequest { voters })
+            .await
+            .expect_err("bad voters");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+
     let ep = c.node(1).addr.clone();
     let add = oneid_cli(&["member", "add", "4", &addr4, "--endpoints", &ep]);
     assert!(add.status.success(), "{}", output_text(&add));

@@ -9,7 +9,7 @@ use crate::command::{
     Cancel, Command, Envelope, FlagHighRisk, KeyBinding, Link, NotifyCount, OpenDispute, Register,
     ResolveDispute, Restrict, Reverified, SetPolicy, Unrestrict, COMMAND_VERSION,
 };
-use crate::domain::{DomainError, Reason};
+use crate::domain::{window_ms, DomainError, Reason};
 use crate::pb;
 use crate::security::authz;
 
@@ -137,14 +137,17 @@ pub fn set_policy(req: &pb::SetPolicyRequest) -> Result<Command, ApiError> {
         .policy
         .as_ref()
         .ok_or_else(|| required("policy is required"))?;
-    Ok(Command::SetPolicy(SetPolicy {
+    let values = SetPolicy {
         own_hall_threshold: p.own_hall_threshold,
-        reverify_window_ms: p.reverify_window_seconds.saturating_mul(1000),
+        reverify_window_ms: window_ms("reverify_window_seconds", p.reverify_window_seconds)?,
         max_per_carrier: p.max_cards_per_carrier,
         max_total: p.max_cards_total,
         max_failed_verifications: p.max_failed_verifications,
-        lockout_ms: p.lockout_seconds.saturating_mul(1000),
-    }))
+        lockout_ms: window_ms("lockout_seconds", p.lockout_seconds)?,
+    };
+    // Apply checks again; refused here, a bad policy never enters the log.
+    crate::apply::policy_of(&values).validate()?;
+    Ok(Command::SetPolicy(values))
 }
 
 pub fn open_dispute(keyring: &Keyring, req: &pb::OpenDisputeRequest) -> Result<Bound, ApiError> {

@@ -9,6 +9,7 @@ use super::writer::{unexpected, Writer};
 use super::{commands, ApiError};
 use crate::command::Outcome;
 use crate::domain::{DisputeOutcome, DomainError, Msisdn, Reason};
+use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::disputes_server::Disputes;
 use crate::reader::Reader;
@@ -18,14 +19,16 @@ pub struct DisputesApi {
     writer: Writer,
     reader: Reader,
     keyring: Keyring,
+    queries: QueryLimit,
 }
 
 impl DisputesApi {
-    pub fn new(writer: Writer, reader: Reader, keyring: Keyring) -> Self {
+    pub fn new(writer: Writer, reader: Reader, keyring: Keyring, queries: QueryLimit) -> Self {
         DisputesApi {
             writer,
             reader,
             keyring,
+            queries,
         }
     }
 }
@@ -36,6 +39,10 @@ impl Disputes for DisputesApi {
         &self,
         req: Request<pb::OpenDisputeRequest>,
     ) -> Result<Response<pb::OpenDisputeResponse>, Status> {
+        // Whether a dispute opens says whether a number is held under an
+        // identity, as a count does: it draws on the same allowance, or a
+        // caller could probe numbers here without the count's limits.
+        self.queries.check(&req)?;
         let req = req.into_inner();
         let (index, applied) = self
             .keyring

@@ -286,18 +286,31 @@ impl Registry for RegistryApi {
         let req = req.into_inner();
         let identity = convert::identity(req.identity.as_ref()).map_err(ApiError::from)?;
         let verify = convert::msisdn(&req.verify_msisdn).map_err(ApiError::from)?;
-        // Checked here first so failures count toward the lockout (a refused
-        // command leaves no writes); apply checks again against the state it
-        // writes into.
-        verify::possession(
-            &self.keyring,
-            &self.reader,
-            &self.writer,
-            &identity,
-            &verify,
-            None,
-        )
-        .await?;
+        // Before the possession check, which writes the lockout state: a
+        // request refused as malformed must leave nothing behind.
+        convert::request_id(&req.request_id).map_err(ApiError::from)?;
+        // A retry of a request this node has applied replays its first
+        // answer (below), whatever the possession check would say now; one
+        // not yet applied here is checked as new, and apply replays it
+        // anyway if it was.
+        if !self
+            .reader
+            .remembers_request(&req.request_id)
+            .map_err(ApiError::from)?
+        {
+            // Checked here first so failures count toward the lockout (a
+            // refused command leaves no writes); apply checks again against
+            // the state it writes into.
+            verify::possession(
+                &self.keyring,
+                &self.reader,
+                &self.writer,
+                &identity,
+                &verify,
+                None,
+            )
+            .await?;
+        }
         let (index, applied) = self
             .keyring
             .submit(&self.writer, &req.request_id, || {

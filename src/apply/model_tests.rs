@@ -350,6 +350,27 @@ impl Model {
 
 const ACCOUNT: &str = "acct";
 
+/// A personal card's registration, by the own hall with strict
+/// verification or else by an agent.
+fn registration(id_key: IdKey, msisdn: &str, carrier: &str, province: u8, strict: bool) -> Command {
+    let channel = if strict {
+        Channel::OwnHall
+    } else {
+        Channel::Agent
+    };
+    Command::Register(Register {
+        id_key,
+        msisdn: msisdn.into(),
+        carrier: carrier.into(),
+        province,
+        kind: 1,
+        channel: channel.code() as u8,
+        strict_verification: strict,
+        last6_tag: [9; 16],
+        unit_key: None,
+    })
+}
+
 fn command_of(op: &Op) -> Option<Command> {
     Some(match *op {
         Op::Register {
@@ -357,22 +378,7 @@ fn command_of(op: &Op) -> Option<Command> {
             num,
             carrier,
             strict,
-        } => Command::Register(Register {
-            id_key: id(who),
-            msisdn: NUMBERS[num].into(),
-            carrier: CARRIERS[carrier].into(),
-            province: 11,
-            kind: 1,
-            channel: if strict {
-                Channel::OwnHall
-            } else {
-                Channel::Agent
-            }
-            .code() as u8,
-            strict_verification: strict,
-            last6_tag: [9; 16],
-            unit_key: None,
-        }),
+        } => registration(id(who), NUMBERS[num], CARRIERS[carrier], 11, strict),
         Op::Cancel { num, carrier } => Command::Cancel(Cancel {
             msisdn: NUMBERS[num].into(),
             carrier: CARRIERS[carrier].into(),
@@ -603,8 +609,12 @@ fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
 
 /// Applies one command in a transaction of its own and commits it.
 fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
+    apply_command(db, pol, seq, command_of(op).expect("a command"))
+}
+
+fn apply_command(db: &Db, pol: &mut Policy, seq: u64, command: Command) -> Outcome {
     let mut tx = Tx::new(db);
-    let bytes = envelope_bytes(seq, command_of(op).expect("a command"));
+    let bytes = envelope_bytes(seq, command);
     let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &bytes).unwrap();
     db.raw().write(tx.into_batch().unwrap()).unwrap();
     got.outcome
@@ -648,4 +658,54 @@ fn a_version_2_summary_stays_unlisted_and_counts_read_the_card() {
     let holder = reader.holder(&id(0)).unwrap();
     assert_eq!((holder.total(), holder.in_service), (2, None));
     assert!(!active(0) && active(1) && !active(2));
+}
+
+/// Registers card `seq` of identity 0 at `carrier` in `province`.
+fn register_at(
+    db: &Db,
+    pol: &mut Policy,
+    seq: u64,
+    carrier: &str,
+    province: u8,
+    strict: bool,
+) -> Outcome {
+    let msisdn = format!("1390000{seq:04}");
+    let command = registration(id(0), &msisdn, carrier, province, strict);
+    apply_command(db, pol, seq, command)
+}
+
+/// The own-hall threshold counts a basic carrier's cards per province and
+/// an MVNO's in every province (182号: "the same carrier-province, or the
+/// same MVNO").
+#[test]
+fn an_mvno_counts_nationwide_a_basic_carrier_per_province() {
+    let (_dir, db) = super::test_db();
+    let mut pol = policy();
+    let registered = |o: &Outcome| matches!(o, Outcome::Registered { .. });
+    // THRESHOLD (2) cards at CMCC in each of three provinces, by agent.
+    let mut seq = 0;
+    for province in [11, 31, 44] {
+        for _ in 0..THRESHOLD {
+            seq += 1;
+            let o = register_at(&db, &mut pol, seq, "CMCC", province, false);
+            assert!(registered(&o), "CMCC/{province}: {o:?}");
+        }
+    }
+    // An MVNO: THRESHOLD cards in different provinces, then the next one,
+    // in a province where it holds none, needs the own hall.
+    for province in [11, 31] {
+        seq += 1;
+        let o = register_at(&db, &mut pol, seq, "XIAOMI", province, false);
+        assert!(registered(&o), "XIAOMI/{province}: {o:?}");
+    }
+    seq += 1;
+    let refused = register_at(&db, &mut pol, seq, "XIAOMI", 44, false);
+    assert_eq!(
+        refused.as_error().map(|e| e.reason),
+        Some(Reason::LimitExceeded),
+        "{refused:?}"
+    );
+    seq += 1;
+    let o = register_at(&db, &mut pol, seq, "XIAOMI", 44, true);
+    assert!(registered(&o), "XIAOMI by the own hall: {o:?}");
 }

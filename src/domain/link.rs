@@ -65,13 +65,15 @@ impl AccountId {
     }
 }
 
-/// The last six characters of an ID number, as a person types them.
+/// The last six characters of an ID number, as a person types them: all
+/// five of a five-character passport number ([`super::Identity::last6`]
+/// of such a holder is five characters, and they must be able to ask).
 pub fn parse_last6(raw: &str) -> Result<String, DomainError> {
     let s = raw.trim().to_ascii_uppercase();
-    if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !(5..=6).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(DomainError::new(
             Reason::InvalidId,
-            "id_last6 must be the last 6 characters of the ID number",
+            "id_last6 must be the last 6 characters of the ID number (all 5 of a 5-character passport number)",
         ));
     }
     Ok(s)
@@ -162,8 +164,21 @@ mod tests {
             assert!(AccountId::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_last6("12345x").unwrap(), "12345X");
-        for bad in ["", "12345", "1234567", "12 345", "12345!"] {
+        for bad in ["", "1234", "1234567", "12 345", "12345!"] {
             assert_eq!(parse_last6(bad).unwrap_err().reason, Reason::InvalidId);
+        }
+    }
+
+    #[test]
+    fn every_holder_can_type_their_last6() {
+        use crate::domain::{DocType, Identity};
+        for (doc, number) in [
+            (DocType::Passport, "E1234"),
+            (DocType::Passport, "E12345678"),
+            (DocType::ResidentId, "11010519491231002X"),
+        ] {
+            let id = Identity::parse(doc, number).unwrap();
+            assert_eq!(parse_last6(id.last6()).unwrap(), id.last6(), "{number}");
         }
     }
 

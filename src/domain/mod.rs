@@ -19,5 +19,5 @@ pub use lifecycle::{next_status, Event, Lifecycle, SuspendReason};
 pub use link::{AccountId, DisputeOutcome, Platform};
 pub use rules::{
     check_carrier, check_registration, check_responsible_unit, check_restriction,
-    record_failed_verification, Policy, RegistrationContext, DAY_MS,
+    record_failed_verification, window_ms, Policy, RegistrationContext, DAY_MS,
 };

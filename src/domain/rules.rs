@@ -26,6 +26,22 @@ pub struct Policy {
 
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
+/// Longest re-verification window or lockout a regulator may set: ten
+/// years. Longer is no policy but a typo, and near `u64::MAX` a deadline
+/// would never come.
+pub const MAX_WINDOW_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
+/// A policy time window given in seconds, in milliseconds.
+pub fn window_ms(name: &str, seconds: u64) -> Result<u64, DomainError> {
+    if seconds > MAX_WINDOW_SECONDS {
+        return Err(DomainError::new(
+            Reason::InvalidArgument,
+            format!("{name} is {seconds} s; at most {MAX_WINDOW_SECONDS} s (ten years) allowed"),
+        ));
+    }
+    Ok(seconds * 1000)
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
@@ -40,6 +56,9 @@ impl Default for Policy {
 }
 
 pub struct RegistrationContext {
+    /// Active personal cards at the carrier in the card's province, or in
+    /// every province for an MVNO (182号: "the same carrier-province, or
+    /// the same MVNO").
     pub active_at_carrier_province: u32,
     /// Held at the same carrier in all provinces.
     pub held_at_carrier: u32,
@@ -88,7 +107,7 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         return Err(DomainError::new(
             Reason::LimitExceeded,
             format!(
-                "the identity holds {} cards at this carrier-province; at {} or more a new card needs the carrier's own hall with strict verification",
+                "the identity holds {} cards at this carrier-province (nationwide at an MVNO); at {} or more a new card needs the carrier's own hall with strict verification",
                 ctx.active_at_carrier_province, policy.own_hall_threshold
             ),
         ));
@@ -207,6 +226,20 @@ pub fn check_restriction(restriction: Option<(&str, u64)>, now_ms: u64) -> Resul
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn policy_windows_stop_at_ten_years() {
+        assert_eq!(window_ms("w", 86_400).unwrap(), 86_400_000);
+        assert_eq!(
+            window_ms("w", MAX_WINDOW_SECONDS).unwrap(),
+            MAX_WINDOW_SECONDS * 1000
+        );
+        for too_long in [MAX_WINDOW_SECONDS + 1, u64::MAX / 1000 + 1, u64::MAX] {
+            let e = window_ms("lockout_seconds", too_long).unwrap_err();
+            assert_eq!(e.reason, Reason::InvalidArgument);
+            assert!(e.message.contains("lockout_seconds"), "{}", e.message);
+        }
+    }
 
     fn ctx(active: u32, channel: Channel, strict: bool) -> RegistrationContext {
         RegistrationContext {
