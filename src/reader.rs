@@ -292,12 +292,24 @@ impl Reader {
             || !self.db.scan_sm(keys::ARRIVED_PREFIX, None, 1)?.is_empty())
     }
 
-    /// Whether this replica has applied a write under `request_id` that is
-    /// still remembered (its retry replays the first outcome).
-    pub fn remembers_request(&self, request_id: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .get::<DedupRecord>(DEDUP_V, &keys::dedup_key(request_id))?
-            .is_some())
+    /// The first outcome of a write under `request_id`, if this replica has
+    /// applied one and still remembers it (a record that never changes
+    /// until the replicated trim removes it).
+    pub fn remembered_outcome(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<crate::command::Outcome>, StorageError> {
+        let key = keys::dedup_key(request_id);
+        let Some(first) = self.get::<DedupRecord>(DEDUP_V, &key)? else {
+            return Ok(None);
+        };
+        crate::command::decode(&first.outcome)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                cf: sm_cf_name(&key),
+                key: codec::hex(&key),
+                reason: e.to_string(),
+            })
     }
 
     pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {

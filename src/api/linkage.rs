@@ -94,7 +94,7 @@ impl Linkage for LinkageApi {
             // Same answer for "no such number" and "wrong digits": the query must
             // not reveal whether a number is registered. Guesses against a held
             // number count toward its holder's lockout.
-            let failure = "the number is not registered under an ID ending in these 6 characters";
+            let failure = "the number is not registered under an ID ending in these characters";
             match holder {
                 None => {
                     return Err(ApiError::from(DomainError::new(

@@ -289,42 +289,59 @@ impl Registry for RegistryApi {
         // Before the possession check, which writes the lockout state: a
         // request refused as malformed must leave nothing behind.
         convert::request_id(&req.request_id).map_err(ApiError::from)?;
-        // A retry of a request this node has applied replays its first
-        // answer (below), whatever the possession check would say now; one
-        // not yet applied here is checked as new, and apply replays it
-        // anyway if it was.
-        if !self
+        // A retry of a request this node has applied gets its first answer
+        // from here, whatever the possession check would say now. Nothing
+        // is proposed for it: a command that skipped the check below must
+        // never run (where the leader has already trimmed the id it would
+        // run as new, an uncounted possession check). A retry this node has
+        // not applied yet is checked as new, and replayed by apply.
+        if let Some(first) = self
             .reader
-            .remembers_request(&req.request_id)
+            .remembered_outcome(&req.request_id)
             .map_err(ApiError::from)?
         {
-            // Checked here first so failures count toward the lockout (a
-            // refused command leaves no writes); apply checks again against
-            // the state it writes into.
-            verify::possession(
-                &self.keyring,
-                &self.reader,
-                &self.writer,
-                &identity,
-                &verify,
-                None,
-            )
-            .await?;
+            let applied_index = self.reader.applied_index().map_err(ApiError::from)?;
+            return notification_response(first, applied_index, true);
         }
+        // Checked here first so failures count toward the lockout (a refused
+        // command leaves no writes); apply checks again against the state it
+        // writes into.
+        verify::possession(
+            &self.keyring,
+            &self.reader,
+            &self.writer,
+            &identity,
+            &verify,
+            None,
+        )
+        .await?;
         let (index, applied) = self
             .keyring
             .submit(&self.writer, &req.request_id, || {
                 commands::notify_count(&self.keyring, &req)
             })
             .await?;
-        match applied.outcome {
-            Outcome::Notified { notification_id } => Ok(Response::new(pb::NotificationResponse {
-                notification_id,
-                applied_index: index,
-                replayed: applied.replayed,
-            })),
-            other => Err(unexpected("count notification", &other).into()),
-        }
+        notification_response(applied.outcome, index, applied.replayed)
+    }
+}
+
+/// A count notification's answer from its outcome (a remembered refusal
+/// replays as the error it was).
+fn notification_response(
+    outcome: Outcome,
+    applied_index: u64,
+    replayed: bool,
+) -> Result<Response<pb::NotificationResponse>, Status> {
+    if let Some(e) = outcome.as_error() {
+        return Err(ApiError::from(e).into());
+    }
+    match outcome {
+        Outcome::Notified { notification_id } => Ok(Response::new(pb::NotificationResponse {
+            notification_id,
+            applied_index,
+            replayed,
+        })),
+        other => Err(unexpected("count notification", &other).into()),
     }
 }
 

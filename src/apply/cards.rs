@@ -12,7 +12,6 @@ use oneid_storage::StorageError;
 
 use super::{corrupt, links, not_found, Step, Tx};
 use crate::command::{Cancel, FlagHighRisk, Outcome, Register, Reverified};
-use crate::domain::card::is_mvno;
 use crate::domain::{
     check_carrier, check_registration, check_restriction, next_status, CardKind, Carrier, Channel,
     DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
@@ -211,18 +210,13 @@ pub(super) fn register(
     let number = tx.number(&msisdn_key)?;
     let holder_key = keys::holder_key(&r.id_key);
     let mut holder = tx.holder(&holder_key)?.unwrap_or_default();
-    let held_at_carrier = holder
-        .by_carrier()
-        .get(r.carrier.as_str())
-        .copied()
-        .unwrap_or(0);
     let ctx = RegistrationContext {
-        active_at_carrier_province: if is_mvno(&r.carrier) {
-            held_at_carrier
-        } else {
-            holder.at(&r.carrier, r.province)
-        },
-        held_at_carrier,
+        active_at_carrier_province: holder.at(&r.carrier, r.province),
+        held_at_carrier: holder
+            .by_carrier()
+            .get(r.carrier.as_str())
+            .copied()
+            .unwrap_or(0),
         held_total: holder.total(),
         channel,
         strict_verification: r.strict_verification,

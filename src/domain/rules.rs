@@ -56,9 +56,6 @@ impl Default for Policy {
 }
 
 pub struct RegistrationContext {
-    /// Active personal cards at the carrier in the card's province, or in
-    /// every province for an MVNO (182号: "the same carrier-province, or
-    /// the same MVNO").
     pub active_at_carrier_province: u32,
     /// Held at the same carrier in all provinces.
     pub held_at_carrier: u32,
@@ -107,7 +104,7 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         return Err(DomainError::new(
             Reason::LimitExceeded,
             format!(
-                "the identity holds {} cards at this carrier-province (nationwide at an MVNO); at {} or more a new card needs the carrier's own hall with strict verification",
+                "the identity holds {} cards at this carrier-province; at {} or more a new card needs the carrier's own hall with strict verification",
                 ctx.active_at_carrier_province, policy.own_hall_threshold
             ),
         ));
