@@ -350,27 +350,6 @@ impl Model {
 
 const ACCOUNT: &str = "acct";
 
-/// A personal card's registration, by the own hall with strict
-/// verification or else by an agent.
-fn registration(id_key: IdKey, msisdn: &str, carrier: &str, province: u8, strict: bool) -> Command {
-    let channel = if strict {
-        Channel::OwnHall
-    } else {
-        Channel::Agent
-    };
-    Command::Register(Register {
-        id_key,
-        msisdn: msisdn.into(),
-        carrier: carrier.into(),
-        province,
-        kind: 1,
-        channel: channel.code() as u8,
-        strict_verification: strict,
-        last6_tag: [9; 16],
-        unit_key: None,
-    })
-}
-
 fn command_of(op: &Op) -> Option<Command> {
     Some(match *op {
         Op::Register {
@@ -378,7 +357,22 @@ fn command_of(op: &Op) -> Option<Command> {
             num,
             carrier,
             strict,
-        } => registration(id(who), NUMBERS[num], CARRIERS[carrier], 11, strict),
+        } => Command::Register(Register {
+            id_key: id(who),
+            msisdn: NUMBERS[num].into(),
+            carrier: CARRIERS[carrier].into(),
+            province: 11,
+            kind: 1,
+            channel: if strict {
+                Channel::OwnHall
+            } else {
+                Channel::Agent
+            }
+            .code() as u8,
+            strict_verification: strict,
+            last6_tag: [9; 16],
+            unit_key: None,
+        }),
         Op::Cancel { num, carrier } => Command::Cancel(Cancel {
             msisdn: NUMBERS[num].into(),
             carrier: CARRIERS[carrier].into(),
@@ -609,12 +603,8 @@ fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
 
 /// Applies one command in a transaction of its own and commits it.
 fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
-    apply_command(db, pol, seq, command_of(op).expect("a command"))
-}
-
-fn apply_command(db: &Db, pol: &mut Policy, seq: u64, command: Command) -> Outcome {
     let mut tx = Tx::new(db);
-    let bytes = envelope_bytes(seq, command);
+    let bytes = envelope_bytes(seq, command_of(op).expect("a command"));
     let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &bytes).unwrap();
     db.raw().write(tx.into_batch().unwrap()).unwrap();
     got.outcome
