@@ -151,9 +151,27 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("serving; Ctrl-C to stop");
-    tokio::signal::ctrl_c().await?;
+    stop_requested().await;
     drop(nodes);
     Ok(())
+}
+
+/// Ctrl-C, or the TERM a supervisor (`timeout`, `kill`) or the HUP a closed
+/// terminal sends: the demo returns, and dropping its nodes stops them.
+/// Killed by a signal it does not handle, it would leave them running.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::select! {
+                () = super::serve::shutdown_signal() => {}
+                _ = hup.recv() => {}
+            }
+            return;
+        }
+    }
+    super::serve::shutdown_signal().await;
 }
 
 async fn wait_for_leader(target: &Target, limit: Duration) -> anyhow::Result<u64> {

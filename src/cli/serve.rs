@@ -39,7 +39,7 @@ pub async fn run_config(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM so in-flight requests drain before exit.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
