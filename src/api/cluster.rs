@@ -6,8 +6,8 @@ use oneid_raft::Replica;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
+use super::writer::invalid;
 use super::ApiError;
-use crate::domain::{DomainError, Reason};
 use crate::pb;
 use crate::pb::cluster_server::Cluster;
 use crate::reader::Reader;
@@ -107,12 +107,12 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let req = req.into_inner();
         if req.node_id == 0 {
-            return Err(invalid("node_id must be positive".into()));
+            return Err(invalid("node_id must be positive").into());
         }
         let addr: std::net::SocketAddr = req
             .addr
             .parse()
-            .map_err(|_| invalid(format!("addr '{}' is not HOST:PORT", req.addr)))?;
+            .map_err(|_| Status::from(invalid(format!("addr '{}' is not HOST:PORT", req.addr))))?;
         let log_index = self
             .replica
             .add_learner(req.node_id, addr.to_string())
@@ -127,9 +127,9 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let voters: std::collections::BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
         if voters.is_empty() || voters.contains(&0) {
-            return Err(invalid(
-                "voters must name at least one node, each id positive".into(),
-            ));
+            // INVALID_ARGUMENT, like bad input anywhere else (a refused
+            // change is FAILED_PRECONDITION `MEMBERSHIP`).
+            return Err(invalid("voters must name at least one node, each id positive").into());
         }
         let log_index = self
             .replica
@@ -151,10 +151,4 @@ impl Cluster for ClusterApi {
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::TransferLeaderResponse { new_leader }))
     }
-}
-
-/// Bad input to a membership call: INVALID_ARGUMENT, like bad input
-/// anywhere else (a refused change is FAILED_PRECONDITION `MEMBERSHIP`).
-fn invalid(message: String) -> Status {
-    ApiError::Domain(DomainError::new(Reason::InvalidArgument, message)).into()
 }
