@@ -300,16 +300,9 @@ impl Reader {
         request_id: &str,
     ) -> Result<Option<crate::command::Outcome>, StorageError> {
         let key = keys::dedup_key(request_id);
-        let Some(first) = self.get::<DedupRecord>(DEDUP_V, &key)? else {
-            return Ok(None);
-        };
-        crate::command::decode(&first.outcome)
-            .map(Some)
-            .map_err(|e| StorageError::Corrupt {
-                cf: sm_cf_name(&key),
-                key: codec::hex(&key),
-                reason: e.to_string(),
-            })
+        self.get::<DedupRecord>(DEDUP_V, &key)?
+            .map(|first| crate::apply::first_outcome(&key, &first))
+            .transpose()
     }
 
     pub fn dispute(&self, id: u64) -> Result<Option<DisputeRecord>, StorageError> {

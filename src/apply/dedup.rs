@@ -36,12 +36,14 @@ pub(super) fn request_tag(request_id: &str) -> Option<[u8; 8]> {
 /// The first outcome of `request_id`, if it is still remembered.
 pub(super) fn replay(tx: &mut Tx, request_id: &str) -> Result<Option<Outcome>, StorageError> {
     let key = keys::dedup_key(request_id);
-    match tx.get::<DedupRecord>(DEDUP_V, &key)? {
-        Some(first) => command::decode(&first.outcome)
-            .map(Some)
-            .map_err(|e| corrupt(&key, e.to_string())),
-        None => Ok(None),
-    }
+    tx.get::<DedupRecord>(DEDUP_V, &key)?
+        .map(|first| first_outcome(&key, &first))
+        .transpose()
+}
+
+/// The outcome the request id record `first`, stored under `key`, keeps.
+pub fn first_outcome(key: &[u8], first: &DedupRecord) -> Result<Outcome, StorageError> {
+    command::decode(&first.outcome).map_err(|e| corrupt(key, e.to_string()))
 }
 
 pub(super) fn remember(

@@ -17,7 +17,7 @@ mod rekey_tests;
 mod tx;
 
 pub use audit::id_subject;
-pub use dedup::{aged_ids as aged_request_ids, REQUEST_ID_RETENTION_MS};
+pub use dedup::{aged_ids as aged_request_ids, first_outcome, REQUEST_ID_RETENTION_MS};
 pub use rekey::state as key_state;
 pub use tx::Tx;
 
@@ -26,7 +26,7 @@ use oneid_storage::records::{
     LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, StatDelta, LOCKOUT_V, POLICY_V,
     RESTRICTION_V,
 };
-use oneid_storage::schema::CF_SM_DATA;
+use oneid_storage::schema::sm_cf_name;
 use oneid_storage::{codec, StorageError};
 
 use crate::command::{
@@ -61,7 +61,7 @@ fn not_found(what: impl Into<String>) -> Refusal {
 /// A stored value that breaks an invariant: treated like a checksum failure.
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StorageError {
     StorageError::Corrupt {
-        cf: CF_SM_DATA,
+        cf: sm_cf_name(key),
         key: codec::hex(key),
         reason: reason.into(),
     }
