@@ -62,6 +62,7 @@ fn domain_rules(c: &mut Criterion) {
     // A fourth card at a carrier that holds three: every limit is checked.
     let ctx = RegistrationContext {
         active_at_carrier_province: 3,
+        own_hall_nationwide: false,
         held_at_carrier: 3,
         held_total: 3,
         channel: Channel::Agent,

@@ -170,6 +170,15 @@ pub enum Command {
     FinishRekey(Rekey),
     /// Proposed by the leader after a rotation: forgets old-to-new aliases.
     DropAliases(TrimRequestIds),
+    /// An administrator moves the cluster to a newer revision of the rules
+    /// (`domain::RULES_*`). New variants go last: bincode numbers them by
+    /// position, and old entries must decode as they were written.
+    SetRules(SetRules),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct SetRules {
+    pub version: u32,
 }
 
 /// A pepper rotation from version `from` to `to`.
@@ -659,6 +668,7 @@ mod tests {
                     .prop_map(|(rotation, ids)| Command::RekeyBatch(RekeyBatch { rotation, ids })),
                 rekey().prop_map(Command::FinishRekey),
                 any::<u32>().prop_map(|limit| Command::DropAliases(TrimRequestIds { limit })),
+                any::<u32>().prop_map(|version| Command::SetRules(SetRules { version })),
             ]
         }
 

@@ -290,7 +290,8 @@ fn check_command(command: &Command) {
         | Command::BeginRekey(_)
         | Command::RekeyBatch(_)
         | Command::FinishRekey(_)
-        | Command::DropAliases(_) => {}
+        | Command::DropAliases(_)
+        | Command::SetRules(_) => {}
     }
 }
 

@@ -61,6 +61,11 @@ fn describe(c: &Command) -> (String, &'static str, String) {
         ),
         Command::FinishRekey(r) => ("system".into(), "finish_rekey", rotation(r)),
         Command::DropAliases(_) => ("system".into(), "drop_aliases", String::new()),
+        Command::SetRules(r) => (
+            "admin".into(),
+            "set_rules",
+            format!("version {}", r.version),
+        ),
     }
 }
 

@@ -13,8 +13,8 @@ use oneid_storage::StorageError;
 use super::{corrupt, links, not_found, Step, Tx};
 use crate::command::{Cancel, FlagHighRisk, Outcome, Register, Reverified};
 use crate::domain::{
-    check_carrier, check_registration, check_restriction, next_status, CardKind, Carrier, Channel,
-    DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
+    check_carrier, check_registration, check_restriction, next_status, own_hall_nationwide,
+    CardKind, Carrier, Channel, DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
 };
 
 /// A card as stored, with its key and decoded lifecycle.
@@ -210,13 +210,20 @@ pub(super) fn register(
     let number = tx.number(&msisdn_key)?;
     let holder_key = keys::holder_key(&r.id_key);
     let mut holder = tx.holder(&holder_key)?.unwrap_or_default();
+    let held_at_carrier = holder
+        .by_carrier()
+        .get(r.carrier.as_str())
+        .copied()
+        .unwrap_or(0);
+    let own_hall_nationwide = own_hall_nationwide(policy, &r.carrier);
     let ctx = RegistrationContext {
-        active_at_carrier_province: holder.at(&r.carrier, r.province),
-        held_at_carrier: holder
-            .by_carrier()
-            .get(r.carrier.as_str())
-            .copied()
-            .unwrap_or(0),
+        active_at_carrier_province: if own_hall_nationwide {
+            held_at_carrier
+        } else {
+            holder.at(&r.carrier, r.province)
+        },
+        own_hall_nationwide,
+        held_at_carrier,
         held_total: holder.total(),
         channel,
         strict_verification: r.strict_verification,

@@ -14,6 +14,8 @@ mod outbox;
 mod rekey;
 #[cfg(test)]
 mod rekey_tests;
+#[cfg(test)]
+mod rules_tests;
 mod tx;
 
 pub use audit::id_subject;
@@ -23,8 +25,8 @@ pub use tx::Tx;
 
 use oneid_storage::keys;
 use oneid_storage::records::{
-    LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, StatDelta, LOCKOUT_V, POLICY_V,
-    RESTRICTION_V,
+    LockoutRecord, PolicyRecord, PolicyValues, RestrictionRecord, RulesRecord, StatDelta,
+    LOCKOUT_V, POLICY_V, RESTRICTION_V, RULES_V,
 };
 use oneid_storage::schema::sm_cf_name;
 use oneid_storage::{codec, StorageError};
@@ -32,7 +34,10 @@ use oneid_storage::{codec, StorageError};
 use crate::command::{
     Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION, KEYED_VERSION,
 };
-use crate::domain::{record_failed_verification, DomainError, Policy, Reason};
+use crate::domain::{
+    check_rules_change, record_failed_verification, DomainError, Policy, Reason, LATEST_RULES,
+    RULES_ORIGINAL,
+};
 
 /// A rule's refusal, or a storage failure that stops the apply.
 pub(crate) enum Refusal {
@@ -204,7 +209,8 @@ pub(crate) fn test_db() -> (tempfile::TempDir, std::sync::Arc<oneid_storage::Db>
     (dir, db)
 }
 
-/// The domain's view of stored or commanded policy values.
+/// The domain's view of stored or commanded policy values, under the
+/// first rules (a policy carries no rules version: see `load_policy`).
 pub fn policy_of(v: &PolicyValues) -> Policy {
     Policy {
         own_hall_threshold: v.own_hall_threshold,
@@ -213,13 +219,33 @@ pub fn policy_of(v: &PolicyValues) -> Policy {
         max_total: v.max_total,
         max_failed_verifications: v.max_failed_verifications,
         lockout_ms: v.lockout_ms,
+        rules: RULES_ORIGINAL,
     }
 }
 
-/// The policy stored in `db`, or the defaults when none was ever set.
+/// The policy stored in `db` (the defaults when none was ever set), under
+/// the rules revision stored beside it.
 pub fn load_policy(db: &oneid_storage::Db) -> Result<Policy, StorageError> {
-    let stored = Tx::new(db).get::<PolicyRecord>(POLICY_V, keys::POLICY)?;
-    Ok(stored.map_or_else(Policy::default, |r| policy_of(&r.values)))
+    let tx = Tx::new(db);
+    let stored = tx.get::<PolicyRecord>(POLICY_V, keys::POLICY)?;
+    let policy = stored.map_or_else(Policy::default, |r| policy_of(&r.values));
+    let rules = tx
+        .get::<RulesRecord>(RULES_V, keys::RULES)?
+        .map_or(RULES_ORIGINAL, |r| r.version);
+    if rules > LATEST_RULES {
+        // A snapshot or a store written under rules this build does not
+        // know: serving or applying on from it would decide differently.
+        return Err(rules_too_new(rules));
+    }
+    Ok(Policy { rules, ..policy })
+}
+
+fn rules_too_new(version: u32) -> StorageError {
+    StorageError::NeedsNewerBuild(format!(
+        "the log moves the rules to version {version}; this build applies rules up to \
+         version {LATEST_RULES}, so this node stops rather than decide differently from \
+         its peers"
+    ))
 }
 
 /// Runs one command; `tag` is its request id's, for a registration to keep.
@@ -267,7 +293,26 @@ fn dispatch(
                 set_at_ms: now_ms,
             };
             tx.put(POLICY_V, keys::POLICY.to_vec(), &record)?;
-            *policy = next;
+            *policy = Policy {
+                rules: policy.rules,
+                ..next
+            };
+            Ok(Outcome::Done)
+        }
+        Command::SetRules(r) => {
+            // The leader checked every member supports the version before
+            // proposing; a node of an older build that gets here anyway
+            // must halt, not refuse: its peers apply the entry.
+            if r.version > LATEST_RULES {
+                return Err(Refusal::Storage(rules_too_new(r.version)));
+            }
+            check_rules_change(policy.rules, r.version)?;
+            let record = RulesRecord {
+                version: r.version,
+                set_at_ms: now_ms,
+            };
+            tx.put(RULES_V, keys::RULES.to_vec(), &record)?;
+            policy.rules = r.version;
             Ok(Outcome::Done)
         }
         Command::FailedVerification(id_key) => {

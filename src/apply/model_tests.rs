@@ -589,7 +589,7 @@ proptest! {
 }
 
 /// `command` as the `seq`-th client write encodes it (request id `r{seq}`).
-fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
+pub(super) fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
     Envelope {
         version: COMMAND_VERSION,
         request_id: format!("r{seq}"),

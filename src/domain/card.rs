@@ -59,6 +59,15 @@ impl Msisdn {
     }
 }
 
+/// The basic carriers (基础电信企业), licensed province by province. Every
+/// other carrier code is an MVNO (虚拟运营商), which sells nationwide.
+pub const BASIC_CARRIERS: [&str; 4] = ["CMCC", "CUCC", "CTCC", "CBN"];
+
+/// Whether the (already parsed) carrier code names an MVNO.
+pub fn is_mvno(code: &str) -> bool {
+    !BASIC_CARRIERS.contains(&code)
+}
+
 /// A carrier or MVNO code, e.g. CMCC, CUCC, CTCC, CBN.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Carrier(String);
@@ -228,6 +237,18 @@ impl Channel {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_basic_carriers_and_everyone_else() {
+        for basic in BASIC_CARRIERS {
+            assert!(!is_mvno(Carrier::parse(basic).unwrap().as_str()), "{basic}");
+        }
+        for mvno in ["XIAOMI", "JD", "CMCC2"] {
+            assert!(is_mvno(Carrier::parse(mvno).unwrap().as_str()), "{mvno}");
+        }
+        // Parsed codes are upper case: a lower-case basic carrier is one.
+        assert!(!is_mvno(Carrier::parse("cmcc").unwrap().as_str()));
+    }
 
     #[test]
     fn msisdn_forms() {

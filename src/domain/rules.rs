@@ -22,6 +22,48 @@ pub struct Policy {
     pub max_failed_verifications: u32,
     /// How long a lockout lasts.
     pub lockout_ms: u64,
+    /// The revision of the rules in force (`RULES_*`): set by its own
+    /// replicated command, never by a policy change, so that every replica,
+    /// whatever its build, decides an entry under the revision the log says.
+    pub rules: u32,
+}
+
+/// The rules as first built: the own-hall threshold counts an MVNO's cards
+/// per province, like a basic carrier's.
+pub const RULES_ORIGINAL: u32 = 1;
+/// 182号 as written: an MVNO's cards count in all provinces together
+/// ("the same carrier-province, or the same MVNO").
+pub const RULES_MVNO_NATIONWIDE: u32 = 2;
+/// The newest revision this build applies. A build applies every revision
+/// up to it exactly as the build that introduced it did; a log that moves
+/// past it stops this node's apply (see `apply`), never runs differently.
+pub const LATEST_RULES: u32 = RULES_MVNO_NATIONWIDE;
+
+/// Whether the rules may move from `current` to `next`: forward only (a
+/// step back would change how later entries are decided for cards
+/// registered under the newer rules), and only to a revision this build
+/// knows.
+pub fn check_rules_change(current: u32, next: u32) -> Result<(), DomainError> {
+    if next == 0 || next > LATEST_RULES {
+        return Err(DomainError::new(
+            Reason::InvalidArgument,
+            format!("rules version {next} is unknown; this build knows 1 to {LATEST_RULES}"),
+        ));
+    }
+    if next <= current {
+        return Err(DomainError::new(
+            Reason::IllegalTransition,
+            format!("the rules are at version {current}; a rules version only moves forward"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the own-hall threshold counts a new card at `carrier` with the
+/// carrier's cards in every province (an MVNO, once the rules say so)
+/// rather than in the card's province.
+pub fn own_hall_nationwide(policy: &Policy, carrier: &str) -> bool {
+    policy.rules >= RULES_MVNO_NATIONWIDE && super::card::is_mvno(carrier)
 }
 
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -51,12 +93,17 @@ impl Default for Policy {
             max_total: 0,
             max_failed_verifications: 3,
             lockout_ms: DAY_MS,
+            rules: RULES_ORIGINAL,
         }
     }
 }
 
 pub struct RegistrationContext {
+    /// Active personal cards the own-hall threshold counts (see
+    /// [`own_hall_nationwide`]).
     pub active_at_carrier_province: u32,
+    /// Whether that count is an MVNO's in all provinces.
+    pub own_hall_nationwide: bool,
     /// Held at the same carrier in all provinces.
     pub held_at_carrier: u32,
     /// Held in all.
@@ -104,8 +151,13 @@ pub fn check_registration(policy: &Policy, ctx: &RegistrationContext) -> Result<
         return Err(DomainError::new(
             Reason::LimitExceeded,
             format!(
-                "the identity holds {} cards at this carrier-province; at {} or more a new card needs the carrier's own hall with strict verification",
-                ctx.active_at_carrier_province, policy.own_hall_threshold
+                "the identity holds {} cards at this {}; at {} or more a new card needs the carrier's own hall with strict verification",
+                ctx.active_at_carrier_province,
+                // Worded as before rules 2 for every other card: refusals
+                // are stored (dedup records, audit), and old entries must
+                // store the same bytes on every build.
+                if ctx.own_hall_nationwide { "MVNO in all provinces" } else { "carrier-province" },
+                policy.own_hall_threshold
             ),
         ));
     }
@@ -241,6 +293,7 @@ mod tests {
     fn ctx(active: u32, channel: Channel, strict: bool) -> RegistrationContext {
         RegistrationContext {
             active_at_carrier_province: active,
+            own_hall_nationwide: false,
             held_at_carrier: active,
             held_total: active,
             channel,
@@ -258,6 +311,85 @@ mod tests {
         assert!(check_registration(&p, &ctx(5, Channel::OwnHall, false)).is_err());
         assert!(check_registration(&p, &ctx(5, Channel::Online, true)).is_err());
         assert!(check_registration(&p, &ctx(5, Channel::OwnHall, true)).is_ok());
+    }
+
+    #[test]
+    fn the_refusal_names_what_the_threshold_counted() {
+        let p = Policy::default();
+        let e = check_registration(&p, &ctx(5, Channel::Agent, false)).unwrap_err();
+        // Stored in dedup records and the audit trail: old entries must
+        // word it exactly as before rules 2.
+        assert_eq!(
+            e.message,
+            "the identity holds 5 cards at this carrier-province; at 5 or more a new card needs the carrier's own hall with strict verification"
+        );
+        let mvno = RegistrationContext {
+            own_hall_nationwide: true,
+            ..ctx(5, Channel::Agent, false)
+        };
+        let e = check_registration(&p, &mvno).unwrap_err();
+        assert!(
+            e.message.contains("at this MVNO in all provinces"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn an_mvno_counts_nationwide_only_from_rules_2() {
+        let v1 = Policy::default();
+        assert_eq!(v1.rules, RULES_ORIGINAL);
+        let v2 = Policy {
+            rules: RULES_MVNO_NATIONWIDE,
+            ..v1
+        };
+        for (policy, carrier, nationwide) in [
+            (&v1, "XIAOMI", false),
+            (&v1, "CMCC", false),
+            (&v2, "XIAOMI", true),
+            (&v2, "JD", true),
+            (&v2, "CMCC", false),
+            (&v2, "CBN", false),
+        ] {
+            assert_eq!(
+                own_hall_nationwide(policy, carrier),
+                nationwide,
+                "rules {} {carrier}",
+                policy.rules
+            );
+        }
+    }
+
+    #[test]
+    fn rules_only_move_forward_to_a_known_version() {
+        assert!(check_rules_change(RULES_ORIGINAL, RULES_MVNO_NATIONWIDE).is_ok());
+        for (current, next, reason) in [
+            (RULES_ORIGINAL, RULES_ORIGINAL, Reason::IllegalTransition),
+            (
+                RULES_MVNO_NATIONWIDE,
+                RULES_ORIGINAL,
+                Reason::IllegalTransition,
+            ),
+            (RULES_ORIGINAL, 0, Reason::InvalidArgument),
+            (RULES_ORIGINAL, LATEST_RULES + 1, Reason::InvalidArgument),
+            (RULES_ORIGINAL, u32::MAX, Reason::InvalidArgument),
+        ] {
+            assert_eq!(
+                check_rules_change(current, next).unwrap_err().reason,
+                reason,
+                "{current} -> {next}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_rules_change_is_allowed_exactly_when_it_moves_forward_within_the_build(
+            current in 0u32..8, next in 0u32..8,
+        ) {
+            let allowed = check_rules_change(current, next).is_ok();
+            prop_assert_eq!(allowed, next > current && (1..=LATEST_RULES).contains(&next));
+        }
     }
 
     #[test]
@@ -284,6 +416,7 @@ mod tests {
         };
         let strict = |c: u32, t: u32| RegistrationContext {
             active_at_carrier_province: 0,
+            own_hall_nationwide: false,
             held_at_carrier: c,
             held_total: t,
             channel: Channel::OwnHall,

@@ -25,6 +25,11 @@ pub enum StorageError {
     BadSnapshot { path: PathBuf, reason: String },
     #[error("column family {0} missing")]
     MissingColumnFamily(&'static str),
+    /// The log or the store asks for something only a newer build does:
+    /// this node must stop applying rather than apply it differently from
+    /// its peers.
+    #[error("needs a newer build of oneid: {0}")]
+    NeedsNewerBuild(String),
 }
 
 impl StorageError {

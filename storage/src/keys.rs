@@ -58,6 +58,8 @@ const TAG_REPLACED: u8 = b'g';
 pub const POLICY: &[u8] = b"P";
 /// National statistics, updated in the same batch as the changes they count.
 pub const STATS: &[u8] = b"S";
+/// The revision of the rules in force; absent means the first.
+pub const RULES: &[u8] = b"R";
 /// Which pepper version the id keys are under, and the rotation in progress.
 pub const KEY_STATE: &[u8] = b"K";
 
@@ -403,6 +405,7 @@ mod tests {
             dedup_age_key(1, "req-1"),
             audit_key(1, 0),
             POLICY.to_vec(),
+            RULES.to_vec(),
             Vec::new(),
         ];
         for k in others {
@@ -457,6 +460,7 @@ mod tests {
             arrived_key(&id),
             POLICY.to_vec(),
             STATS.to_vec(),
+            RULES.to_vec(),
             KEY_STATE.to_vec(),
         ];
         let tags: std::collections::BTreeSet<u8> = keys.iter().map(|k| k[0]).collect();

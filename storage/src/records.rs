@@ -18,6 +18,7 @@ pub const RESTRICTION_V: u8 = 1;
 pub const LINK_V: u8 = 1;
 pub const REVERIFY_V: u8 = 1;
 pub const POLICY_V: u8 = 1;
+pub const RULES_V: u8 = 1;
 pub const STATS_V: u8 = 1;
 pub const LOCKOUT_V: u8 = 1;
 pub const AUDIT_V: u8 = 1;
@@ -392,6 +393,13 @@ pub struct PolicyValues {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct PolicyRecord {
     pub values: PolicyValues,
+    pub set_at_ms: u64,
+}
+
+/// The revision of the rules in force, under `R`; absent means the first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct RulesRecord {
+    pub version: u32,
     pub set_at_ms: u64,
 }
 
@@ -882,6 +890,7 @@ mod tests {
                 agree(&KeyStateRecord { current: n.2, next: n.2 ^ 1, moved: n.0 }, at, to)?;
                 agree(&CounterRecord { next: n.0 }, at, to)?;
                 agree(&ReplacedRecord { held_after: n.2 }, at, to)?;
+                agree(&RulesRecord { version: n.2, set_at_ms: n.0 }, at, to)?;
                 agree(&PolicyRecord {
                     values: PolicyValues {
                         own_hall_threshold: n.2,
