@@ -156,6 +156,7 @@ pub async fn run(
             max_inflight: 2,
             request_timeout: cfg.request_timeout,
             peer_tls: tls.as_ref().map(|t| t.client()),
+            rules_supported: crate::domain::LATEST_RULES,
         },
         log_store,
         sm,

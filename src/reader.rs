@@ -321,6 +321,11 @@ impl Reader {
         crate::apply::load_policy(&self.db)
     }
 
+    /// The rules revision applied here, even one this build does not know.
+    pub fn rules_version(&self) -> Result<u32, StorageError> {
+        crate::apply::stored_rules(&self.db)
+    }
+
     /// Audit records after (`index`, `position`), oldest first, at most
     /// `limit`.
     pub fn audit(

@@ -523,6 +523,7 @@ mod proposal_order {
                 max_inflight: 2,
                 request_timeout: Duration::from_secs(5),
                 peer_tls: None,
+                rules_supported: crate::domain::LATEST_RULES,
             },
             log,
             sm,

@@ -328,6 +328,7 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("/oneid.v1.Regulator/GetRestriction", &["regulator"]),
     ("/oneid.v1.Regulator/SetPolicy", &["admin"]),
     ("/oneid.v1.Regulator/GetPolicy", &["admin", "regulator"]),
+    ("/oneid.v1.Regulator/SetRules", &["admin"]),
     ("/oneid.v1.Regulator/NationalStatistics", &["regulator"]),
     ("/oneid.v1.Regulator/ListAudit", &["regulator"]),
     ("/oneid.v1.Linkage/LinkAccount", &["platform"]),
@@ -351,6 +352,7 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("/oneid.raft.v1.RaftService/Forward", &["node"]),
     ("/oneid.raft.v1.RaftService/ReadIndex", &["node"]),
     ("/oneid.raft.v1.RaftService/TimeoutNow", &["node"]),
+    ("/oneid.raft.v1.RaftService/Capabilities", &["node"]),
 ];
 
 /// A request that names the caller's own carrier or platform where the RPC

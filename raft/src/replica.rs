@@ -34,6 +34,9 @@ pub struct ReplicaConfig {
     /// How this node reaches its peers: mTLS with its node certificate, or
     /// plaintext when none (insecure mode).
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The newest revision of the application's replicated rules this build
+    /// applies (see [`crate::capabilities`]).
+    pub rules_supported: u32,
 }
 
 /// Longest `add_learner` waits for the new learner to catch up; inside the
@@ -55,6 +58,7 @@ pub struct Shared {
     /// transfer holds it exclusively so no write lands on a leader that is
     /// handing over.
     pub(crate) gate: tokio::sync::RwLock<()>,
+    pub rules_supported: u32,
 }
 
 /// The leader's wall clock, in ms since the Unix epoch. Only the leader calls
@@ -319,6 +323,7 @@ impl Replica {
             channels,
             request_timeout: config.request_timeout,
             gate: tokio::sync::RwLock::new(()),
+            rules_supported: config.rules_supported,
         });
         Ok(Arc::new(Replica {
             proposer: Proposer::start(shared.clone(), config.max_batch, config.max_inflight),

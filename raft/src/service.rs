@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::network::SnapshotHeader;
 use crate::pb::raft_service_server::RaftService;
 use crate::pb::{
-    Blob, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse, SnapshotChunk,
-    TimeoutNowRequest,
+    Blob, CapabilitiesResponse, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse,
+    SnapshotChunk, TimeoutNowRequest,
 };
 use crate::types::{NodeId, SnapshotFile, TypeConfig};
 use crate::{wire, Replica, ReplicaError};
@@ -164,6 +164,15 @@ impl RaftService for RaftRpc {
             .campaign(req.into_inner().from)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn capabilities(
+        &self,
+        _req: Request<Empty>,
+    ) -> Result<Response<CapabilitiesResponse>, Status> {
+        Ok(Response::new(CapabilitiesResponse {
+            rules: self.replica.shared.rules_supported,
+        }))
     }
 }
 

@@ -98,6 +98,8 @@ impl Cluster for ClusterApi {
             last_log_index,
             role: role_name(m.state).to_string(),
             state_digest,
+            rules_version: self.reader.rules_version().map_err(ApiError::from)?,
+            rules_supported: self.replica.rules_supported(),
         }))
     }
 

@@ -7,7 +7,7 @@ use super::keyring::Keyring;
 use super::{convert, ApiError};
 use crate::command::{
     Cancel, Command, Envelope, FlagHighRisk, KeyBinding, Link, NotifyCount, OpenDispute, Register,
-    ResolveDispute, Restrict, Reverified, SetPolicy, Unrestrict, COMMAND_VERSION,
+    ResolveDispute, Restrict, Reverified, SetPolicy, SetRules, Unrestrict, COMMAND_VERSION,
 };
 use crate::domain::{window_ms, DomainError, Reason};
 use crate::pb;
@@ -148,6 +148,16 @@ pub fn set_policy(req: &pb::SetPolicyRequest) -> Result<Command, ApiError> {
     // Apply checks again; refused here, a bad policy never enters the log.
     crate::apply::policy_of(&values).validate()?;
     Ok(Command::SetPolicy(values))
+}
+
+pub fn set_rules(req: &pb::SetRulesRequest) -> Result<Command, ApiError> {
+    // Whether the revision moves forward is apply's to say (against the
+    // rules in force when the entry applies); a revision this build does
+    // not know never enters the log.
+    crate::domain::check_rules_change(0, req.version)?;
+    Ok(Command::SetRules(SetRules {
+        version: req.version,
+    }))
 }
 
 pub fn open_dispute(keyring: &Keyring, req: &pb::OpenDisputeRequest) -> Result<Bound, ApiError> {

@@ -13,6 +13,7 @@ pub mod linkage;
 pub mod notifications;
 pub mod registry;
 pub mod regulator;
+pub mod rules;
 pub mod verify;
 pub mod writer;
 

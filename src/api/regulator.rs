@@ -109,6 +109,17 @@ impl Regulator for RegulatorApi {
         Ok(write_response(index, applied.replayed))
     }
 
+    async fn set_rules(
+        &self,
+        req: Request<pb::SetRulesRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let command = commands::set_rules(&req)?;
+        super::rules::every_member_applies(self.writer.replica(), req.version).await?;
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        Ok(write_response(index, applied.replayed))
+    }
+
     async fn get_policy(
         &self,
         _req: Request<pb::GetPolicyRequest>,

@@ -226,18 +226,22 @@ pub fn policy_of(v: &PolicyValues) -> Policy {
 /// The policy stored in `db` (the defaults when none was ever set), under
 /// the rules revision stored beside it.
 pub fn load_policy(db: &oneid_storage::Db) -> Result<Policy, StorageError> {
-    let tx = Tx::new(db);
-    let stored = tx.get::<PolicyRecord>(POLICY_V, keys::POLICY)?;
+    let stored = Tx::new(db).get::<PolicyRecord>(POLICY_V, keys::POLICY)?;
     let policy = stored.map_or_else(Policy::default, |r| policy_of(&r.values));
-    let rules = tx
-        .get::<RulesRecord>(RULES_V, keys::RULES)?
-        .map_or(RULES_ORIGINAL, |r| r.version);
+    let rules = stored_rules(db)?;
     if rules > LATEST_RULES {
         // A snapshot or a store written under rules this build does not
         // know: serving or applying on from it would decide differently.
         return Err(rules_too_new(rules));
     }
     Ok(Policy { rules, ..policy })
+}
+
+/// The rules revision stored in `db`, whether or not this build knows it.
+pub fn stored_rules(db: &oneid_storage::Db) -> Result<u32, StorageError> {
+    Ok(Tx::new(db)
+        .get::<RulesRecord>(RULES_V, keys::RULES)?
+        .map_or(RULES_ORIGINAL, |r| r.version))
 }
 
 fn rules_too_new(version: u32) -> StorageError {

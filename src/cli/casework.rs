@@ -168,6 +168,16 @@ pub enum PolicyCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Move the cluster to a newer revision of the rules (forward only; every
+    /// member's build must apply it). `oneid status` shows the revision in
+    /// force and the newest each node's build applies.
+    Rules {
+        /// 2: an MVNO's cards count in all provinces for the own-hall
+        /// threshold (1: per province, as first built).
+        version: u32,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -630,6 +640,24 @@ pub async fn policy(a: PolicyArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_write("policy set", r.applied_index, r.replayed);
+        }
+        PolicyCmd::Rules {
+            version,
+            request_id,
+        } => {
+            let r = client
+                .set_rules(pb::SetRulesRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    version,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_write(
+                &format!("rules version {version} in force"),
+                r.applied_index,
+                r.replayed,
+            );
         }
     }
     Ok(())

@@ -374,6 +374,7 @@ fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
         "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
         "data_bytes": s.data_bytes, "members": members, "replication": replication,
         "millis_since_quorum_ack": s.millis_since_quorum_ack, "state_digest": s.state_digest,
+        "rules_version": s.rules_version, "rules_supported": s.rules_supported,
     })
 }
 
@@ -421,7 +422,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9}",
+        "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9} {:>6}",
         "endpoint",
         "node",
         "role",
@@ -431,12 +432,13 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         "last log",
         "snapshot",
         "lag",
-        "data MiB"
+        "data MiB",
+        "rules"
     );
     for (ep, r) in eps.iter().zip(&answers) {
         match r {
             Ok(s) => println!(
-                "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9}",
+                "{:<22} {:>4} {:<9} {:>5} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9} {:>6}",
                 ep,
                 s.node_id,
                 s.role,
@@ -448,7 +450,9 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
                 lag.get(&s.node_id)
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "-".into()),
-                mib(s.data_bytes)
+                mib(s.data_bytes),
+                // In force here / the newest this node's build applies.
+                format!("{}/{}", s.rules_version, s.rules_supported)
             ),
             Err(e) => println!("{ep:<22} unreachable: {e}"),
         }

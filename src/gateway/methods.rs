@@ -224,6 +224,13 @@ pub static RPCS: &[Rpc] = &[
     ),
     rpc!(
         "Regulator",
+        "SetRules",
+        "/v1/rules",
+        regulator,
+        Regulator::set_rules
+    ),
+    rpc!(
+        "Regulator",
         "GetPolicy",
         "/v1/policy:get",
         regulator,

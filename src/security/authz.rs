@@ -94,6 +94,7 @@ pub fn rule(path: &str) -> Option<Rule> {
             | "ListAudit",
         ) => roles(&[Regulator]),
         ("oneid.v1.Regulator", "SetPolicy") => roles(&[Admin]),
+        ("oneid.v1.Regulator", "SetRules") => roles(&[Admin]),
         ("oneid.v1.Regulator", "GetPolicy") => roles(&[Admin, Regulator]),
         ("oneid.v1.Linkage", "LinkAccount" | "UnlinkAccount" | "ListReverify" | "AckReverify") => {
             roles(&[Platform])
