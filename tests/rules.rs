@@ -143,6 +143,25 @@ async fn rules_move_forward_on_every_replica_once_every_member_answers() {
         .await
         .expect("the own hall with strict verification");
 
+    // A node joins only if its build applies the rules in force: one that
+    // cannot be asked is not added.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let s = c
+        .cluster(follower)
+        .add_learner(pb::AddLearnerRequest {
+            node_id: 9,
+            addr: nobody.clone(),
+        })
+        .await
+        .expect_err("nobody answers there");
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(
+        s.message().contains(&format!("node 9 at {nobody}")),
+        "{s:?}"
+    );
+    let s = c.status(follower).await.expect("status");
+    assert!(s.members.iter().all(|m| m.node_id != 9), "{s:?}");
+
     // A restarted node comes back under the rules it applied.
     c.kill(leader);
     c.spawn(leader);

@@ -45,14 +45,15 @@ impl Replica {
             let rules = if id == self.shared.node_id {
                 Ok(self.shared.rules_supported)
             } else {
-                self.ask(&addr).await
+                self.rules_at(&addr).await
             };
             MemberRules { id, addr, rules }
         });
         futures::future::join_all(asks).await
     }
 
-    async fn ask(&self, addr: &str) -> Result<u32, String> {
+    /// The newest rules revision the node at `addr` applies.
+    pub async fn rules_at(&self, addr: &str) -> Result<u32, String> {
         let channel = self
             .shared
             .channels

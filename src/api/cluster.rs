@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use oneid_raft::capabilities::MemberRules;
 use oneid_raft::Replica;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::writer::invalid;
 use super::ApiError;
+use crate::domain::RULES_ORIGINAL;
 use crate::pb;
 use crate::pb::cluster_server::Cluster;
 use crate::reader::Reader;
@@ -115,6 +117,18 @@ impl Cluster for ClusterApi {
             .addr
             .parse()
             .map_err(|_| Status::from(invalid(format!("addr '{}' is not HOST:PORT", req.addr))))?;
+        let in_force = self.reader.rules_version().map_err(ApiError::from)?;
+        if in_force > RULES_ORIGINAL {
+            // Every build applies the first rules; past them, a node whose
+            // build does not know the rules in force would stop at the
+            // snapshot or entry that carries them.
+            let member = MemberRules {
+                id: req.node_id,
+                addr: addr.to_string(),
+                rules: self.replica.rules_at(&addr.to_string()).await,
+            };
+            super::rules::judge(in_force, &[member])?;
+        }
         let log_index = self
             .replica
             .add_learner(req.node_id, addr.to_string())

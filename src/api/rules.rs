@@ -46,8 +46,8 @@ pub fn judge(version: u32, members: &[MemberRules]) -> Result<(), ApiError> {
     }
     if !silent.is_empty() {
         return Err(ApiError::Unavailable(format!(
-            "cannot learn which rules every member applies, so rules version {version} \
-             waits; retry once they answer: {}",
+            "cannot learn whether every member applies rules version {version}; retry once \
+             they answer: {}",
             silent.join("; ")
         )));
     }
