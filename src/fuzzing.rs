@@ -69,7 +69,7 @@ fn keyring(h: &IdHasher, rotating: bool) -> Keyring {
 // Target 1: protobuf request -> validation -> command -> envelope.
 
 /// Write RPCs (and the reads whose validation is pure) the first byte picks.
-const REQUESTS: u8 = 17;
+const REQUESTS: u8 = 18;
 
 /// Decodes `data[1..]` as the request of the RPC `data[0]` names, runs the
 /// validation and command construction its handler runs, and checks the
@@ -144,7 +144,10 @@ pub fn request_to_command(data: &[u8]) -> bool {
         15 => {
             return pb::ListReverifyRequest::decode(body).is_ok_and(|r| list_reverify(&r));
         }
-        _ => return pb::CountCardsRequest::decode(body).is_ok_and(|r| count_cards(&k, &r)),
+        16 => return pb::CountCardsRequest::decode(body).is_ok_and(|r| count_cards(&k, &r)),
+        _ => decoded(body, |r: pb::SetRulesRequest| {
+            submitted(&r.request_id, commands::set_rules(&r))
+        }),
     };
     result.is_some_and(|result| finish(result, with_caller))
 }
@@ -290,8 +293,10 @@ fn check_command(command: &Command) {
         | Command::BeginRekey(_)
         | Command::RekeyBatch(_)
         | Command::FinishRekey(_)
-        | Command::DropAliases(_)
-        | Command::SetRules(_) => {}
+        | Command::DropAliases(_) => {}
+        Command::SetRules(r) => {
+            assert!((1..=crate::domain::LATEST_RULES).contains(&r.version));
+        }
     }
 }
 

@@ -182,6 +182,13 @@ fn requests() -> Vec<Vec<u8>> {
                 verify_msisdn: MSISDN.into(),
             },
         ),
+        request(
+            17,
+            pb::SetRulesRequest {
+                request_id: "r-14".into(),
+                version: 2,
+            },
+        ),
         // The version-2 envelope, naming its caller.
         request(0x80, register("r-14", MSISDN)),
     ]
