@@ -174,6 +174,19 @@ pub enum Command {
     /// (`domain::RULES_*`). New variants go last: bincode numbers them by
     /// position, and old entries must decode as they were written.
     SetRules(SetRules),
+    /// The carrier reports the holder never completed real-name
+    /// registration: suspended, terminated at the end of the window.
+    RealNameMissing(RealNameMissing),
+    /// The carrier reports the holder completed it: back in service.
+    RealNameCompleted(Reverified),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct RealNameMissing {
+    pub msisdn: String,
+    pub carrier: String,
+    /// Time the holder has to complete real-name registration.
+    pub window_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -669,6 +682,16 @@ mod tests {
                 rekey().prop_map(Command::FinishRekey),
                 any::<u32>().prop_map(|limit| Command::DropAliases(TrimRequestIds { limit })),
                 any::<u32>().prop_map(|version| Command::SetRules(SetRules { version })),
+                (text(), text(), any::<u64>()).prop_map(|(msisdn, carrier, window_ms)| {
+                    Command::RealNameMissing(RealNameMissing {
+                        msisdn,
+                        carrier,
+                        window_ms,
+                    })
+                }),
+                (text(), text()).prop_map(|(msisdn, carrier)| {
+                    Command::RealNameCompleted(Reverified { msisdn, carrier })
+                }),
             ]
         }
 

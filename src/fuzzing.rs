@@ -69,7 +69,7 @@ fn keyring(h: &IdHasher, rotating: bool) -> Keyring {
 // Target 1: protobuf request -> validation -> command -> envelope.
 
 /// Write RPCs (and the reads whose validation is pure) the first byte picks.
-const REQUESTS: u8 = 18;
+const REQUESTS: u8 = 20;
 
 /// Decodes `data[1..]` as the request of the RPC `data[0]` names, runs the
 /// validation and command construction its handler runs, and checks the
@@ -145,8 +145,14 @@ pub fn request_to_command(data: &[u8]) -> bool {
             return pb::ListReverifyRequest::decode(body).is_ok_and(|r| list_reverify(&r));
         }
         16 => return pb::CountCardsRequest::decode(body).is_ok_and(|r| count_cards(&k, &r)),
-        _ => decoded(body, |r: pb::SetRulesRequest| {
+        17 => decoded(body, |r: pb::SetRulesRequest| {
             submitted(&r.request_id, commands::set_rules(&r))
+        }),
+        18 => decoded(body, |r: pb::ReportRealNameMissingRequest| {
+            submitted(&r.request_id, commands::real_name_missing(&r))
+        }),
+        _ => decoded(body, |r: pb::ReportReverificationRequest| {
+            submitted(&r.request_id, commands::real_name_completed(&r))
         }),
     };
     result.is_some_and(|result| finish(result, with_caller))
@@ -251,9 +257,16 @@ fn check_command(command: &Command) {
             canonical(&c.msisdn, |s| Msisdn::parse(s).map(|v| v.as_str().into()));
             canonical(&c.carrier, |s| Carrier::parse(s).map(|v| v.as_str().into()));
         }
-        Command::Reverified(c) => {
+        Command::Reverified(c) | Command::RealNameCompleted(c) => {
             canonical(&c.msisdn, |s| Msisdn::parse(s).map(|v| v.as_str().into()));
             canonical(&c.carrier, |s| Carrier::parse(s).map(|v| v.as_str().into()));
+        }
+        Command::RealNameMissing(c) => {
+            canonical(&c.msisdn, |s| Msisdn::parse(s).map(|v| v.as_str().into()));
+            canonical(&c.carrier, |s| Carrier::parse(s).map(|v| v.as_str().into()));
+            assert!(
+                c.window_ms > 0 && c.window_ms <= crate::domain::rules::MAX_WINDOW_SECONDS * 1000
+            );
         }
         Command::FlagHighRisk(c) => {
             canonical(&c.msisdn, |s| Msisdn::parse(s).map(|v| v.as_str().into()))

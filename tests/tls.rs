@@ -313,6 +313,8 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("/oneid.v1.Registry/ImportCards", &["carrier"]),
     ("/oneid.v1.Registry/ListCarrierCards", &["carrier"]),
     ("/oneid.v1.Registry/ReportReverification", &["carrier"]),
+    ("/oneid.v1.Registry/ReportRealNameMissing", &["carrier"]),
+    ("/oneid.v1.Registry/ReportRealNameCompleted", &["carrier"]),
     ("/oneid.v1.Registry/RequestCountNotification", &["query"]),
     ("/oneid.v1.Notifications/ListOutbox", &["admin"]),
     ("/oneid.v1.Notifications/AckNotification", &["admin"]),
@@ -375,7 +377,12 @@ fn request_for(path: &str) -> Vec<u8> {
             ..Default::default()
         }
         .encode_to_vec(),
-        "ReportReverification" => pb::ReportReverificationRequest {
+        "ReportRealNameMissing" => pb::ReportRealNameMissingRequest {
+            carrier: carrier(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ReportReverification" | "ReportRealNameCompleted" => pb::ReportReverificationRequest {
             carrier: carrier(),
             ..Default::default()
         }

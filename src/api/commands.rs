@@ -6,8 +6,9 @@
 use super::keyring::Keyring;
 use super::{convert, ApiError};
 use crate::command::{
-    Cancel, Command, Envelope, FlagHighRisk, KeyBinding, Link, NotifyCount, OpenDispute, Register,
-    ResolveDispute, Restrict, Reverified, SetPolicy, SetRules, Unrestrict, COMMAND_VERSION,
+    Cancel, Command, Envelope, FlagHighRisk, KeyBinding, Link, NotifyCount, OpenDispute,
+    RealNameMissing, Register, ResolveDispute, Restrict, Reverified, SetPolicy, SetRules,
+    Unrestrict, COMMAND_VERSION,
 };
 use crate::domain::{window_ms, DomainError, Reason};
 use crate::pb;
@@ -84,9 +85,29 @@ pub fn cancel(req: &pb::CancelCardRequest) -> Result<Envelope, ApiError> {
 }
 
 pub fn reverified(req: &pb::ReportReverificationRequest) -> Result<Command, ApiError> {
-    Ok(Command::Reverified(Reverified {
+    Ok(Command::Reverified(carrier_card(req)?))
+}
+
+pub fn real_name_completed(req: &pb::ReportReverificationRequest) -> Result<Command, ApiError> {
+    Ok(Command::RealNameCompleted(carrier_card(req)?))
+}
+
+/// A number and the carrier reporting on it.
+fn carrier_card(req: &pb::ReportReverificationRequest) -> Result<Reverified, ApiError> {
+    Ok(Reverified {
         msisdn: convert::msisdn(&req.msisdn)?.as_str().to_string(),
         carrier: convert::carrier(&req.carrier)?.as_str().to_string(),
+    })
+}
+
+pub fn real_name_missing(req: &pb::ReportRealNameMissingRequest) -> Result<Command, ApiError> {
+    if req.window_seconds == 0 {
+        return Err(required("window_seconds must be positive"));
+    }
+    Ok(Command::RealNameMissing(RealNameMissing {
+        msisdn: convert::msisdn(&req.msisdn)?.as_str().to_string(),
+        carrier: convert::carrier(&req.carrier)?.as_str().to_string(),
+        window_ms: window_ms("window_seconds", req.window_seconds)?,
     }))
 }
 

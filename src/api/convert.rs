@@ -155,6 +155,7 @@ pub fn card_state(status: u8, suspend_reason: u8, deadline_ms: u64) -> pb::CardS
     let (code, reason) = match life {
         Lifecycle::Active => (pb::CardStatus::CardActive, ""),
         Lifecycle::Suspended(r) => (pb::CardStatus::CardSuspended, r.as_str()),
+        Lifecycle::RealNameMissing { .. } => (pb::CardStatus::CardSuspended, "real_name_missing"),
         Lifecycle::PendingReverify { .. } => (pb::CardStatus::CardPendingReverify, ""),
         Lifecycle::Cancelled => (pb::CardStatus::CardCancelled, ""),
         Lifecycle::Stripped => (pb::CardStatus::CardStripped, ""),
@@ -163,6 +164,11 @@ pub fn card_state(status: u8, suspend_reason: u8, deadline_ms: u64) -> pb::CardS
         status: code as i32,
         suspend_reason: reason.to_string(),
         reverify_deadline_ms: if matches!(life, Lifecycle::PendingReverify { .. }) {
+            deadline_ms
+        } else {
+            0
+        },
+        terminate_at_ms: if matches!(life, Lifecycle::RealNameMissing { .. }) {
             deadline_ms
         } else {
             0

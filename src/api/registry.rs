@@ -278,6 +278,36 @@ impl Registry for RegistryApi {
         )?))
     }
 
+    async fn report_real_name_missing(
+        &self,
+        req: Request<pb::ReportRealNameMissingRequest>,
+    ) -> Result<Response<pb::CardStatusResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
+        let req = req.into_inner();
+        let command = commands::real_name_missing(&req)?;
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        Ok(Response::new(card_status_response(
+            "real-name missing",
+            index,
+            applied,
+        )?))
+    }
+
+    async fn report_real_name_completed(
+        &self,
+        req: Request<pb::ReportReverificationRequest>,
+    ) -> Result<Response<pb::CardStatusResponse>, Status> {
+        authz::own_carrier(&req, &req.get_ref().carrier)?;
+        let req = req.into_inner();
+        let command = commands::real_name_completed(&req)?;
+        let (index, applied) = self.writer.submit(&req.request_id, command).await?;
+        Ok(Response::new(card_status_response(
+            "real-name completed",
+            index,
+            applied,
+        )?))
+    }
+
     async fn request_count_notification(
         &self,
         req: Request<pb::CountNotificationRequest>,

@@ -61,6 +61,10 @@ fn describe(c: &Command) -> (String, &'static str, String) {
         ),
         Command::FinishRekey(r) => ("system".into(), "finish_rekey", rotation(r)),
         Command::DropAliases(_) => ("system".into(), "drop_aliases", String::new()),
+        Command::RealNameMissing(r) => (r.carrier.clone(), "real_name_missing", masked(&r.msisdn)),
+        Command::RealNameCompleted(r) => {
+            (r.carrier.clone(), "real_name_completed", masked(&r.msisdn))
+        }
         Command::SetRules(r) => (
             "admin".into(),
             "set_rules",

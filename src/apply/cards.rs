@@ -11,7 +11,7 @@ use oneid_storage::records::{
 use oneid_storage::StorageError;
 
 use super::{corrupt, links, not_found, Step, Tx};
-use crate::command::{Cancel, FlagHighRisk, Outcome, Register, Reverified};
+use crate::command::{Cancel, FlagHighRisk, Outcome, RealNameMissing, Register, Reverified};
 use crate::domain::{
     check_carrier, check_registration, check_restriction, next_status, own_hall_nationwide,
     CardKind, Carrier, Channel, DomainError, Event, Lifecycle, Policy, Reason, RegistrationContext,
@@ -114,10 +114,12 @@ pub(super) fn change_status(
             },
         )?;
     }
-    if let Lifecycle::PendingReverify { deadline_ms } = from {
+    // The sweep's queue: a re-verification window or the time left to
+    // complete real-name registration.
+    if let Some(deadline_ms) = from.deadline_ms() {
         tx.delete(keys::pending_key(deadline_ms, &msisdn));
     }
-    if let Lifecycle::PendingReverify { deadline_ms } = to {
+    if let Some(deadline_ms) = to.deadline_ms() {
         tx.put(
             PENDING_V,
             keys::pending_key(deadline_ms, &msisdn),
@@ -334,9 +336,30 @@ pub(super) fn reverified(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outco
     Ok(status_outcome(to))
 }
 
-/// Suspends cards whose re-verification deadline has passed on the
-/// replicated clock. The leader proposes it; every replica applies the same
-/// entries with the same clock and suspends the same cards.
+/// Suspends the card until its holder completes real-name registration,
+/// within `window_ms` (the carrier reports it, as only it knows).
+pub(super) fn real_name_missing(tx: &mut Tx, now_ms: u64, r: &RealNameMissing) -> Step<Outcome> {
+    let requester = Carrier::parse(&r.carrier)?;
+    let card = load_by_number(tx, &r.msisdn)?;
+    check_carrier(&card.carrier()?, &requester)?;
+    let deadline_ms = now_ms.saturating_add(r.window_ms);
+    let to = change_status(tx, now_ms, card, Event::RealNameMissing { deadline_ms })?;
+    Ok(status_outcome(to))
+}
+
+pub(super) fn real_name_completed(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outcome> {
+    let requester = Carrier::parse(&r.carrier)?;
+    let card = load_by_number(tx, &r.msisdn)?;
+    check_carrier(&card.carrier()?, &requester)?;
+    let to = change_status(tx, now_ms, card, Event::RealNameCompleted)?;
+    Ok(status_outcome(to))
+}
+
+/// Moves the cards whose deadline has passed on the replicated clock: a
+/// high-risk card not re-verified is suspended, a card whose holder never
+/// completed real-name registration is terminated. The leader proposes it;
+/// every replica applies the same entries with the same clock and moves the
+/// same cards.
 pub(super) fn sweep_overdue(tx: &mut Tx, now_ms: u64, limit: u32) -> Step<Outcome> {
     let due: Vec<(Vec<u8>, PendingRecord)> =
         tx.scan(PENDING_V, keys::PENDING_PREFIX, limit as usize)?;
@@ -358,6 +381,16 @@ pub(super) fn sweep_overdue(tx: &mut Tx, now_ms: u64, limit: u32) -> Step<Outcom
                 change_status(tx, now_ms, card, Event::DeadlineCheck { now_ms })?;
                 tx.stat(StatDelta::HighRiskSuspended);
                 suspended += 1;
+            }
+            // Terminated: not counted as suspended (`Swept` reports the
+            // high-risk suspensions, as before real-name deadlines).
+            Some(card)
+                if card.status
+                    == (Lifecycle::RealNameMissing {
+                        deadline_ms: deadline,
+                    }) =>
+            {
+                change_status(tx, now_ms, card, Event::DeadlineCheck { now_ms })?;
             }
             // Not pending with this deadline any more: a stale queue entry.
             _ => tx.delete(key),

@@ -11,6 +11,8 @@ mod links;
 #[cfg(test)]
 mod model_tests;
 mod outbox;
+#[cfg(test)]
+mod real_name_tests;
 mod rekey;
 #[cfg(test)]
 mod rekey_tests;
@@ -265,6 +267,8 @@ fn dispatch(
         Command::Cancel(c) => cards::cancel(tx, now_ms, c),
         Command::FlagHighRisk(f) => cards::flag_high_risk(tx, policy, now_ms, f),
         Command::Reverified(r) => cards::reverified(tx, now_ms, r),
+        Command::RealNameMissing(r) => cards::real_name_missing(tx, now_ms, r),
+        Command::RealNameCompleted(r) => cards::real_name_completed(tx, now_ms, r),
         Command::SweepOverdue(s) => cards::sweep_overdue(tx, now_ms, s.limit),
         Command::OpenDispute(o) => disputes::open(tx, now_ms, o),
         Command::ResolveDispute(r) => disputes::resolve(tx, now_ms, r),

@@ -99,6 +99,28 @@ pub enum RiskCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Carrier: the holder never completed real-name registration; the card
+    /// is suspended, and terminated when the window ends without it.
+    RealNameMissing {
+        #[arg(long)]
+        msisdn: String,
+        #[arg(long)]
+        carrier: String,
+        /// Seconds the holder has to complete real-name registration.
+        #[arg(long)]
+        within_secs: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Carrier: the holder completed real-name registration.
+    RealNameCompleted {
+        #[arg(long)]
+        msisdn: String,
+        #[arg(long)]
+        carrier: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -308,6 +330,9 @@ fn state_text(s: Option<&pb::CardState>) -> String {
     match (s.suspend_reason.as_str(), s.reverify_deadline_ms) {
         ("", 0) => name,
         ("", d) => format!("{name} (re-verify by {d} ms)"),
+        (r, _) if s.terminate_at_ms > 0 => {
+            format!("{name} ({r}, terminated at {} ms)", s.terminate_at_ms)
+        }
         (r, _) => format!("{name} ({r})"),
     }
 }
@@ -468,6 +493,40 @@ pub async fn risk(a: RiskArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_status("re-verified", r);
+        }
+        RiskCmd::RealNameMissing {
+            msisdn,
+            carrier,
+            within_secs,
+            request_id,
+        } => {
+            let r = RegistryClient::new(channel)
+                .report_real_name_missing(pb::ReportRealNameMissingRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    msisdn,
+                    carrier,
+                    window_seconds: within_secs,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_status("real-name missing", r);
+        }
+        RiskCmd::RealNameCompleted {
+            msisdn,
+            carrier,
+            request_id,
+        } => {
+            let r = RegistryClient::new(channel)
+                .report_real_name_completed(pb::ReportReverificationRequest {
+                    request_id: request_id.unwrap_or_else(fresh_request_id),
+                    msisdn,
+                    carrier,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_status("real-name completed", r);
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! A card's life after registration: suspension, high-risk re-verification
-//! (二次实人认证), disputes (剥离 / 关停 / 销户) and cancellation. Only the
+//! (二次实人认证), missing real-name registration (停机, then 销户 at a
+//! deadline), disputes (剥离 / 关停 / 销户) and cancellation. Only the
 //! transitions listed in [`next_status`] exist; anything else is refused with
 //! the card left as it was.
 
@@ -48,6 +49,12 @@ pub enum Lifecycle {
     PendingReverify {
         deadline_ms: u64,
     },
+    /// Suspended because its holder never completed real-name registration
+    /// (reported by the carrier): back in service once they do, cancelled
+    /// (terminated) at the deadline if they still have not.
+    RealNameMissing {
+        deadline_ms: u64,
+    },
     /// Cancelled (销户) by its carrier: gone for good.
     Cancelled,
     /// Stripped (剥离) from an identity that did not recognise it: the
@@ -70,6 +77,11 @@ pub enum Event {
     Strip,
     /// The carrier cancels the card (销户), directly or as a dispute outcome.
     Cancel,
+    /// The carrier reports the holder never completed real-name
+    /// registration: suspended until `deadline_ms`, then terminated.
+    RealNameMissing { deadline_ms: u64 },
+    /// The carrier reports the holder completed real-name registration.
+    RealNameCompleted,
 }
 
 impl Lifecycle {
@@ -78,8 +90,22 @@ impl Lifecycle {
     pub fn is_held(self) -> bool {
         matches!(
             self,
-            Lifecycle::Active | Lifecycle::Suspended(_) | Lifecycle::PendingReverify { .. }
+            Lifecycle::Active
+                | Lifecycle::Suspended(_)
+                | Lifecycle::PendingReverify { .. }
+                | Lifecycle::RealNameMissing { .. }
         )
+    }
+
+    /// When the leader's sweep must look at the card again: the end of a
+    /// re-verification window, or of the time to complete real-name
+    /// registration.
+    pub fn deadline_ms(self) -> Option<u64> {
+        match self {
+            Lifecycle::PendingReverify { deadline_ms }
+            | Lifecycle::RealNameMissing { deadline_ms } => Some(deadline_ms),
+            _ => None,
+        }
     }
 
     /// In service: the only state that proves possession in a verification.
@@ -90,7 +116,7 @@ impl Lifecycle {
     pub fn name(self) -> &'static str {
         match self {
             Lifecycle::Active => "active",
-            Lifecycle::Suspended(_) => "suspended",
+            Lifecycle::Suspended(_) | Lifecycle::RealNameMissing { .. } => "suspended",
             Lifecycle::PendingReverify { .. } => "pending_reverify",
             Lifecycle::Cancelled => "cancelled",
             Lifecycle::Stripped => "stripped",
@@ -107,6 +133,7 @@ impl Lifecycle {
             Lifecycle::PendingReverify { deadline_ms } => (3, 0, deadline_ms),
             Lifecycle::Cancelled => (4, 0, 0),
             Lifecycle::Stripped => (5, 0, 0),
+            Lifecycle::RealNameMissing { deadline_ms } => (6, 0, deadline_ms),
         }
     }
 
@@ -119,6 +146,7 @@ impl Lifecycle {
             3 => Some(Lifecycle::PendingReverify { deadline_ms }),
             4 => Some(Lifecycle::Cancelled),
             5 => Some(Lifecycle::Stripped),
+            6 => Some(Lifecycle::RealNameMissing { deadline_ms }),
             _ => None,
         }
     }
@@ -150,15 +178,42 @@ pub fn next_status(from: Lifecycle, event: Event) -> Result<Lifecycle, DomainErr
                 Ok(from)
             }
         }
+        // Suspended, then terminated if they still do not register.
+        (RealNameMissing { deadline_ms }, Event::DeadlineCheck { now_ms }) => {
+            if now_ms >= deadline_ms {
+                Ok(Cancelled)
+            } else {
+                Ok(from)
+            }
+        }
         (_, Event::DeadlineCheck { .. }) => Ok(from),
 
         (Active | PendingReverify { .. }, Event::Suspend(r)) => Ok(Suspended(r)),
         (_, Event::Suspend(_)) => Err(illegal(from, "suspended")),
 
-        (Active | Suspended(_) | PendingReverify { .. }, Event::Strip) => Ok(Stripped),
+        (Active | PendingReverify { .. }, Event::RealNameMissing { deadline_ms }) => {
+            Ok(RealNameMissing { deadline_ms })
+        }
+        (_, Event::RealNameMissing { .. }) => Err(illegal(
+            from,
+            "suspended for missing real-name registration",
+        )),
+
+        (RealNameMissing { .. }, Event::RealNameCompleted) => Ok(Active),
+        (_, Event::RealNameCompleted) => Err(illegal(
+            from,
+            "restored by real-name registration (it was not suspended for lacking one)",
+        )),
+
+        (Active | Suspended(_) | PendingReverify { .. } | RealNameMissing { .. }, Event::Strip) => {
+            Ok(Stripped)
+        }
         (_, Event::Strip) => Err(illegal(from, "stripped")),
 
-        (Active | Suspended(_) | PendingReverify { .. }, Event::Cancel) => Ok(Cancelled),
+        (
+            Active | Suspended(_) | PendingReverify { .. } | RealNameMissing { .. },
+            Event::Cancel,
+        ) => Ok(Cancelled),
         (_, Event::Cancel) => Err(illegal(from, "cancelled")),
     }
 }
@@ -176,6 +231,7 @@ mod tests {
             (0u64..1000).prop_map(|d| Lifecycle::PendingReverify { deadline_ms: d }),
             Just(Lifecycle::Cancelled),
             Just(Lifecycle::Stripped),
+            (0u64..1000).prop_map(|d| Lifecycle::RealNameMissing { deadline_ms: d }),
         ]
     }
 
@@ -187,7 +243,68 @@ mod tests {
             Just(Event::Suspend(SuspendReason::Dispute)),
             Just(Event::Strip),
             Just(Event::Cancel),
+            (0u64..1000).prop_map(|d| Event::RealNameMissing { deadline_ms: d }),
+            Just(Event::RealNameCompleted),
         ]
+    }
+
+    #[test]
+    fn missing_real_name_suspends_then_terminates_unless_completed() {
+        for from in [
+            Lifecycle::Active,
+            Lifecycle::PendingReverify { deadline_ms: 50 },
+        ] {
+            let s = next_status(from, Event::RealNameMissing { deadline_ms: 100 }).unwrap();
+            assert_eq!(s, Lifecycle::RealNameMissing { deadline_ms: 100 });
+            assert!(s.is_held() && !s.is_active(), "counted, out of service");
+            assert_eq!((s.name(), s.deadline_ms()), ("suspended", Some(100)));
+            assert_eq!(
+                next_status(s, Event::DeadlineCheck { now_ms: 99 }).unwrap(),
+                s
+            );
+            assert_eq!(
+                next_status(s, Event::DeadlineCheck { now_ms: 100 }).unwrap(),
+                Lifecycle::Cancelled
+            );
+            assert_eq!(
+                next_status(s, Event::RealNameCompleted).unwrap(),
+                Lifecycle::Active
+            );
+            // Re-verification is not real-name registration, and a card
+            // out of service cannot be flagged or suspended again.
+            for ev in [
+                Event::Reverified,
+                Event::FlagHighRisk { deadline_ms: 1 },
+                Event::Suspend(SuspendReason::Dispute),
+                Event::RealNameMissing { deadline_ms: 200 },
+            ] {
+                assert_eq!(
+                    next_status(s, ev).unwrap_err().reason,
+                    Reason::IllegalTransition,
+                    "{ev:?}"
+                );
+            }
+            assert_eq!(next_status(s, Event::Strip).unwrap(), Lifecycle::Stripped);
+            assert_eq!(next_status(s, Event::Cancel).unwrap(), Lifecycle::Cancelled);
+        }
+        for from in [
+            Lifecycle::Active,
+            Lifecycle::Suspended(SuspendReason::Dispute),
+            Lifecycle::PendingReverify { deadline_ms: 5 },
+        ] {
+            assert_eq!(
+                next_status(from, Event::RealNameCompleted)
+                    .unwrap_err()
+                    .reason,
+                Reason::IllegalTransition,
+                "{from:?}"
+            );
+        }
+        assert!(next_status(
+            Lifecycle::Suspended(SuspendReason::HighRiskUnverified),
+            Event::RealNameMissing { deadline_ms: 1 }
+        )
+        .is_err());
     }
 
     #[test]
@@ -222,6 +339,8 @@ mod tests {
                 Event::Suspend(SuspendReason::Dispute),
                 Event::Strip,
                 Event::Cancel,
+                Event::RealNameMissing { deadline_ms: 1 },
+                Event::RealNameCompleted,
             ] {
                 assert!(next_status(from, ev).is_err(), "{from:?} {ev:?}");
             }
@@ -289,20 +408,33 @@ mod tests {
         }
 
         /// A refused event leaves no trace, and an active card is only
-        /// reached from active, by re-verification, or by standing still.
+        /// reached from active, by re-verification or completed real-name
+        /// registration, or by standing still.
         #[test]
         fn active_only_by_reverification(from in any_status(), ev in any_event()) {
             if let Ok(next) = next_status(from, ev) {
                 if next == Lifecycle::Active && from != Lifecycle::Active {
-                    prop_assert_eq!(ev, Event::Reverified);
+                    prop_assert!(
+                        matches!(ev, Event::Reverified | Event::RealNameCompleted),
+                        "{:?} -> active by {:?}", from, ev
+                    );
                 }
                 if let Event::DeadlineCheck { now_ms } = ev {
-                    if let Lifecycle::PendingReverify { deadline_ms } = from {
-                        prop_assert_eq!(next.is_active(), false);
-                        prop_assert_eq!(next == from, now_ms < deadline_ms);
-                    } else {
-                        prop_assert_eq!(next, from);
+                    match from.deadline_ms() {
+                        Some(deadline_ms) => {
+                            prop_assert_eq!(next.is_active(), false);
+                            prop_assert_eq!(next == from, now_ms < deadline_ms);
+                        }
+                        None => prop_assert_eq!(next, from),
                     }
+                }
+                // Only a deadline passing terminates a card on its own.
+                if next == Lifecycle::Cancelled && from != Lifecycle::Cancelled {
+                    prop_assert!(
+                        matches!(ev, Event::Cancel)
+                            || matches!((from, ev), (Lifecycle::RealNameMissing { .. }, Event::DeadlineCheck { .. })),
+                        "{:?} -> cancelled by {:?}", from, ev
+                    );
                 }
             }
         }

@@ -189,6 +189,23 @@ fn requests() -> Vec<Vec<u8>> {
                 version: 2,
             },
         ),
+        request(
+            18,
+            pb::ReportRealNameMissingRequest {
+                request_id: "r-15".into(),
+                msisdn: MSISDN.into(),
+                carrier: "CMCC".into(),
+                window_seconds: 86_400,
+            },
+        ),
+        request(
+            19,
+            pb::ReportReverificationRequest {
+                request_id: "r-16".into(),
+                msisdn: MSISDN.into(),
+                carrier: "CMCC".into(),
+            },
+        ),
         // The version-2 envelope, naming its caller.
         request(0x80, register("r-14", MSISDN)),
     ]

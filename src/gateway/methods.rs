@@ -147,6 +147,20 @@ pub static RPCS: &[Rpc] = &[
     ),
     rpc!(
         "Registry",
+        "ReportRealNameMissing",
+        "/v1/cards:realNameMissing",
+        registry,
+        Registry::report_real_name_missing
+    ),
+    rpc!(
+        "Registry",
+        "ReportRealNameCompleted",
+        "/v1/cards:realNameCompleted",
+        registry,
+        Registry::report_real_name_completed
+    ),
+    rpc!(
+        "Registry",
         "RequestCountNotification",
         "/v1/cards:countBySms",
         registry,

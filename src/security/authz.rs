@@ -76,7 +76,9 @@ pub fn rule(path: &str) -> Option<Rule> {
             | "CancelCard"
             | "ImportCards"
             | "ListCarrierCards"
-            | "ReportReverification",
+            | "ReportReverification"
+            | "ReportRealNameMissing"
+            | "ReportRealNameCompleted",
         ) => roles(&[Carrier]),
         ("oneid.v1.Registry", "CountCards" | "RequestCountNotification") => roles(&[Query]),
         // The SMS gateway that delivers count notifications is run by the
