@@ -91,14 +91,7 @@ pub enum RiskCmd {
         request_id: Option<String>,
     },
     /// Carrier: the holder passed in-person re-verification.
-    Reverified {
-        #[arg(long)]
-        msisdn: String,
-        #[arg(long)]
-        carrier: String,
-        #[arg(long)]
-        request_id: Option<String>,
-    },
+    Reverified(CardReport),
     /// Carrier: the holder never completed real-name registration; the card
     /// is suspended, and terminated when the window ends without it.
     RealNameMissing {
@@ -113,14 +106,28 @@ pub enum RiskCmd {
         request_id: Option<String>,
     },
     /// Carrier: the holder completed real-name registration.
-    RealNameCompleted {
-        #[arg(long)]
-        msisdn: String,
-        #[arg(long)]
-        carrier: String,
-        #[arg(long)]
-        request_id: Option<String>,
-    },
+    RealNameCompleted(CardReport),
+}
+
+/// A carrier's report about one of its cards.
+#[derive(Args, Debug)]
+pub struct CardReport {
+    #[arg(long)]
+    msisdn: String,
+    #[arg(long)]
+    carrier: String,
+    #[arg(long)]
+    request_id: Option<String>,
+}
+
+impl CardReport {
+    fn request(self) -> pb::ReportReverificationRequest {
+        pb::ReportReverificationRequest {
+            request_id: self.request_id.unwrap_or_else(fresh_request_id),
+            msisdn: self.msisdn,
+            carrier: self.carrier,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -478,17 +485,9 @@ pub async fn risk(a: RiskArgs) -> anyhow::Result<()> {
                 .into_inner();
             print_status("flagged", r);
         }
-        RiskCmd::Reverified {
-            msisdn,
-            carrier,
-            request_id,
-        } => {
+        RiskCmd::Reverified(report) => {
             let r = RegistryClient::new(channel)
-                .report_reverification(pb::ReportReverificationRequest {
-                    request_id: request_id.unwrap_or_else(fresh_request_id),
-                    msisdn,
-                    carrier,
-                })
+                .report_reverification(report.request())
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -512,17 +511,9 @@ pub async fn risk(a: RiskArgs) -> anyhow::Result<()> {
                 .into_inner();
             print_status("real-name missing", r);
         }
-        RiskCmd::RealNameCompleted {
-            msisdn,
-            carrier,
-            request_id,
-        } => {
+        RiskCmd::RealNameCompleted(report) => {
             let r = RegistryClient::new(channel)
-                .report_real_name_completed(pb::ReportReverificationRequest {
-                    request_id: request_id.unwrap_or_else(fresh_request_id),
-                    msisdn,
-                    carrier,
-                })
+                .report_real_name_completed(report.request())
                 .await
                 .map_err(explain)?
                 .into_inner();
