@@ -50,6 +50,29 @@ async fn a_learner_joins_catches_up_and_votes() {
         output_text(&again)
     );
 
+    // Over gRPC, the same add again is answered like the first (a retry);
+    // another address for the member is refused, not silently ignored.
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let mut cluster = oneid::pb::cluster_client::ClusterClient::new(c.endpoint(leader));
+    cluster
+        .add_learner(oneid::pb::AddLearnerRequest {
+            node_id: 4,
+            addr: addr4.clone(),
+        })
+        .await
+        .expect("the same add, retried");
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let moved = cluster
+        .add_learner(oneid::pb::AddLearnerRequest {
+            node_id: 4,
+            addr: elsewhere.clone(),
+        })
+        .await
+        .expect_err("another address");
+    assert_eq!(moved.code(), tonic::Code::FailedPrecondition, "{moved:?}");
+    assert_eq!(reason(&moved), "MEMBERSHIP", "{moved:?}");
+    assert!(moved.message().contains(&addr4), "{moved:?}");
+
     let promote = oneid_cli(&["member", "promote", "4", "--endpoints", &ep]);
     assert!(promote.status.success(), "{}", output_text(&promote));
     let list = output_text(&oneid_cli(&["member", "list", "--endpoints", &ep]));

@@ -117,6 +117,23 @@ impl Cluster for ClusterApi {
             .addr
             .parse()
             .map_err(|_| Status::from(invalid(format!("addr '{}' is not HOST:PORT", req.addr))))?;
+        // Raft re-adds a member as it is, keeping its old address: a retry
+        // with the same address is answered as a fresh add (once caught
+        // up), a different one would be silently ignored.
+        let known = {
+            let m = self.replica.raft().metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .get_node(&req.node_id)
+                .map(|n| n.addr.clone())
+        };
+        if let Some(known) = known.filter(|known| *known != addr.to_string()) {
+            return Err(ApiError::Membership(format!(
+                "node {} is already a member at {known}; remove it before adding it at {addr}",
+                req.node_id
+            ))
+            .into());
+        }
         let in_force = self.reader.rules_version().map_err(ApiError::from)?;
         if in_force > RULES_ORIGINAL {
             // Every build applies the first rules; past them, a node whose
