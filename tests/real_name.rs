@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use oneid::pb;
+use oneid::pb::regulator_client::RegulatorClient;
 use tonic::Code;
 
 fn missing(rid: &str, msisdn: &str, carrier: &str, secs: u64) -> pb::ReportRealNameMissingRequest {
@@ -60,6 +61,27 @@ async fn missing_real_name_suspends_restores_and_terminates() {
             .await
             .expect("register");
     }
+
+    // Before the rules that have real-name reports, they are refused
+    // before anything is proposed (an older build could not decode them).
+    let s = c
+        .registry(node)
+        .report_real_name_missing(missing("m-early", "13800000001", "CMCC", 60))
+        .await
+        .expect_err("rules 1");
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("needs rules version 3"), "{s:?}");
+    let mut regulator = RegulatorClient::new(c.endpoint(node));
+    regulator
+        .set_rules(pb::SetRulesRequest {
+            request_id: "rules-3".into(),
+            version: 3,
+        })
+        .await
+        .expect("rules 3");
+    // The follower answers from its own applied state: wait for the entry.
+    let leader_applied = c.status(leader).await.expect("status").last_applied;
+    c.wait_applied(node, leader_applied).await;
 
     // Bad input and other carriers' cards are refused, changing nothing.
     for (req, code, why) in [

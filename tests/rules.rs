@@ -49,7 +49,7 @@ async fn rules_move_forward_on_every_replica_once_every_member_answers() {
     let follower = (1..=3).find(|&n| n != leader).expect("a follower");
     let mut regulator = RegulatorClient::new(c.endpoint(follower));
     let s = c.status(follower).await.expect("status");
-    assert_eq!((s.rules_version, s.rules_supported), (1, 2), "{s:?}");
+    assert_eq!((s.rules_version, s.rules_supported), (1, 3), "{s:?}");
 
     regulator
         .set_policy(pb::SetPolicyRequest {
@@ -94,7 +94,7 @@ async fn rules_move_forward_on_every_replica_once_every_member_answers() {
     c.spawn(silent);
 
     // Bad versions are refused before anything is asked or proposed.
-    for (version, code) in [(0, Code::InvalidArgument), (3, Code::InvalidArgument)] {
+    for (version, code) in [(0, Code::InvalidArgument), (4, Code::InvalidArgument)] {
         let s = regulator
             .set_rules(set_rules(version, "r-bad"))
             .await
@@ -187,5 +187,5 @@ async fn rules_move_forward_on_every_replica_once_every_member_answers() {
     );
     let out = oneid_cli(&["status", "--endpoints", &ep]);
     assert!(out.status.success(), "{}", output_text(&out));
-    assert!(output_text(&out).contains(" 2/2"), "{}", output_text(&out));
+    assert!(output_text(&out).contains(" 2/3"), "{}", output_text(&out));
 }

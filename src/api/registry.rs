@@ -8,6 +8,7 @@ use super::keyring::Keyring;
 use super::writer::{unexpected, Writer};
 use super::{commands, convert, verify, ApiError};
 use crate::command::{self, Applied, Outcome};
+use crate::domain::{check_rules_allow, RULES_REAL_NAME};
 use crate::limits::QueryLimit;
 use crate::pb;
 use crate::pb::registry_server::Registry;
@@ -53,6 +54,17 @@ impl RegistryApi {
             queries,
             max_import_batch,
         }
+    }
+
+    /// Real-name reports enter the log only after the entry that moved the
+    /// rules to [`RULES_REAL_NAME`] (checked against this node's applied
+    /// state: revisions only move forward, so an entry proposed after this
+    /// node applied that one follows it in the log), which every member's
+    /// build applies. An older build could not decode them.
+    fn real_name_reports_allowed(&self) -> Result<(), ApiError> {
+        let policy = self.reader.policy()?;
+        check_rules_allow(&policy, RULES_REAL_NAME, "a real-name report")?;
+        Ok(())
     }
 
     /// One pass of an import: every valid item proposed in one go.
@@ -285,6 +297,7 @@ impl Registry for RegistryApi {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
         let command = commands::real_name_missing(&req)?;
+        self.real_name_reports_allowed()?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "real-name missing",
@@ -300,6 +313,7 @@ impl Registry for RegistryApi {
         authz::own_carrier(&req, &req.get_ref().carrier)?;
         let req = req.into_inner();
         let command = commands::real_name_completed(&req)?;
+        self.real_name_reports_allowed()?;
         let (index, applied) = self.writer.submit(&req.request_id, command).await?;
         Ok(Response::new(card_status_response(
             "real-name completed",

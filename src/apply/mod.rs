@@ -37,8 +37,8 @@ use crate::command::{
     Applied, Command, Envelope, Outcome, CALLER_VERSION, COMMAND_VERSION, KEYED_VERSION,
 };
 use crate::domain::{
-    check_rules_change, record_failed_verification, DomainError, Policy, Reason, LATEST_RULES,
-    RULES_ORIGINAL,
+    check_rules_allow, check_rules_change, record_failed_verification, DomainError, Policy, Reason,
+    LATEST_RULES, RULES_ORIGINAL, RULES_REAL_NAME,
 };
 
 /// A rule's refusal, or a storage failure that stops the apply.
@@ -267,8 +267,14 @@ fn dispatch(
         Command::Cancel(c) => cards::cancel(tx, now_ms, c),
         Command::FlagHighRisk(f) => cards::flag_high_risk(tx, policy, now_ms, f),
         Command::Reverified(r) => cards::reverified(tx, now_ms, r),
-        Command::RealNameMissing(r) => cards::real_name_missing(tx, now_ms, r),
-        Command::RealNameCompleted(r) => cards::real_name_completed(tx, now_ms, r),
+        Command::RealNameMissing(r) => {
+            check_rules_allow(policy, RULES_REAL_NAME, "a real-name report")?;
+            cards::real_name_missing(tx, now_ms, r)
+        }
+        Command::RealNameCompleted(r) => {
+            check_rules_allow(policy, RULES_REAL_NAME, "a real-name report")?;
+            cards::real_name_completed(tx, now_ms, r)
+        }
         Command::SweepOverdue(s) => cards::sweep_overdue(tx, now_ms, s.limit),
         Command::OpenDispute(o) => disputes::open(tx, now_ms, o),
         Command::ResolveDispute(r) => disputes::resolve(tx, now_ms, r),

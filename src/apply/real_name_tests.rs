@@ -8,16 +8,25 @@ use oneid_storage::Db;
 use super::model_tests::envelope_bytes;
 use super::{apply_envelope, Tx};
 use crate::command::{Command, Outcome, RealNameMissing, Register, Reverified, SweepOverdue};
-use crate::domain::{Channel, Lifecycle, Policy, Reason};
+use crate::domain::{Channel, Lifecycle, Policy, Reason, RULES_MVNO_NATIONWIDE, RULES_REAL_NAME};
 
 const NUMBER: &str = "13900000001";
 const HOUR_MS: u64 = 3_600_000;
 
-/// Applies `command` as write `seq` at replicated time `now_ms`, commits it.
+/// Applies `command` as write `seq` at replicated time `now_ms` under the
+/// rules that have real-name reports, commits it.
 fn apply(db: &Db, seq: u64, now_ms: u64, command: Command) -> Outcome {
+    let mut policy = Policy {
+        rules: RULES_REAL_NAME,
+        ..Policy::default()
+    };
+    apply_under(db, &mut policy, seq, now_ms, command)
+}
+
+fn apply_under(db: &Db, policy: &mut Policy, seq: u64, now_ms: u64, command: Command) -> Outcome {
     let mut tx = Tx::new(db);
     let bytes = envelope_bytes(seq, command);
-    let got = apply_envelope(&mut tx, &mut Policy::default(), (seq, 0), now_ms, &bytes).unwrap();
+    let got = apply_envelope(&mut tx, policy, (seq, 0), now_ms, &bytes).unwrap();
     db.raw().write(tx.into_batch().unwrap()).unwrap();
     got.outcome
 }
@@ -80,6 +89,28 @@ fn held(db: &Db, id_key: &IdKey) -> (u32, Option<bool>, bool) {
         holder.lists_in_service(NUMBER),
         number.is_some_and(|n| n.held),
     )
+}
+
+/// Older builds cannot decode real-name reports: before the rules that have
+/// them, every build refuses them alike and nothing changes.
+#[test]
+fn refused_before_the_rules_that_have_them() {
+    let (_dir, db) = super::test_db();
+    let a = [1; 32];
+    apply(&db, 1, 0, register(a));
+    for rules in [1, RULES_MVNO_NATIONWIDE] {
+        let mut policy = Policy {
+            rules,
+            ..Policy::default()
+        };
+        for (seq, command) in [(2, missing("CMCC", HOUR_MS)), (3, completed())] {
+            let o = apply_under(&db, &mut policy, seq + u64::from(rules) * 10, 0, command);
+            let e = o.as_error().expect("refused");
+            assert_eq!(e.reason, Reason::IllegalTransition, "{o:?}");
+            assert!(e.message.contains("needs rules version 3"), "{}", e.message);
+        }
+    }
+    assert_eq!(held(&db, &a), (1, Some(true), true));
 }
 
 #[test]

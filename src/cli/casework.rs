@@ -202,7 +202,8 @@ pub enum PolicyCmd {
     /// force and the newest each node's build applies.
     Rules {
         /// 2: an MVNO's cards count in all provinces for the own-hall
-        /// threshold (1: per province, as first built).
+        /// threshold (1: per province, as first built); 3: carriers may
+        /// report cards lacking real-name registration.
         version: u32,
         #[arg(long)]
         request_id: Option<String>,

@@ -19,6 +19,7 @@ pub use lifecycle::{next_status, Event, Lifecycle, SuspendReason};
 pub use link::{AccountId, DisputeOutcome, Platform};
 pub use rules::{
     check_carrier, check_registration, check_responsible_unit, check_restriction,
-    check_rules_change, own_hall_nationwide, record_failed_verification, window_ms, Policy,
-    RegistrationContext, DAY_MS, LATEST_RULES, RULES_MVNO_NATIONWIDE, RULES_ORIGINAL,
+    check_rules_allow, check_rules_change, own_hall_nationwide, record_failed_verification,
+    window_ms, Policy, RegistrationContext, DAY_MS, LATEST_RULES, RULES_MVNO_NATIONWIDE,
+    RULES_ORIGINAL, RULES_REAL_NAME,
 };

@@ -34,10 +34,31 @@ pub const RULES_ORIGINAL: u32 = 1;
 /// 182号 as written: an MVNO's cards count in all provinces together
 /// ("the same carrier-province, or the same MVNO").
 pub const RULES_MVNO_NATIONWIDE: u32 = 2;
+/// Carriers may report cards whose holder never completed real-name
+/// registration (suspended, then terminated). Gated like a rule change
+/// because older builds cannot decode those commands: they would refuse an
+/// entry their peers apply.
+pub const RULES_REAL_NAME: u32 = 3;
 /// The newest revision this build applies. A build applies every revision
 /// up to it exactly as the build that introduced it did; a log that moves
 /// past it stops this node's apply (see `apply`), never runs differently.
-pub const LATEST_RULES: u32 = RULES_MVNO_NATIONWIDE;
+pub const LATEST_RULES: u32 = RULES_REAL_NAME;
+
+/// Refuses a command the rules in force do not have yet (`since`).
+pub fn check_rules_allow(policy: &Policy, since: u32, what: &str) -> Result<(), DomainError> {
+    if policy.rules < since {
+        return Err(DomainError::new(
+            Reason::IllegalTransition,
+            format!(
+                "{what} needs rules version {since} (the rules are at version {}); an \
+                 administrator moves the cluster there with `oneid policy rules {since}` once \
+                 every node runs a build that applies it",
+                policy.rules
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Whether the rules may move from `current` to `next`: forward only (a
 /// step back would change how later entries are decided for cards
