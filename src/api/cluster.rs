@@ -120,13 +120,15 @@ impl Cluster for ClusterApi {
         // Raft re-adds a member as it is, keeping its old address: a retry
         // with the same address is answered as a fresh add (once caught
         // up), a different one would be silently ignored.
-        let known = {
-            let m = self.replica.raft().metrics().borrow().clone();
-            m.membership_config
-                .membership()
-                .get_node(&req.node_id)
-                .map(|n| n.addr.clone())
-        };
+        let known = self
+            .replica
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&req.node_id)
+            .map(|n| n.addr.clone());
         if let Some(known) = known.filter(|known| *known != addr.to_string()) {
             return Err(ApiError::Membership(format!(
                 "node {} is already a member at {known}; remove it before adding it at {addr}",

@@ -301,10 +301,17 @@ pub(super) fn register(
     })
 }
 
-pub(super) fn cancel(tx: &mut Tx, now_ms: u64, c: &Cancel) -> Step<Outcome> {
-    let requester = Carrier::parse(&c.carrier)?;
-    let card = load_by_number(tx, &c.msisdn)?;
+/// The card `msisdn` was last registered as, which only the carrier holding
+/// it (`carrier`) may act on.
+fn carriers_card(tx: &Tx, msisdn: &str, carrier: &str) -> Step<LoadedCard> {
+    let requester = Carrier::parse(carrier)?;
+    let card = load_by_number(tx, msisdn)?;
     check_carrier(&card.carrier()?, &requester)?;
+    Ok(card)
+}
+
+pub(super) fn cancel(tx: &mut Tx, now_ms: u64, c: &Cancel) -> Step<Outcome> {
+    let card = carriers_card(tx, &c.msisdn, &c.carrier)?;
     change_status(tx, now_ms, card, Event::Cancel)?;
     Ok(Outcome::Cancelled)
 }
@@ -328,9 +335,7 @@ pub(super) fn flag_high_risk(
 }
 
 pub(super) fn reverified(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outcome> {
-    let requester = Carrier::parse(&r.carrier)?;
-    let card = load_by_number(tx, &r.msisdn)?;
-    check_carrier(&card.carrier()?, &requester)?;
+    let card = carriers_card(tx, &r.msisdn, &r.carrier)?;
     let to = change_status(tx, now_ms, card, Event::Reverified)?;
     tx.stat(StatDelta::Reverified);
     Ok(status_outcome(to))
@@ -339,18 +344,14 @@ pub(super) fn reverified(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outco
 /// Suspends the card until its holder completes real-name registration,
 /// within `window_ms` (the carrier reports it, as only it knows).
 pub(super) fn real_name_missing(tx: &mut Tx, now_ms: u64, r: &RealNameMissing) -> Step<Outcome> {
-    let requester = Carrier::parse(&r.carrier)?;
-    let card = load_by_number(tx, &r.msisdn)?;
-    check_carrier(&card.carrier()?, &requester)?;
+    let card = carriers_card(tx, &r.msisdn, &r.carrier)?;
     let deadline_ms = now_ms.saturating_add(r.window_ms);
     let to = change_status(tx, now_ms, card, Event::RealNameMissing { deadline_ms })?;
     Ok(status_outcome(to))
 }
 
 pub(super) fn real_name_completed(tx: &mut Tx, now_ms: u64, r: &Reverified) -> Step<Outcome> {
-    let requester = Carrier::parse(&r.carrier)?;
-    let card = load_by_number(tx, &r.msisdn)?;
-    check_carrier(&card.carrier()?, &requester)?;
+    let card = carriers_card(tx, &r.msisdn, &r.carrier)?;
     let to = change_status(tx, now_ms, card, Event::RealNameCompleted)?;
     Ok(status_outcome(to))
 }

@@ -589,7 +589,7 @@ proptest! {
 }
 
 /// `command` as the `seq`-th client write encodes it (request id `r{seq}`).
-pub(super) fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
+fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
     Envelope {
         version: COMMAND_VERSION,
         request_id: format!("r{seq}"),
@@ -603,11 +603,29 @@ pub(super) fn envelope_bytes(seq: u64, command: Command) -> Vec<u8> {
 
 /// Applies one command in a transaction of its own and commits it.
 fn apply_one(db: &Db, pol: &mut Policy, seq: u64, op: &Op) -> Outcome {
+    let command = command_of(op).expect("a command");
+    apply_at(db, pol, seq, 1_000, command).unwrap()
+}
+
+/// Applies `command` as client write `seq` at replicated time `now_ms` in
+/// a transaction of its own, and commits it.
+pub(super) fn apply_at(
+    db: &Db,
+    pol: &mut Policy,
+    seq: u64,
+    now_ms: u64,
+    command: Command,
+) -> Result<Outcome, oneid_storage::StorageError> {
     let mut tx = Tx::new(db);
-    let bytes = envelope_bytes(seq, command_of(op).expect("a command"));
-    let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &bytes).unwrap();
-    db.raw().write(tx.into_batch().unwrap()).unwrap();
-    got.outcome
+    let got = apply_envelope(
+        &mut tx,
+        pol,
+        (seq, 0),
+        now_ms,
+        &envelope_bytes(seq, command),
+    )?;
+    db.raw().write(tx.into_batch()?)?;
+    Ok(got.outcome)
 }
 
 /// A summary stored before summaries listed their in-service numbers

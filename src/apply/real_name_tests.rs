@@ -5,8 +5,8 @@
 use oneid_storage::keys::{self, IdKey};
 use oneid_storage::Db;
 
-use super::model_tests::envelope_bytes;
-use super::{apply_envelope, Tx};
+use super::model_tests::apply_at;
+use super::Tx;
 use crate::command::{Command, Outcome, RealNameMissing, Register, Reverified, SweepOverdue};
 use crate::domain::{Channel, Lifecycle, Policy, Reason, RULES_MVNO_NATIONWIDE, RULES_REAL_NAME};
 
@@ -24,11 +24,7 @@ fn apply(db: &Db, seq: u64, now_ms: u64, command: Command) -> Outcome {
 }
 
 fn apply_under(db: &Db, policy: &mut Policy, seq: u64, now_ms: u64, command: Command) -> Outcome {
-    let mut tx = Tx::new(db);
-    let bytes = envelope_bytes(seq, command);
-    let got = apply_envelope(&mut tx, policy, (seq, 0), now_ms, &bytes).unwrap();
-    db.raw().write(tx.into_batch().unwrap()).unwrap();
-    got.outcome
+    apply_at(db, policy, seq, now_ms, command).unwrap()
 }
 
 fn register(id_key: IdKey) -> Command {

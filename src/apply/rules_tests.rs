@@ -5,8 +5,8 @@
 use oneid_storage::records::{RulesRecord, RULES_V};
 use oneid_storage::{codec, keys, Db, StorageError};
 
-use super::model_tests::envelope_bytes;
-use super::{apply_envelope, load_policy, Tx};
+use super::load_policy;
+use super::model_tests::apply_at;
 use crate::command::{Command, Outcome, Register, SetPolicy, SetRules};
 use crate::domain::{Channel, Policy, Reason, LATEST_RULES, RULES_MVNO_NATIONWIDE, RULES_ORIGINAL};
 
@@ -14,10 +14,7 @@ const THRESHOLD: u32 = 2;
 
 /// Applies `command` as write `seq` in a transaction of its own, commits it.
 fn apply(db: &Db, pol: &mut Policy, seq: u64, command: Command) -> Result<Outcome, StorageError> {
-    let mut tx = Tx::new(db);
-    let got = apply_envelope(&mut tx, pol, (seq, 0), 1_000, &envelope_bytes(seq, command))?;
-    db.raw().write(tx.into_batch()?)?;
-    Ok(got.outcome)
+    apply_at(db, pol, seq, 1_000, command)
 }
 
 /// Card `seq` of one identity at `carrier` in `province`, by an agent or by
