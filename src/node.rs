@@ -41,7 +41,8 @@ use crate::pb::registry_server::RegistryServer;
 use crate::pb::regulator_server::RegulatorServer;
 use crate::query_audit::QueryAudit;
 use crate::reader::Reader;
-use crate::security::authz::AuthzLayer;
+use crate::security::authz::{AuthzLayer, Callers};
+use crate::security::revocation::Revocations;
 use crate::security::tls::TlsFiles;
 use crate::state_machine::StateMachine;
 
@@ -132,6 +133,16 @@ pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before anything starts: a list that does not verify must stop the
+    // node, not let revoked callers in.
+    let revocations = match cfg
+        .tls
+        .as_ref()
+        .and_then(|t| t.crl.as_ref().map(|c| (c, &t.ca)))
+    {
+        Some((crl, ca)) => Some(Revocations::load(crl, ca).context("loading tls.crl")?),
+        None => None,
+    };
     let tls = match &cfg.tls {
         Some(files) => Some(files.load().context("loading TLS files")?),
         None => {
@@ -311,6 +322,13 @@ pub async fn run(
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
 
+    if let Some(r) = &revocations {
+        tokio::spawn(r.clone().watch(stop_rx.clone()));
+    }
+    let callers = match tls {
+        None => Callers::Insecure,
+        Some(_) => Callers::Certified(revocations),
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = builder
@@ -324,7 +342,7 @@ pub async fn run(
         // Inside the metrics layer, so refusals are counted and carry a
         // request id.
         .layer(shed)
-        .layer(AuthzLayer::new(tls.is_none(), member_check(&replica)))
+        .layer(AuthzLayer::new(callers, member_check(&replica)))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)

@@ -304,6 +304,136 @@ async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
+    let mut c = Cluster::unstarted(3, &[], false);
+    let tls = Tls::issue_revocable(c.dir.path(), 3, &ROLES);
+    let dir = tls.dir.clone();
+    let crl = dir.join("crl.pem");
+    c.extra
+        .extend(["--crl".to_string(), crl.display().to_string()]);
+    c.tls = Some(tls);
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_leader(&[1, 2, 3]).await;
+
+    // CMCC is connected, over a unary channel and a batch stream, before
+    // its certificate is revoked.
+    let mut cmcc = RegistryClient::new(channel_as(&c, 1, &stem("carrier:CMCC")));
+    retrying(|| {
+        let mut cmcc = cmcc.clone();
+        async move {
+            cmcc.register_card(cmcc_card("rv-1", "13800000001", "CMCC"))
+                .await
+        }
+    })
+    .await
+    .expect("CMCC registers before revocation");
+    const REGISTER: &str = "/oneid.v1.Registry/RegisterCard";
+    let cmcc_batch = Multiplexer::new(channel_as(&c, 2, &stem("carrier:CMCC")), WAIT);
+    cmcc_batch
+        .call::<_, pb::RegisterCardResponse>(REGISTER, &cmcc_card("rv-2", "13800000002", "CMCC"))
+        .await
+        .expect("CMCC registers in a batch before revocation");
+    let mut cucc = RegistryClient::new(channel_as(&c, 3, &stem("carrier:CUCC")));
+
+    let path = |p: &std::path::Path| p.display().to_string();
+    let cert = path(&dir.join(format!("{}.pem", stem("carrier:CMCC"))));
+    let out = oneid_cli(&["revoke", "--dir", &path(&dir), &cert]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("revoked serial"),
+        "{}",
+        output_text(&out)
+    );
+
+    // Every node re-reads the list within a second or so; the open
+    // connection is refused from then on.
+    let deadline = Instant::now() + WAIT;
+    let err = loop {
+        let answer = cmcc
+            .register_card(cmcc_card("rv-3", "13800000003", "CMCC"))
+            .await;
+        match answer {
+            Err(e) if e.code() == Code::Unauthenticated => break e,
+            other if Instant::now() > deadline => panic!("still let in: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(err.message().contains("revoked"), "{err:?}");
+    assert_eq!(reason(&err), "UNAUTHENTICATED");
+    // Give the other nodes the same second to notice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = cmcc_batch
+        .call::<_, pb::RegisterCardResponse>(REGISTER, &cmcc_card("rv-4", "13800000004", "CMCC"))
+        .await
+        .expect_err("a revoked certificate's open batch stream still registers");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("revoked"), "{err:?}");
+    for node in 1..=3 {
+        let err = RegistryClient::new(channel_as(&c, node, &stem("carrier:CMCC")))
+            .register_card(cmcc_card("rv-5", "13800000005", "CMCC"))
+            .await
+            .expect_err("a revoked certificate got in on a new connection");
+        assert_eq!(err.code(), Code::Unauthenticated, "node {node}: {err:?}");
+    }
+    // Everyone else, raft included, goes on.
+    cucc.register_card(cmcc_card("rv-6", "13800000006", "CUCC"))
+        .await
+        .expect("CUCC registers after CMCC was revoked");
+
+    // A list that does not verify is not taken: the one in force stays,
+    // and the node says why.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .expect("garbage list");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = cmcc
+        .register_card(cmcc_card("rv-7", "13800000007", "CMCC"))
+        .await
+        .expect_err("a bad list let a revoked certificate back in");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    cucc.register_card(cmcc_card("rv-8", "13800000008", "CUCC"))
+        .await
+        .expect("CUCC registers while the list on disk is bad");
+    let log = std::fs::read_to_string(&c.node(1).log).expect("node log");
+    assert!(log.contains("revocation lists not reloaded"), "{log}");
+
+    // ... and a node does not start on it.
+    c.kill(3);
+    let mut out = std::process::Command::new(env!("CARGO_BIN_EXE_oneid"))
+        .args(["serve", "--node-id", "3", "--addr", &c.node(3).addr])
+        .arg("--data-dir")
+        .arg(&c.node(3).data_dir)
+        .args(["--ca", &path(&dir.join("ca.pem"))])
+        .args(["--cert", &path(&dir.join("node-3.pem"))])
+        .args(["--key", &path(&dir.join("node-3.key"))])
+        .args(["--crl", &path(&crl)])
+        .env("ONEID_PEPPER", PEPPER)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run oneid serve");
+    let deadline = Instant::now() + WAIT;
+    while out.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = out.kill();
+            panic!("a node started on a bad list");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = out.wait_with_output().expect("output");
+    assert!(!out.status.success(), "a node started on a bad list");
+    assert!(
+        output_text(&out).contains("tls.crl"),
+        "{}",
+        output_text(&out)
+    );
+}
+
 /// Who may call what, written out independently of the server's table.
 /// Roles are named as in `oneid certs`; "node" is a node certificate.
 const MATRIX: &[(&str, &[&str])] = &[

@@ -27,6 +27,7 @@ use crate::observe::grpc::{code_name, micros};
 use crate::observe::metrics::{MethodMetrics, Metrics};
 use crate::pb;
 use crate::security::authz;
+use crate::security::revocation::CertStanding;
 use crate::security::Principal;
 
 /// Calls of one stream in progress (or answered and waiting to be sent)
@@ -80,6 +81,9 @@ impl BatchApi {
 struct Caller {
     api: Arc<Inner>,
     who: Principal,
+    /// The stream's certificate, asked before each call whether the CA has
+    /// revoked it since the stream opened (None: no revocation lists).
+    standing: Option<CertStanding>,
     peer: Option<SocketAddr>,
     /// The stream's request span (with its request id), parent of each
     /// call's span, so a call's log lines name the stream it came on.
@@ -136,6 +140,10 @@ impl Caller {
 
     /// Runs one call the way the gRPC server's layers would run it alone.
     async fn checked(&self, method: &str, call: Call, request: Bytes) -> Result<Vec<u8>, Status> {
+        if let Some(why) = self.standing.as_ref().and_then(CertStanding::revoked) {
+            tracing::warn!(method, "refused in a batch: {why}");
+            return Err(ApiError::Unauthenticated(why).into());
+        }
         if !authz::may_call(&self.who, method) {
             tracing::warn!(method, "refused in a batch: {} may not call it", self.who);
             return Err(ApiError::WrongRole(format!("{} may not call {method}", self.who)).into());
@@ -157,6 +165,7 @@ impl pb::batch_server::Batch for BatchApi {
         let caller = Arc::new(Caller {
             api: self.inner.clone(),
             who: authz::caller(&req)?.clone(),
+            standing: req.extensions().get::<CertStanding>().cloned(),
             peer: req.remote_addr(),
             span: tracing::Span::current(),
         });

@@ -66,6 +66,7 @@ impl ClientTls {
                     ca: ca.clone(),
                     cert: cert.clone(),
                     key: key.clone(),
+                    crl: None,
                 };
                 Ok(Some(files.load()?.client()))
             }

@@ -304,6 +304,7 @@ impl Pki {
                     nodes: &[1, 2, 3],
                     clients: &clients,
                     hosts: &["localhost".into(), "127.0.0.1".into()],
+                    keep_ca_key: false,
                 },
             )
             .context("making the demo certificates")?;

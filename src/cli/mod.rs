@@ -37,6 +37,8 @@ pub enum Cmd {
     Serve(serve::ServeArgs),
     /// Development certificates: a CA, node and client (role) certificates.
     Certs(certs::CertsArgs),
+    /// Revoke certificates: issue a new revocation list (needs `certs --keep-ca-key`).
+    Revoke(certs::RevokeArgs),
     /// Configuration files: check one and print the effective configuration.
     Config(config::ConfigArgs),
     /// Start a local 3-node cluster with sample data and serve until Ctrl-C.
@@ -87,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(a) => serve::run(a).await,
         Cmd::Certs(a) => certs::run(a),
+        Cmd::Revoke(a) => certs::revoke(a),
         Cmd::Config(a) => config::run(a),
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Register(a) => client::register(a).await,

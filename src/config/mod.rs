@@ -157,6 +157,9 @@ pub struct TlsSection {
     pub cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// The CA's revocation lists (PEM), re-read when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
     /// Plaintext, and every caller is trusted as an operator with every role.
     pub insecure: bool,
 }
@@ -281,6 +284,7 @@ impl Config {
         set_opt(&mut self.tls.ca, &o.ca);
         set_opt(&mut self.tls.cert, &o.cert);
         set_opt(&mut self.tls.key, &o.key);
+        set_opt(&mut self.tls.crl, &o.crl);
         set(&mut self.tls.insecure, &o.insecure.then_some(true));
     }
 

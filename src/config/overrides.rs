@@ -106,6 +106,11 @@ pub struct Overrides {
     /// This node's private key (PEM) [tls.key, ONEID_KEY].
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// The CA's certificate revocation lists (PEM, from `oneid revoke` or
+    /// your CA), re-read within a second of changing: a revoked
+    /// certificate is refused on every call [tls.crl, ONEID_CRL].
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
     /// Plaintext, no TLS: every caller is trusted with every role. For
     /// local experiments only [tls.insecure, ONEID_INSECURE].
     #[arg(long)]
@@ -135,6 +140,7 @@ impl Overrides {
             max_import_batch: parsed(&var, "ONEID_MAX_IMPORT_BATCH")?,
             unlimited_callers: var("ONEID_UNLIMITED_CALLERS"),
             ca: var("ONEID_CA").map(PathBuf::from),
+            crl: var("ONEID_CRL").map(PathBuf::from),
             cert: var("ONEID_CERT").map(PathBuf::from),
             key: var("ONEID_KEY").map(PathBuf::from),
             insecure: parsed(&var, "ONEID_INSECURE")?.unwrap_or(false),

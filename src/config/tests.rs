@@ -281,3 +281,21 @@ fn tls_needs_all_three_files_or_an_explicit_insecure() {
     );
     assert_eq!(resolved.tls.ca.as_deref(), Some(Path::new("/other/ca.pem")));
 }
+
+#[test]
+fn a_revocation_list_needs_tls() {
+    let mut cfg = Config::parse(MINIMAL).expect("parse");
+    cfg.tls.crl = Some("/tls/crl.pem".into());
+    assert!(invalid(&cfg).contains("tls.crl needs TLS"));
+
+    cfg.tls.insecure = false;
+    cfg.tls.ca = Some("/tls/ca.pem".into());
+    cfg.tls.cert = Some("/tls/node-1.pem".into());
+    cfg.tls.key = Some("/tls/node-1.key".into());
+    let files = cfg.validate().expect("TLS with a list").tls.expect("tls");
+    assert_eq!(files.crl.as_deref(), Some(Path::new("/tls/crl.pem")));
+
+    let vars = env(&[("ONEID_CRL", "/env/crl.pem")]);
+    let resolved = Config::resolve(None, vars, &Overrides::default()).expect("resolve");
+    assert_eq!(resolved.tls.crl.as_deref(), Some(Path::new("/env/crl.pem")));
+}

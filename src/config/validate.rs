@@ -113,11 +113,16 @@ impl Checked {
 /// The TLS files, all three or none with `insecure` said out loud.
 fn tls(errs: &mut Vec<String>, t: &TlsSection) -> Option<TlsFiles> {
     match (&t.ca, &t.cert, &t.key, t.insecure) {
-        (None, None, None, true) => None,
+        (None, None, None, true) if t.crl.is_none() => None,
+        (None, None, None, true) => {
+            errs.push("tls.crl needs TLS (tls.ca, tls.cert and tls.key), not tls.insecure".into());
+            None
+        }
         (Some(ca), Some(cert), Some(key), false) => Some(TlsFiles {
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
+            crl: t.crl.clone(),
         }),
         (_, _, _, true) => {
             errs.push("tls.insecure is set together with TLS files; choose one".into());

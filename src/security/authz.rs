@@ -9,6 +9,11 @@
 //! log rather than the replicated audit trail: a refused call changes
 //! nothing, and letting any authenticated caller append to the replicated
 //! trail would let it flood raft.
+//!
+//! A certificate the CA has revoked ([`Revocations`]) is refused
+//! UNAUTHENTICATED on every request, on connections opened before it was
+//! revoked too; a batch stream checks again before each of its calls
+//! ([`CertStanding`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +24,8 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::principal::Certified;
+use super::revocation::{revoked_message, CertStanding, Revocations};
 use super::{Principal, Role};
 use crate::api::ApiError;
 
@@ -119,19 +126,25 @@ pub fn permits(rule: Rule, who: &Principal) -> bool {
     }
 }
 
-/// The caller of a gRPC request: its verified certificate, or the operator
-/// in insecure mode.
-fn principal_of<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, ApiError> {
-    if insecure {
-        return Ok(Principal::Operator);
-    }
+/// The verified certificate of a gRPC request's caller.
+fn certificate_of<B>(req: &http::Request<B>) -> Result<Certified, ApiError> {
     let cert = req
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs())
         .and_then(|certs| certs.first().cloned())
         .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
-    Principal::from_cert(&cert).map_err(ApiError::Unauthenticated)
+    Certified::from_der(&cert).map_err(ApiError::Unauthenticated)
+}
+
+/// How a node tells who is calling.
+#[derive(Clone)]
+pub enum Callers {
+    /// No TLS: every caller is the operator.
+    Insecure,
+    /// Callers are named by their certificates, refused once the CA
+    /// revoked them when the node has revocation lists.
+    Certified(Option<Revocations>),
 }
 
 /// Whether a node id is in this node's current membership (voter or
@@ -139,15 +152,33 @@ fn principal_of<B>(req: &http::Request<B>, insecure: bool) -> Result<Principal, 
 /// hear from the founders) says yes to every node certificate.
 pub type MemberCheck = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
-/// Decides one request: the principal to hand to the handler, or the
+/// Decides one request: the principal to hand to the handler (with the
+/// standing of its certificate when revocations are checked), or the
 /// refusal to send back.
 fn decide<B>(
     req: &http::Request<B>,
-    insecure: bool,
+    callers: &Callers,
     is_member: &MemberCheck,
-) -> Result<Principal, ApiError> {
+) -> Result<(Principal, Option<CertStanding>), ApiError> {
     let path = req.uri().path();
-    let who = principal_of(req, insecure)?;
+    let (who, standing) = match callers {
+        Callers::Insecure => (Principal::Operator, None),
+        Callers::Certified(revocations) => {
+            let cert = certificate_of(req)?;
+            let standing = match revocations {
+                Some(r) if r.is_revoked(&cert.serial) => {
+                    return Err(ApiError::Unauthenticated(format!(
+                        "{} of {}",
+                        revoked_message(&cert.serial),
+                        cert.who
+                    )))
+                }
+                Some(r) => Some(CertStanding::new(&cert.serial, r.clone())),
+                None => None,
+            };
+            (cert.who, standing)
+        }
+    };
     // A certificate from the cluster's CA is not enough for raft traffic:
     // a node removed from the cluster (or never added) keeps its
     // certificate, and must not vote or append.
@@ -159,7 +190,7 @@ fn decide<B>(
         }
     }
     if may_call(&who, path) {
-        Ok(who)
+        Ok((who, standing))
     } else {
         Err(ApiError::WrongRole(format!("{who} may not call {path}")))
     }
@@ -178,17 +209,13 @@ pub fn may_call(who: &Principal, path: &str) -> bool {
 /// extensions.
 #[derive(Clone)]
 pub struct AuthzLayer {
-    insecure: bool,
+    callers: Callers,
     is_member: MemberCheck,
 }
 
 impl AuthzLayer {
-    /// `insecure`: no TLS, so every caller is the operator.
-    pub fn new(insecure: bool, is_member: MemberCheck) -> Self {
-        AuthzLayer {
-            insecure,
-            is_member,
-        }
+    pub fn new(callers: Callers, is_member: MemberCheck) -> Self {
+        AuthzLayer { callers, is_member }
     }
 }
 
@@ -198,7 +225,7 @@ impl<S> Layer<S> for AuthzLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authz {
             inner,
-            insecure: self.insecure,
+            callers: self.callers.clone(),
             is_member: self.is_member.clone(),
         }
     }
@@ -207,7 +234,7 @@ impl<S> Layer<S> for AuthzLayer {
 #[derive(Clone)]
 pub struct Authz<S> {
     inner: S,
-    insecure: bool,
+    callers: Callers,
     is_member: MemberCheck,
 }
 
@@ -255,9 +282,12 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        match decide(&req, self.insecure, &self.is_member) {
-            Ok(who) => {
+        match decide(&req, &self.callers, &self.is_member) {
+            Ok((who, standing)) => {
                 req.extensions_mut().insert(who.clone());
+                if let Some(standing) = standing {
+                    req.extensions_mut().insert(standing);
+                }
                 Box::pin(CALLER.scope(who, self.inner.call(req)))
             }
             Err(e) => {

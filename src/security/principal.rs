@@ -94,40 +94,59 @@ pub enum Principal {
     },
 }
 
-impl Principal {
-    /// The principal a verified DER certificate names; an error says why a
-    /// certificate signed by the cluster CA still names nobody.
-    pub fn from_cert(der: &[u8]) -> Result<Principal, String> {
+/// A verified certificate: the principal it names and its serial number
+/// (which revocation lists name it by).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certified {
+    pub who: Principal,
+    pub serial: Vec<u8>,
+}
+
+impl Certified {
+    /// Reads a verified DER certificate; an error says why a certificate
+    /// signed by the cluster CA still names nobody.
+    pub fn from_der(der: &[u8]) -> Result<Certified, String> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("unparsable certificate: {e}"))?;
-        let subject = cert.subject().to_string();
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| format!("bad subject alternative names: {e}"))?;
-        let uris = san
-            .iter()
-            .flat_map(|s| s.value.general_names.iter())
-            .filter_map(|g| match g {
-                GeneralName::URI(u) => Some(*u),
-                _ => None,
-            });
-        for uri in uris {
-            if let Some(id) = uri.strip_prefix(NODE_URI) {
-                let id = id
-                    .parse::<u64>()
-                    .map_err(|_| format!("node URI '{uri}' has no numeric id"))?;
-                return Ok(Principal::Node(id));
-            }
-            if let Some(role) = uri.strip_prefix(ROLE_URI) {
-                let role = Role::parse(&role.replacen('/', ":", 1))?;
-                return Ok(Principal::Client { role, subject });
-            }
-        }
-        Err(format!(
-            "certificate '{subject}' carries no {NODE_URI}<id> or {ROLE_URI}<role> URI"
-        ))
+        let who = named_by(&cert)?;
+        Ok(Certified {
+            who,
+            serial: cert.raw_serial().to_vec(),
+        })
     }
+}
 
+/// The principal the URIs of `cert`'s subject alternative names name.
+fn named_by(cert: &x509_parser::certificate::X509Certificate) -> Result<Principal, String> {
+    let subject = cert.subject().to_string();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subject alternative names: {e}"))?;
+    let uris = san
+        .iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        });
+    for uri in uris {
+        if let Some(id) = uri.strip_prefix(NODE_URI) {
+            let id = id
+                .parse::<u64>()
+                .map_err(|_| format!("node URI '{uri}' has no numeric id"))?;
+            return Ok(Principal::Node(id));
+        }
+        if let Some(role) = uri.strip_prefix(ROLE_URI) {
+            let role = Role::parse(&role.replacen('/', ":", 1))?;
+            return Ok(Principal::Client { role, subject });
+        }
+    }
+    Err(format!(
+        "certificate '{subject}' carries no {NODE_URI}<id> or {ROLE_URI}<role> URI"
+    ))
+}
+
+impl Principal {
     /// The name the audit trail and log lines give this caller.
     pub fn actor(&self) -> String {
         match self {

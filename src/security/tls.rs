@@ -24,6 +24,9 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The CA's revocation lists, checked on every call a server takes
+    /// (see [`super::revocation`]); clients leave it out.
+    pub crl: Option<PathBuf>,
 }
 
 /// The loaded PEM texts.

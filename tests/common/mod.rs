@@ -52,21 +52,35 @@ impl Tls {
     /// for `roles` with `oneid certs`, into a fresh directory under `parent`.
     /// The harness's own calls use the admin certificate.
     pub fn issue(parent: &std::path::Path, nodes: u64, roles: &[&str]) -> Tls {
+        Tls::issue_with(parent, nodes, roles, &[])
+    }
+
+    /// [`Tls::issue`] keeping the CA key and an empty revocation list
+    /// (`crl.pem`), so `oneid revoke` can revoke certificates.
+    pub fn issue_revocable(parent: &std::path::Path, nodes: u64, roles: &[&str]) -> Tls {
+        Tls::issue_with(parent, nodes, roles, &["--keep-ca-key"])
+    }
+
+    fn issue_with(parent: &std::path::Path, nodes: u64, roles: &[&str], more: &[&str]) -> Tls {
         let dir = parent.join("tls");
         let ids: Vec<String> = (1..=nodes).map(|i| i.to_string()).collect();
         let mut clients: Vec<&str> = roles.to_vec();
         if !clients.contains(&"admin") {
             clients.push("admin");
         }
-        let out = oneid_cli(&[
+        let ids = ids.join(",");
+        let clients = clients.join(",");
+        let mut args = vec![
             "certs",
             "--out",
             dir.to_str().expect("utf-8 path"),
             "--nodes",
-            &ids.join(","),
+            &ids,
             "--clients",
-            &clients.join(","),
-        ]);
+            &clients,
+        ];
+        args.extend(more);
+        let out = oneid_cli(&args);
         assert!(out.status.success(), "oneid certs: {}", output_text(&out));
         let client = client_tls(&dir, "client-admin");
         Tls { dir, client }
