@@ -41,7 +41,7 @@ use crate::pb::registry_server::RegistryServer;
 use crate::pb::regulator_server::RegulatorServer;
 use crate::query_audit::QueryAudit;
 use crate::reader::Reader;
-use crate::security::authz::{AuthzLayer, Callers};
+use crate::security::authz::{Admission, AuthzLayer, Callers};
 use crate::security::revocation::Revocations;
 use crate::security::tls::TlsFiles;
 use crate::state_machine::StateMachine;
@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// HTTP address for /metrics, /ready and /live; none means no listener.
     pub http_addr: Option<SocketAddr>,
+    /// The HTTP/JSON gateway over mTLS (TLS only).
+    pub gateway_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Members of a brand-new cluster (id, address); empty to join later.
     pub initial_cluster: Vec<(u64, String)>,
@@ -186,7 +188,21 @@ pub async fn run(
         ),
         None => None,
     };
-    tracing::info!(node = cfg.node_id, addr = %cfg.listen, http = ?cfg.http_addr, "serving");
+    let gateway_listener = match cfg.gateway_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTPS gateway {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        node = cfg.node_id,
+        addr = %cfg.listen,
+        http = ?cfg.http_addr,
+        gateway = ?cfg.gateway_addr,
+        "serving"
+    );
 
     // One stop signal, several listeners: the gRPC server, the HTTP server
     // and the raft watcher (which turns readiness off while requests drain).
@@ -271,19 +287,46 @@ pub async fn run(
         CLIENT_CALL_TIMEOUT,
     ))
     .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    if let Some(r) = &revocations {
+        tokio::spawn(r.clone().watch(stop_rx.clone()));
+    }
+    let admission = Admission {
+        callers: match tls {
+            None => Callers::Insecure,
+            Some(_) => Callers::Certified(revocations),
+        },
+        is_member: member_check(&replica),
+    };
+    // With TLS the gateway is served over HTTPS with client certificates on
+    // its own port, the plain HTTP port keeping /metrics, /ready and /live;
+    // in insecure mode it is on the HTTP port. Built only where it is
+    // served: it parses the descriptors and renders the OpenAPI document,
+    // start-up work a node without it need not do.
+    let https_gateway = match (gateway_listener, &tls) {
+        (Some(l), Some(tls)) => {
+            let config = tls
+                .https_server()
+                .context("configuring the HTTPS gateway")?;
+            let app = gateway::router(
+                Gateway::new(services.clone(), CLIENT_CALL_TIMEOUT, admission.clone())
+                    .context("building the HTTP/JSON gateway")?,
+            );
+            Some(tokio::spawn(gateway::https::serve(
+                l,
+                config,
+                app,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        _ => None,
+    };
     let http = match http_listener {
         Some(l) => {
-            // The gateway has no client certificates to take roles from, so
-            // it serves only in insecure mode; with TLS the HTTP port keeps
-            // /metrics, /ready and /live. Built only when there is an HTTP
-            // port: it parses the descriptors and renders the OpenAPI
-            // document, start-up work a node without one need not do.
             let api_gateway = if tls.is_some() {
-                tracing::info!("TLS is on: the HTTP/JSON gateway (/v1/...) is off");
                 axum::Router::new()
             } else {
                 gateway::router(
-                    Gateway::new(services, CLIENT_CALL_TIMEOUT)
+                    Gateway::new(services, CLIENT_CALL_TIMEOUT, admission.clone())
                         .context("building the HTTP/JSON gateway")?,
                 )
             };
@@ -322,13 +365,6 @@ pub async fn run(
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
 
-    if let Some(r) = &revocations {
-        tokio::spawn(r.clone().watch(stop_rx.clone()));
-    }
-    let callers = match tls {
-        None => Callers::Insecure,
-        Some(_) => Callers::Certified(revocations),
-    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = builder
@@ -342,7 +378,7 @@ pub async fn run(
         // Inside the metrics layer, so refusals are counted and carry a
         // request id.
         .layer(shed)
-        .layer(AuthzLayer::new(callers, member_check(&replica)))
+        .layer(AuthzLayer::new(admission))
         .add_service(registry)
         .add_service(disputes)
         .add_service(regulator)
@@ -373,6 +409,9 @@ pub async fn run(
     // for; the HTTP port has nothing worth draining.
     if let Some(http) = http {
         http.abort();
+    }
+    if let Some(gateway) = https_gateway {
+        gateway.abort();
     }
     watcher.abort();
     sweeper.abort();

@@ -140,6 +140,7 @@ async fn a_node_runs_from_a_config_file_with_json_logs_and_request_ids() {
             log: log.clone(),
             child: Some(child),
             http_addr: None,
+            gateway_addr: None,
             founding: true,
         }],
         views: Vec::new(),

@@ -434,6 +434,172 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_gateway_admits_each_request_by_its_certificate() {
+    let mut c = Cluster::unstarted(3, &[], true);
+    let tls = Tls::issue_revocable(c.dir.path(), 3, &ROLES);
+    let dir = tls.dir.clone();
+    c.extra.extend([
+        "--crl".to_string(),
+        dir.join("crl.pem").display().to_string(),
+    ]);
+    c.tls = Some(tls);
+    let gateway = format!("127.0.0.1:{}", free_port());
+    c.nodes[0].gateway_addr = Some(gateway.clone());
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_leader(&[1, 2, 3]).await;
+
+    let number = resident_id("11010519491231002").number;
+    let register = |request_id: &str, msisdn: &str, carrier: &str| {
+        serde_json::json!({
+            "requestId": request_id,
+            "identity": { "docType": "RESIDENT_ID", "number": number },
+            "msisdn": msisdn,
+            "carrier": carrier,
+            "province": "11",
+            "kind": "PERSONAL",
+            "channel": "AGENT",
+        })
+        .to_string()
+    };
+    let count = serde_json::json!({
+        "identity": { "docType": "RESIDENT_ID", "number": number },
+        "verifyMsisdn": "13800000001",
+    })
+    .to_string();
+    let post = |stem: Option<String>, path: &'static str, body: String| {
+        let (dir, gateway) = (dir.clone(), gateway.clone());
+        async move { https_post(&dir, stem.as_deref(), &gateway, path, &body).await }
+    };
+    let json = |answer: Option<(u16, String)>| {
+        let (status, text) = answer.expect("the gateway answered");
+        let body: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("non-JSON answer {status} {text:?}: {e}"));
+        (status, body)
+    };
+
+    // A carrier registers its own card (retried while there is no leader).
+    let deadline = Instant::now() + WAIT;
+    let (status, body) = loop {
+        let answer = json(
+            post(
+                Some(stem("carrier:CMCC")),
+                "/v1/cards",
+                register("gw-1", "13800000001", "CMCC"),
+            )
+            .await,
+        );
+        if answer.0 != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "{body}");
+    // ... the query service counts it; neither may do the other's job, and
+    // a carrier may not act for another.
+    let (status, body) = json(post(Some(stem("query")), "/v1/cards:count", count.clone()).await);
+    assert_eq!(
+        (status, &body["total"]),
+        (200, &serde_json::json!(1)),
+        "{body}"
+    );
+    let (status, body) = json(
+        post(
+            Some(stem("query")),
+            "/v1/cards",
+            register("gw-2", "13800000002", "CMCC"),
+        )
+        .await,
+    );
+    assert_eq!(
+        (status, &body["reason"]),
+        (403, &serde_json::json!("WRONG_ROLE")),
+        "{body}"
+    );
+    let (status, body) = json(
+        post(
+            Some(stem("carrier:CMCC")),
+            "/v1/Registry/CountCards",
+            count.clone(),
+        )
+        .await,
+    );
+    assert_eq!(
+        (status, &body["reason"]),
+        (403, &serde_json::json!("WRONG_ROLE")),
+        "{body}"
+    );
+    let (status, body) = json(
+        post(
+            Some(stem("carrier:CMCC")),
+            "/v1/cards",
+            register("gw-3", "13800000003", "CUCC"),
+        )
+        .await,
+    );
+    assert_eq!(
+        (status, &body["reason"]),
+        (403, &serde_json::json!("PERMISSION_DENIED")),
+        "{body}"
+    );
+    // No certificate: no connection.
+    assert_eq!(post(None, "/v1/cards:count", count.clone()).await, None);
+
+    // The replicated audit trail names the certificate's holder.
+    let regulator =
+        pb::regulator_client::RegulatorClient::new(channel_as(&c, 2, &stem("regulator")));
+    let trail = retrying(|| {
+        let mut regulator = regulator.clone();
+        async move { regulator.list_audit(pb::ListAuditRequest::default()).await }
+    })
+    .await
+    .expect("the regulator reads the audit trail")
+    .into_inner();
+    assert!(
+        trail
+            .entries
+            .iter()
+            .any(|e| e.action == "register"
+                && e.actor == "carrier:CMCC [CN=oneid client carrier:CMCC]"),
+        "{trail:?}"
+    );
+
+    // With TLS on, the plain HTTP port has no gateway.
+    let plain = http_post(&c, 1, "/v1/cards:count", Some("application/json"), &count).await;
+    assert_eq!(plain.map(|(status, _)| status), Some(404));
+
+    // A revoked certificate is refused by the gateway too.
+    let query_cert = dir.join(format!("{}.pem", stem("query")));
+    let out = oneid_cli(&[
+        "revoke",
+        "--dir",
+        &dir.display().to_string(),
+        &query_cert.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let deadline = Instant::now() + WAIT;
+    let (status, body) = loop {
+        let answer = json(post(Some(stem("query")), "/v1/cards:count", count.clone()).await);
+        if answer.0 == 401 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (status, &body["reason"]),
+        (401, &serde_json::json!("UNAUTHENTICATED")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked")),
+        "{body}"
+    );
+}
+
 /// Who may call what, written out independently of the server's table.
 /// Roles are named as in `oneid certs`; "node" is a node certificate.
 const MATRIX: &[(&str, &[&str])] = &[

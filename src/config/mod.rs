@@ -49,6 +49,10 @@ pub struct NodeSection {
     /// HOST:PORT for /metrics, /ready and /live; none opens no HTTP port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<String>,
+    /// HOST:PORT for the HTTP/JSON gateway over mTLS (needs TLS); none
+    /// serves it only on `http_addr`, and only in insecure mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_addr: Option<String>,
     /// File holding the pepper; without it the pepper comes from
     /// `ONEID_PEPPER`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,6 +254,7 @@ impl Config {
         set_opt(&mut self.node.data_dir, &o.data_dir);
         set(&mut self.node.initial_cluster, &o.initial_cluster);
         set_opt(&mut self.node.http_addr, &o.http_addr);
+        set_opt(&mut self.node.gateway_addr, &o.gateway_addr);
         set_opt(&mut self.node.pepper_file, &o.pepper_file);
         set(&mut self.raft.heartbeat_ms, &o.heartbeat_ms);
         set(

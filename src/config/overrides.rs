@@ -39,6 +39,11 @@ pub struct Overrides {
     /// it no HTTP port is opened [node.http_addr, ONEID_HTTP_ADDR].
     #[arg(long)]
     pub http_addr: Option<String>,
+    /// HTTPS address (HOST:PORT) of the HTTP/JSON gateway when TLS is on:
+    /// callers present a client certificate, as on gRPC, and get what
+    /// their role may do [node.gateway_addr, ONEID_GATEWAY_ADDR].
+    #[arg(long)]
+    pub gateway_addr: Option<String>,
     /// Entries between snapshots (log compaction) [raft.snapshot_logs,
     /// ONEID_SNAPSHOT_LOGS].
     #[arg(long)]
@@ -128,6 +133,7 @@ impl Overrides {
             initial_cluster: var("ONEID_INITIAL_CLUSTER"),
             pepper_file: var("ONEID_PEPPER_FILE").map(PathBuf::from),
             http_addr: var("ONEID_HTTP_ADDR"),
+            gateway_addr: var("ONEID_GATEWAY_ADDR"),
             snapshot_logs: parsed(&var, "ONEID_SNAPSHOT_LOGS")?,
             heartbeat_ms: parsed(&var, "ONEID_HEARTBEAT_MS")?,
             election_timeout_min_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MIN_MS")?,

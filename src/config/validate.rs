@@ -26,6 +26,8 @@ pub struct Checked {
     pub node_id: u64,
     pub listen: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    /// The HTTP/JSON gateway over mTLS.
+    pub gateway_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub initial_cluster: Vec<(u64, String)>,
     /// None: plaintext (`tls.insecure`).
@@ -57,6 +59,17 @@ impl Config {
             .http_addr
             .as_ref()
             .and_then(|a| address(&mut errs, "node.http_addr", a));
+        let gateway_addr = n
+            .gateway_addr
+            .as_ref()
+            .and_then(|a| address(&mut errs, "node.gateway_addr", a));
+        if gateway_addr.is_some() && self.tls.insecure {
+            errs.push(
+                "node.gateway_addr serves the HTTP/JSON gateway over mTLS and needs TLS; \
+                 in insecure mode the gateway is on node.http_addr"
+                    .into(),
+            );
+        }
         let initial_cluster = match node::parse_cluster(&n.initial_cluster) {
             Ok(members) => members,
             Err(e) => {
@@ -80,6 +93,7 @@ impl Config {
                 node_id,
                 listen,
                 http_addr,
+                gateway_addr,
                 data_dir,
                 initial_cluster,
                 tls,
@@ -97,6 +111,7 @@ impl Checked {
             node_id: self.node_id,
             listen: self.listen,
             http_addr: self.http_addr,
+            gateway_addr: self.gateway_addr,
             data_dir: self.data_dir,
             initial_cluster: self.initial_cluster,
             hasher,

@@ -3,13 +3,18 @@
 //! speak gRPC. Each request is turned into the RPC's protobuf message and
 //! handed to the same service object the gRPC server calls, so validation,
 //! audit, read barriers, errors (and, once it exists, authorization) are
-//! shared rather than reimplemented.
+//! shared rather than reimplemented. Who may call what is the gRPC
+//! server's decision too ([`Admission`]): in insecure mode every caller is
+//! the operator (the plain HTTP port); with TLS the gateway is served over
+//! HTTPS with client certificates ([`https`]) and each request is admitted
+//! by its certificate's role, revocation included.
 //!
 //! Paths: every RPC is `POST /v1/{Service}/{Method}` and also a short
 //! resource path such as `POST /v1/cards:count` ([`methods::RPCS`]);
 //! `GET /v1/openapi.json` describes them all.
 
 pub mod error;
+pub mod https;
 pub mod json;
 pub mod methods;
 pub mod openapi;
@@ -31,11 +36,20 @@ use prost_reflect::MessageDescriptor;
 pub use error::GatewayError;
 pub use methods::Services;
 
+use crate::api::ApiError;
 use crate::node::MAX_CLIENT_MESSAGE;
-use crate::security::Principal;
+use crate::security::authz::Admission;
+use crate::security::principal::Certified;
+
+/// The certificate the caller presented on its HTTPS connection, as read
+/// (or why it names nobody), for [`Admission`] to judge on each request.
+#[derive(Clone)]
+pub struct PeerCertificate(pub Result<Certified, String>);
 
 struct Route {
     call: methods::Call,
+    /// The gRPC method's path, which the authorization table is keyed on.
+    grpc_path: String,
     input: MessageDescriptor,
     output: MessageDescriptor,
 }
@@ -46,10 +60,15 @@ pub struct Gateway {
     openapi: String,
     /// The same bound the gRPC server puts on a call.
     timeout: Duration,
+    admission: Admission,
 }
 
 impl Gateway {
-    pub fn new(services: Services, timeout: Duration) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        services: Services,
+        timeout: Duration,
+        admission: Admission,
+    ) -> anyhow::Result<Arc<Self>> {
         let catalog = json::catalog()?;
         let mut routes = HashMap::new();
         for b in &catalog {
@@ -58,6 +77,7 @@ impl Gateway {
                     path,
                     Route {
                         call: b.rpc.call,
+                        grpc_path: b.rpc.grpc_path(),
                         input: b.method.input(),
                         output: b.method.output(),
                     },
@@ -70,6 +90,7 @@ impl Gateway {
             routes,
             openapi,
             timeout,
+            admission,
         }))
     }
 }
@@ -116,15 +137,24 @@ async fn answer(gw: &Gateway, req: Request) -> Result<Vec<u8>, GatewayError> {
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
+    let (who, _) = gw
+        .admission
+        .admit(&route.grpc_path, || {
+            match parts.extensions.get::<PeerCertificate>() {
+                Some(PeerCertificate(cert)) => cert.clone().map_err(ApiError::Unauthenticated),
+                None => Err(ApiError::Unauthenticated("no client certificate".into())),
+            }
+        })
+        .map_err(|e| {
+            tracing::warn!(method = %route.grpc_path, "refused: {e}");
+            GatewayError::Rpc(e.into())
+        })?;
     let body = read_body(&parts.headers, body).await?;
     let proto = json::request_to_proto(&route.input, &body)?;
-    // The node mounts the gateway only in insecure mode (it has no client
-    // certificates to map to roles), where every caller is the operator,
-    // as on gRPC.
-    let call = (route.call)(&gw.services, proto.into(), peer, Principal::Operator);
+    let call = (route.call)(&gw.services, proto.into(), peer, who);
     let answer = methods::within(gw.timeout, call).await?;
     json::response_to_json(&route.output, &answer)
-        .map_err(|e| GatewayError::Rpc(crate::api::ApiError::Internal(format!("{e:#}")).into()))
+        .map_err(|e| GatewayError::Rpc(ApiError::Internal(format!("{e:#}")).into()))
 }
 
 /// The body, at most [`MAX_CLIENT_MESSAGE`] bytes (as on gRPC), of a JSON

@@ -152,47 +152,57 @@ pub enum Callers {
 /// hear from the founders) says yes to every node certificate.
 pub type MemberCheck = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
-/// Decides one request: the principal to hand to the handler (with the
-/// standing of its certificate when revocations are checked), or the
-/// refusal to send back.
-fn decide<B>(
-    req: &http::Request<B>,
-    callers: &Callers,
-    is_member: &MemberCheck,
-) -> Result<(Principal, Option<CertStanding>), ApiError> {
-    let path = req.uri().path();
-    let (who, standing) = match callers {
-        Callers::Insecure => (Principal::Operator, None),
-        Callers::Certified(revocations) => {
-            let cert = certificate_of(req)?;
-            let standing = match revocations {
-                Some(r) if r.is_revoked(&cert.serial) => {
-                    return Err(ApiError::Unauthenticated(format!(
-                        "{} of {}",
-                        revoked_message(&cert.serial),
-                        cert.who
-                    )))
-                }
-                Some(r) => Some(CertStanding::new(&cert.serial, r.clone())),
-                None => None,
-            };
-            (cert.who, standing)
+/// Who may come in: the one decision the gRPC server ([`AuthzLayer`]) and
+/// the HTTP/JSON gateway both make before a call runs.
+#[derive(Clone)]
+pub struct Admission {
+    pub callers: Callers,
+    pub is_member: MemberCheck,
+}
+
+impl Admission {
+    /// Decides one call of the method at (gRPC) `path`: the principal to
+    /// hand to the handler (with the standing of its certificate when
+    /// revocations are checked), or the refusal to send back. `cert` gives
+    /// the caller's verified certificate; it is not asked in insecure mode.
+    pub fn admit(
+        &self,
+        path: &str,
+        cert: impl FnOnce() -> Result<Certified, ApiError>,
+    ) -> Result<(Principal, Option<CertStanding>), ApiError> {
+        let (who, standing) = match &self.callers {
+            Callers::Insecure => (Principal::Operator, None),
+            Callers::Certified(revocations) => {
+                let cert = cert()?;
+                let standing = match revocations {
+                    Some(r) if r.is_revoked(&cert.serial) => {
+                        return Err(ApiError::Unauthenticated(format!(
+                            "{} of {}",
+                            revoked_message(&cert.serial),
+                            cert.who
+                        )))
+                    }
+                    Some(r) => Some(CertStanding::new(&cert.serial, r.clone())),
+                    None => None,
+                };
+                (cert.who, standing)
+            }
+        };
+        // A certificate from the cluster's CA is not enough for raft
+        // traffic: a node removed from the cluster (or never added) keeps
+        // its certificate, and must not vote or append.
+        if let Principal::Node(id) = who {
+            if rule(path) == Some(Rule::Nodes) && !(self.is_member)(id) {
+                return Err(ApiError::WrongRole(format!(
+                    "{who} is not a member of this cluster and may not call {path}"
+                )));
+            }
         }
-    };
-    // A certificate from the cluster's CA is not enough for raft traffic:
-    // a node removed from the cluster (or never added) keeps its
-    // certificate, and must not vote or append.
-    if let Principal::Node(id) = who {
-        if rule(path) == Some(Rule::Nodes) && !is_member(id) {
-            return Err(ApiError::WrongRole(format!(
-                "{who} is not a member of this cluster and may not call {path}"
-            )));
+        if may_call(&who, path) {
+            Ok((who, standing))
+        } else {
+            Err(ApiError::WrongRole(format!("{who} may not call {path}")))
         }
-    }
-    if may_call(&who, path) {
-        Ok((who, standing))
-    } else {
-        Err(ApiError::WrongRole(format!("{who} may not call {path}")))
     }
 }
 
@@ -209,13 +219,12 @@ pub fn may_call(who: &Principal, path: &str) -> bool {
 /// extensions.
 #[derive(Clone)]
 pub struct AuthzLayer {
-    callers: Callers,
-    is_member: MemberCheck,
+    admission: Admission,
 }
 
 impl AuthzLayer {
-    pub fn new(callers: Callers, is_member: MemberCheck) -> Self {
-        AuthzLayer { callers, is_member }
+    pub fn new(admission: Admission) -> Self {
+        AuthzLayer { admission }
     }
 }
 
@@ -225,8 +234,7 @@ impl<S> Layer<S> for AuthzLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authz {
             inner,
-            callers: self.callers.clone(),
-            is_member: self.is_member.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -234,8 +242,7 @@ impl<S> Layer<S> for AuthzLayer {
 #[derive(Clone)]
 pub struct Authz<S> {
     inner: S,
-    callers: Callers,
-    is_member: MemberCheck,
+    admission: Admission,
 }
 
 tokio::task_local! {
@@ -282,7 +289,10 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        match decide(&req, &self.callers, &self.is_member) {
+        match self
+            .admission
+            .admit(req.uri().path(), || certificate_of(&req))
+        {
             Ok((who, standing)) => {
                 req.extensions_mut().insert(who.clone());
                 if let Some(standing) = standing {

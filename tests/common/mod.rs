@@ -23,6 +23,9 @@ pub struct Node {
     pub child: Option<Child>,
     /// HOST:PORT of the node's HTTP port (`--http-addr`), when it has one.
     pub http_addr: Option<String>,
+    /// HOST:PORT of the node's HTTPS gateway (`--gateway-addr`), when a
+    /// test gives it one (TLS clusters only).
+    pub gateway_addr: Option<String>,
     /// Started with `--initial-cluster`; otherwise it waits to be added.
     pub founding: bool,
 }
@@ -172,6 +175,7 @@ impl Cluster {
                     log: node_dir.join("node.log"),
                     child: None,
                     http_addr: http.then(|| format!("127.0.0.1:{}", free_port())),
+                    gateway_addr: None,
                     founding: true,
                 }
             })
@@ -204,6 +208,7 @@ impl Cluster {
             log: node_dir.join("node.log"),
             child: None,
             http_addr: None,
+            gateway_addr: None,
             founding: false,
         });
         self.spawn(id);
@@ -265,6 +270,11 @@ impl Cluster {
                 node.http_addr
                     .iter()
                     .flat_map(|h| ["--http-addr".to_string(), h.clone()]),
+            )
+            .args(
+                node.gateway_addr
+                    .iter()
+                    .flat_map(|g| ["--gateway-addr".to_string(), g.clone()]),
             )
             .args(&extra)
             .env("ONEID_PEPPER", PEPPER)
@@ -608,10 +618,73 @@ pub async fn http_exchange(
         s.write_all(&req).await.ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
+        status_and_body(raw)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The status and body of a whole HTTP/1.1 answer.
+fn status_and_body(raw: Vec<u8>) -> Option<(u16, String)> {
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// POSTs JSON to the HTTPS gateway at `addr`, presenting the client
+/// certificate `dir/<stem>.pem` (none: no certificate). None when the
+/// connection, the handshake or the exchange failed.
+pub async fn https_post(
+    dir: &std::path::Path,
+    stem: Option<&str>,
+    addr: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca.pem") {
+        roots.add(ca.expect("CA certificate")).expect("CA root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let config = match stem {
+        Some(stem) => {
+            let chain = CertificateDer::pem_file_iter(dir.join(format!("{stem}.pem")))
+                .expect("certificate")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificate");
+            let key = PrivateKeyDer::from_pem_file(dir.join(format!("{stem}.key"))).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = ServerName::try_from("localhost").expect("server name");
+        let mut s = connector.connect(name, tcp).await.ok()?;
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        // A server that closes without TLS's close_notify still sent the
+        // whole answer before it.
+        let _ = s.read_to_end(&mut raw).await;
+        status_and_body(raw)
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
