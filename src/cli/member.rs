@@ -81,10 +81,21 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
             Ok(())
         }
         MemberAction::Add { node_id, addr } => {
-            anyhow::ensure!(
-                !s.members.iter().any(|m| m.node_id == node_id),
-                "node {node_id} is already a member"
-            );
+            // Run again after it gave up waiting for the learner to catch
+            // up, `add` waits again: the leader answers the same add like
+            // the first. Another address is a move, which it is not.
+            if let Some(m) = s.members.iter().find(|m| m.node_id == node_id) {
+                anyhow::ensure!(
+                    m.addr == addr,
+                    "node {node_id} is already a member at {}; remove it first to give it \
+                     another address",
+                    m.addr
+                );
+                if m.voter {
+                    println!("node {node_id} is already a voter at {addr}");
+                    return Ok(());
+                }
+            }
             let r = leader(&a.target, &s)
                 .await?
                 .add_learner(pb::AddLearnerRequest { node_id, addr })
