@@ -216,8 +216,13 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let obs = Observer::new(cfg.node_id, db.clone(), replica.raft().clone())
-        .context("registering metrics")?;
+    let obs = Observer::new(
+        cfg.node_id,
+        db.clone(),
+        replica.raft().clone(),
+        revocations.clone(),
+    )
+    .context("registering metrics")?;
     let (health, health_service) = observe::health::reporter().await;
     let (reflection_v1, reflection_v1alpha) =
         observe::health::reflection().context("building gRPC reflection")?;
@@ -308,8 +313,13 @@ pub async fn run(
                 .https_server()
                 .context("configuring the HTTPS gateway")?;
             let app = gateway::router(
-                Gateway::new(services.clone(), CLIENT_CALL_TIMEOUT, admission.clone())
-                    .context("building the HTTP/JSON gateway")?,
+                Gateway::new(
+                    services.clone(),
+                    CLIENT_CALL_TIMEOUT,
+                    admission.clone(),
+                    shed.clone(),
+                )
+                .context("building the HTTP/JSON gateway")?,
             );
             Some(tokio::spawn(gateway::https::serve(
                 l,
@@ -326,8 +336,13 @@ pub async fn run(
                 axum::Router::new()
             } else {
                 gateway::router(
-                    Gateway::new(services, CLIENT_CALL_TIMEOUT, admission.clone())
-                        .context("building the HTTP/JSON gateway")?,
+                    Gateway::new(
+                        services,
+                        CLIENT_CALL_TIMEOUT,
+                        admission.clone(),
+                        shed.clone(),
+                    )
+                    .context("building the HTTP/JSON gateway")?,
                 )
             };
             let served =

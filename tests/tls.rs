@@ -306,7 +306,7 @@ async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
-    let mut c = Cluster::unstarted(3, &[], false);
+    let mut c = Cluster::unstarted(3, &[], true);
     let tls = Tls::issue_revocable(c.dir.path(), 3, &ROLES);
     let dir = tls.dir.clone();
     let crl = dir.join("crl.pem");
@@ -401,6 +401,13 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
         .expect("CUCC registers while the list on disk is bad");
     let log = std::fs::read_to_string(&c.node(1).log).expect("node log");
     assert!(log.contains("revocation lists not reloaded"), "{log}");
+    let (_, metrics) = http_get(&c, 1, "/metrics").await.expect("metrics");
+    for line in [
+        "oneid_tls_revoked_certificates 1",
+        "oneid_tls_revocation_list_stale 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
 
     // ... and a node does not start on it.
     c.kill(3);
@@ -505,45 +512,34 @@ async fn the_https_gateway_admits_each_request_by_its_certificate() {
         (200, &serde_json::json!(1)),
         "{body}"
     );
-    let (status, body) = json(
-        post(
-            Some(stem("query")),
+    let refusals = [
+        (
+            "query",
             "/v1/cards",
             register("gw-2", "13800000002", "CMCC"),
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, &body["reason"]),
-        (403, &serde_json::json!("WRONG_ROLE")),
-        "{body}"
-    );
-    let (status, body) = json(
-        post(
-            Some(stem("carrier:CMCC")),
+            "WRONG_ROLE",
+        ),
+        (
+            "carrier:CMCC",
             "/v1/Registry/CountCards",
             count.clone(),
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, &body["reason"]),
-        (403, &serde_json::json!("WRONG_ROLE")),
-        "{body}"
-    );
-    let (status, body) = json(
-        post(
-            Some(stem("carrier:CMCC")),
+            "WRONG_ROLE",
+        ),
+        (
+            "carrier:CMCC",
             "/v1/cards",
             register("gw-3", "13800000003", "CUCC"),
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, &body["reason"]),
-        (403, &serde_json::json!("PERMISSION_DENIED")),
-        "{body}"
-    );
+            "PERMISSION_DENIED",
+        ),
+    ];
+    for (role, path, request, why) in refusals {
+        let (status, body) = json(post(Some(stem(role)), path, request).await);
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (403, Some(why)),
+            "{role} {path}: {body}"
+        );
+    }
     // No certificate: no connection.
     assert_eq!(post(None, "/v1/cards:count", count.clone()).await, None);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -74,7 +74,13 @@ async fn connection(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, app
     let app = app
         .layer(Extension(PeerCertificate(cert)))
         .layer(Extension(ConnectInfo(peer)));
-    let served = auto::Builder::new(TokioExecutor::new())
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    // With a timer hyper drops an HTTP/1 client that has not sent its
+    // request headers within 30 s, so idle connections cannot pile up
+    // after the handshake either.
+    server.http1().timer(TokioTimer::new());
+    server.http2().timer(TokioTimer::new());
+    let served = server
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
         .await;
     if let Err(e) = served {

@@ -2,9 +2,9 @@
 //! API mapped to proto3 JSON, for query services and carriers that do not
 //! speak gRPC. Each request is turned into the RPC's protobuf message and
 //! handed to the same service object the gRPC server calls, so validation,
-//! audit, read barriers, errors (and, once it exists, authorization) are
-//! shared rather than reimplemented. Who may call what is the gRPC
-//! server's decision too ([`Admission`]): in insecure mode every caller is
+//! audit, read barriers and errors are shared rather than reimplemented.
+//! Who may call what is the gRPC server's decision too ([`Admission`]):
+//! in insecure mode every caller is
 //! the operator (the plain HTTP port); with TLS the gateway is served over
 //! HTTPS with client certificates ([`https`]) and each request is admitted
 //! by its certificate's role, revocation included.
@@ -37,6 +37,7 @@ pub use error::GatewayError;
 pub use methods::Services;
 
 use crate::api::ApiError;
+use crate::limits::shed::ShedLayer;
 use crate::node::MAX_CLIENT_MESSAGE;
 use crate::security::authz::Admission;
 use crate::security::principal::Certified;
@@ -61,6 +62,8 @@ pub struct Gateway {
     /// The same bound the gRPC server puts on a call.
     timeout: Duration,
     admission: Admission,
+    /// The node's bound on client calls in progress, shared with gRPC.
+    shed: ShedLayer,
 }
 
 impl Gateway {
@@ -68,6 +71,7 @@ impl Gateway {
         services: Services,
         timeout: Duration,
         admission: Admission,
+        shed: ShedLayer,
     ) -> anyhow::Result<Arc<Self>> {
         let catalog = json::catalog()?;
         let mut routes = HashMap::new();
@@ -91,6 +95,7 @@ impl Gateway {
             openapi,
             timeout,
             admission,
+            shed,
         }))
     }
 }
@@ -149,6 +154,7 @@ async fn answer(gw: &Gateway, req: Request) -> Result<Vec<u8>, GatewayError> {
             tracing::warn!(method = %route.grpc_path, "refused: {e}");
             GatewayError::Rpc(e.into())
         })?;
+    let _in_progress = gw.shed.admit().map_err(|e| GatewayError::Rpc(e.into()))?;
     let body = read_body(&parts.headers, body).await?;
     let proto = json::request_to_proto(&route.input, &body)?;
     let call = (route.call)(&gw.services, proto.into(), peer, who);

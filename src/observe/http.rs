@@ -44,6 +44,9 @@ async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
         let raft = obs.raft.metrics().borrow().clone();
         obs.metrics.observe_raft(&raft);
         obs.metrics.observe_storage(&obs.db);
+        if let Some(r) = &obs.revocations {
+            obs.metrics.observe_revocations(r);
+        }
         obs.metrics.render()
     })
     .await;

@@ -74,6 +74,8 @@ pub struct Metrics {
     grpc_duration: HistogramVec,
     rocksdb: Vec<IntGaugeVec>,
     process_rss: IntGauge,
+    revoked_certificates: IntGauge,
+    revocation_list_stale: IntGauge,
     /// Each method's metric handles by request path, resolved on its first
     /// request.
     methods: RwLock<HashMap<String, Arc<MethodMetrics>>>,
@@ -218,6 +220,14 @@ impl Metrics {
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
             )?,
+            revoked_certificates: gauge(
+                "oneid_tls_revoked_certificates",
+                "Certificates the revocation lists in force name (tls.crl)",
+            )?,
+            revocation_list_stale: gauge(
+                "oneid_tls_revocation_list_stale",
+                "1 while the tls.crl file on disk failed to load and older lists stay in force",
+            )?,
             methods: RwLock::new(HashMap::new()),
             registry,
         })
@@ -247,6 +257,13 @@ impl Metrics {
             .set(gauge_value(membership.voter_ids().count() as u64));
         self.raft_members
             .set(gauge_value(membership.nodes().count() as u64));
+    }
+
+    /// The revocation lists in force; called per scrape.
+    pub fn observe_revocations(&self, r: &crate::security::revocation::Revocations) {
+        self.revoked_certificates
+            .set(gauge_value(r.revoked() as u64));
+        self.revocation_list_stale.set(i64::from(r.stale()));
     }
 
     /// Reads RocksDB properties and the process RSS; called per scrape, as

@@ -24,6 +24,7 @@ use oneid_raft::types::Raft;
 use oneid_storage::Db;
 
 use crate::api::cluster::role_name;
+use crate::security::revocation::Revocations;
 pub use metrics::Metrics;
 
 /// Shared by the HTTP handlers, the gRPC layer and the raft watcher.
@@ -33,17 +34,25 @@ pub struct Observer {
     /// Read on every scrape so the raft gauges are never behind the
     /// watcher's pacing.
     pub raft: Raft,
+    /// The node's revocation lists, when it has them (`tls.crl`).
+    pub revocations: Option<Revocations>,
     readiness: watch::Sender<Readiness>,
 }
 
 impl Observer {
-    pub fn new(node_id: u64, db: Arc<Db>, raft: Raft) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        node_id: u64,
+        db: Arc<Db>,
+        raft: Raft,
+        revocations: Option<Revocations>,
+    ) -> anyhow::Result<Arc<Self>> {
         let metrics = Metrics::new(node_id)?;
         let (readiness, _) = watch::channel(Readiness::starting(node_id));
         Ok(Arc::new(Observer {
             metrics,
             db,
             raft,
+            revocations,
             readiness,
         }))
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -16,21 +17,10 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::pem::Pem;
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use super::tls::TlsError;
+
 /// How often the node looks at the CRL file for a change.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(Debug, thiserror::Error)]
-pub enum CrlError {
-    #[error("reading {what} {path}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-}
 
 /// The serial numbers the CA's lists revoke.
 #[derive(Debug, Default)]
@@ -146,6 +136,8 @@ struct Shared {
     current: RwLock<Arc<RevokedSerials>>,
     /// What the file looked like when last read.
     stamp: Mutex<Option<Stamp>>,
+    /// The file as it now is failed to load: older lists are in force.
+    stale: AtomicBool,
 }
 
 /// Enough of a file's metadata to notice it was rewritten or replaced.
@@ -171,8 +163,8 @@ impl Stamp {
 
 impl Revocations {
     /// Reads the lists in `crl`, checked against the CA in `ca`.
-    pub fn load(crl: &Path, ca: &Path) -> Result<Revocations, CrlError> {
-        let stamp = Stamp::of(crl).map_err(|source| CrlError::Read {
+    pub fn load(crl: &Path, ca: &Path) -> Result<Revocations, TlsError> {
+        let stamp = Stamp::of(crl).map_err(|source| TlsError::Read {
             what: "revocation list",
             path: crl.to_path_buf(),
             source,
@@ -190,6 +182,7 @@ impl Revocations {
                 ca: ca.to_path_buf(),
                 current: RwLock::new(Arc::new(revoked)),
                 stamp: Mutex::new(Some(stamp)),
+                stale: AtomicBool::new(false),
             }),
         })
     }
@@ -197,6 +190,17 @@ impl Revocations {
     /// Whether the certificate with this serial number is revoked.
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
         self.current().contains(serial)
+    }
+
+    /// How many certificates the lists in force revoke.
+    pub fn revoked(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Whether the file as it now is failed to load, so older lists are in
+    /// force.
+    pub fn stale(&self) -> bool {
+        self.shared.stale.load(Ordering::Relaxed)
     }
 
     fn current(&self) -> Arc<RevokedSerials> {
@@ -211,7 +215,7 @@ impl Revocations {
     /// Re-reads the file if it changed since it was last read. `Ok(true)`:
     /// new lists are in force; an error leaves the old ones in force and is
     /// not repeated until the file changes again.
-    pub fn reload_if_changed(&self) -> Result<bool, CrlError> {
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let s = &self.shared;
         let now = Stamp::of(&s.crl).ok();
         {
@@ -221,7 +225,9 @@ impl Revocations {
             }
             *seen = now;
         }
-        let revoked = read(&s.crl, &s.ca)?;
+        let revoked =
+            read(&s.crl, &s.ca).inspect_err(|_| s.stale.store(true, Ordering::Relaxed))?;
+        s.stale.store(false, Ordering::Relaxed);
         let (lists, count) = (revoked.lists, revoked.len());
         *s.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
         tracing::info!(path = %s.crl.display(), lists, revoked = count, "revocation lists reloaded");
@@ -250,9 +256,9 @@ impl Revocations {
     }
 }
 
-fn read(crl: &Path, ca: &Path) -> Result<RevokedSerials, CrlError> {
+fn read(crl: &Path, ca: &Path) -> Result<RevokedSerials, TlsError> {
     let file = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| CrlError::Read {
+        std::fs::read(path).map_err(|source| TlsError::Read {
             what,
             path: path.to_path_buf(),
             source,
@@ -260,7 +266,7 @@ fn read(crl: &Path, ca: &Path) -> Result<RevokedSerials, CrlError> {
     };
     let crl_text = file("revocation list", crl)?;
     let ca_text = file("CA certificate", ca)?;
-    RevokedSerials::parse(&crl_text, &ca_text).map_err(|reason| CrlError::Invalid {
+    RevokedSerials::parse(&crl_text, &ca_text).map_err(|reason| TlsError::Revocations {
         path: crl.to_path_buf(),
         reason,
     })
@@ -390,8 +396,10 @@ mod tests {
         assert!(r.is_revoked(&[9]));
 
         std::fs::write(&crl_path, "garbage").expect("garbage");
+        assert!(!r.stale());
         assert!(r.reload_if_changed().is_err());
         assert!(r.is_revoked(&[9]), "the lists in force stay");
+        assert!(r.stale());
         // Reported once, not on every look.
         assert!(!r.reload_if_changed().expect("same garbage"));
         std::fs::remove_file(&crl_path).expect("remove");

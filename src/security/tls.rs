@@ -22,6 +22,10 @@ pub enum TlsError {
     },
     #[error("{what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+    /// A revocation list file that does not verify (see
+    /// [`super::revocation`]).
+    #[error("{path}: {reason}")]
+    Revocations { path: PathBuf, reason: String },
 }
 
 /// Paths of the CA certificate that signs every party, and of this party's
