@@ -41,10 +41,13 @@ impl Drop for Demo {
 #[test]
 fn the_demo_serves_then_stops_its_nodes_on_sigterm() {
     let base = three_ports();
+    let gateway = free_port();
     let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_oneid"))
             .args(["demo", "--identities", "20", "--base-port"])
             .arg(base.to_string())
+            .arg("--gateway-port")
+            .arg(gateway.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -72,9 +75,15 @@ fn the_demo_serves_then_stops_its_nodes_on_sigterm() {
         printed.iter().any(|l| l.contains("card(s) registered")),
         "no count printed: {printed:#?}"
     );
-    for port in base..base + 3 {
+    for port in (base..base + 3).chain([gateway]) {
         assert!(listening(port), "node on {port} not listening");
     }
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&format!("https://localhost:{gateway}/v1/cards:count"))),
+        "no gateway example printed: {printed:#?}"
+    );
 
     // The shell's own kill: no procps needed on a fresh machine.
     let term = Command::new("sh")
@@ -92,7 +101,7 @@ fn the_demo_serves_then_stops_its_nodes_on_sigterm() {
     };
     assert!(status.success(), "the demo exited with {status}");
     // It waited for its nodes before exiting: nothing listens any more.
-    for port in base..base + 3 {
+    for port in (base..base + 3).chain([gateway]) {
         assert!(!listening(port), "node on {port} outlived the demo");
     }
 }

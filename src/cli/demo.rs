@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// First of three consecutive ports on 127.0.0.1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Port on 127.0.0.1 of node 1's HTTP/JSON gateway (HTTPS, client
+    /// certificates).
+    #[arg(long, default_value_t = 7443)]
+    pub gateway_port: u16,
     /// Identities to generate (each gets 1–4 cards).
     #[arg(long, default_value_t = 500)]
     pub identities: u32,
@@ -71,6 +75,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         format!("{:032x}", rand::thread_rng().gen::<u128>())
     };
 
+    let gateway = format!("127.0.0.1:{}", a.gateway_port);
     let pki = Pki::ensure(&dir.join("tls"))?;
     let mut nodes = Nodes(Vec::new());
     for (i, addr) in addrs.iter().enumerate() {
@@ -79,8 +84,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&node_dir)?;
         let log = std::fs::File::create(node_dir.join("node.log"))?;
         let (cert, key) = certs::node_files(&pki.dir, id);
+        let gateway = (id == 1).then(|| ["--gateway-addr".to_string(), gateway.clone()]);
         let child = Command::new(&exe)
             .args(["serve", "--node-id", &id.to_string(), "--addr", addr])
+            .args(gateway.into_iter().flatten())
             .arg("--data-dir")
             .arg(node_dir.join("data"))
             .args(["--initial-cluster", &cluster])
@@ -138,6 +145,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         addrs[1]
     );
     println!("{}", format_count(&r));
+    println!();
+    println!("the same over HTTPS, through node 1's JSON gateway:");
+    println!(
+        "$ curl -s --cacert {} --cert {} --key {} https://localhost:{}/v1/cards:count \\\n  \
+         -H 'content-type: application/json' \\\n  \
+         -d '{{\"identity\": {{\"docType\": \"RESIDENT_ID\", \"number\": \"{id}\"}}, \"verifyMsisdn\": \"{verify}\"}}'",
+        certs::ca_file(&pki.dir).display(),
+        cert.display(),
+        key.display(),
+        a.gateway_port
+    );
     println!();
     for (i, addr) in addrs.iter().enumerate() {
         println!("node {} listening on {addr}", i + 1);
