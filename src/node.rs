@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use oneid_raft::network::PeerTls;
 use oneid_raft::pb::raft_service_server::RaftServiceServer;
 use oneid_raft::service::RaftRpc;
 use oneid_raft::{Replica, ReplicaConfig};
@@ -43,7 +44,7 @@ use crate::query_audit::QueryAudit;
 use crate::reader::Reader;
 use crate::security::authz::{Admission, AuthzLayer, Callers};
 use crate::security::revocation::Revocations;
-use crate::security::tls::TlsFiles;
+use crate::security::tls::{NodeTls, TlsFiles};
 use crate::state_machine::StateMachine;
 
 /// Largest client request accepted on the wire.
@@ -161,6 +162,12 @@ pub async fn run(
     let sm = StateMachine::open(db.clone(), &snapshot_dir).context("opening state machine")?;
     let log_store = LogStore::new(db.clone()).context("starting the raft log")?;
 
+    let peer_tls: Option<Arc<dyn PeerTls>> = match &tls {
+        Some(t) => {
+            Some(NodeTls::new(t.clone(), revocations.clone()).context("TLS settings for peers")?)
+        }
+        None => None,
+    };
     let replica = Replica::start(
         ReplicaConfig {
             node_id: cfg.node_id,
@@ -168,7 +175,7 @@ pub async fn run(
             max_batch: 4096,
             max_inflight: 2,
             request_timeout: cfg.request_timeout,
-            peer_tls: tls.as_ref().map(|t| t.client()),
+            peer_tls,
             rules_supported: crate::domain::LATEST_RULES,
         },
         log_store,

@@ -336,7 +336,7 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
         .call::<_, pb::RegisterCardResponse>(REGISTER, &cmcc_card("rv-2", "13800000002", "CMCC"))
         .await
         .expect("CMCC registers in a batch before revocation");
-    let mut cucc = RegistryClient::new(channel_as(&c, 3, &stem("carrier:CUCC")));
+    let mut cucc = RegistryClient::new(channel_as(&c, 2, &stem("carrier:CUCC")));
 
     let path = |p: &std::path::Path| p.display().to_string();
     let cert = path(&dir.join(format!("{}.pem", stem("carrier:CMCC"))));
@@ -383,6 +383,34 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
         .await
         .expect("CUCC registers after CMCC was revoked");
 
+    // A revoked node certificate: its peers stop dialling it (their own
+    // connections to it are dropped and verified again), so it hears of no
+    // new entry, though its own server would still take them.
+    let node3 = path(&dir.join("node-3.pem"));
+    let out = oneid_cli(&["revoke", "--dir", &path(&dir), &node3]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = retrying(|| {
+        let mut cucc = RegistryClient::new(channel_as(&c, 1, &stem("carrier:CUCC")));
+        async move {
+            cucc.register_card(cmcc_card("rv-9", "13800000009", "CUCC"))
+                .await
+        }
+    })
+    .await
+    .expect("the two other nodes go on without node 3")
+    .into_inner()
+    .applied_index;
+    c.wait_applied(1, written).await;
+    c.wait_applied(2, written).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let behind = c.status(3).await.expect("node 3 answers its status");
+    assert!(
+        behind.last_applied < written,
+        "node 3 applied {} after its certificate was revoked (entry {written})",
+        behind.last_applied
+    );
+
     // A list that does not verify is not taken: the one in force stays,
     // and the node says why.
     std::fs::write(
@@ -403,7 +431,7 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
     assert!(log.contains("revocation lists not reloaded"), "{log}");
     let (_, metrics) = http_get(&c, 1, "/metrics").await.expect("metrics");
     for line in [
-        "oneid_tls_revoked_certificates 1",
+        "oneid_tls_revoked_certificates 2",
         "oneid_tls_revocation_list_stale 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");

@@ -1,11 +1,22 @@
 //! The raft transport: one lazily connected, reused tonic channel per peer
-//! address, and a deadline on every RPC.
+//! address, and a deadline on every RPC. Over TLS the node dials with its
+//! own [`PeerTls`] settings, so it can check a peer's certificate against
+//! revocation lists that change while it runs.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tonic::codegen::http::Uri;
 
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -18,7 +29,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Snapshot, SnapshotMeta, Vote};
 use prost::bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Blob, SnapshotChunk};
@@ -31,17 +42,34 @@ pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Header of a streamed snapshot: the leader's vote and the snapshot meta.
 pub type SnapshotHeader = (Vote<NodeId>, SnapshotMeta<NodeId, BasicNode>);
 
+/// How a node dials its peers over TLS: the cluster CA, its own
+/// certificate, and what the peer's certificate is checked against.
+pub trait PeerTls: Send + Sync + std::fmt::Debug + 'static {
+    /// The settings for a new connection (asked at every one).
+    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String>;
+    /// Changes when the settings do (new revocation lists): the node then
+    /// drops its connections, so every peer is verified again.
+    fn generation(&self) -> u64;
+}
+
 /// Channels to peers, keyed by address; shared by raft replication and by
 /// request forwarding so each peer has exactly one HTTP/2 connection.
 #[derive(Clone, Default)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
-    /// The node's own certificate and the cluster CA; none is plaintext.
-    tls: Option<ClientTlsConfig>,
+    inner: Arc<Mutex<Cached>>,
+    /// None is plaintext.
+    tls: Option<Arc<dyn PeerTls>>,
+}
+
+#[derive(Default)]
+struct Cached {
+    /// The [`PeerTls::generation`] the channels were made under.
+    generation: u64,
+    channels: HashMap<String, Channel>,
 }
 
 impl Channels {
-    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(tls: Option<Arc<dyn PeerTls>>) -> Self {
         Channels {
             inner: Arc::default(),
             tls,
@@ -49,24 +77,67 @@ impl Channels {
     }
 
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(addr) {
+        let mut cached = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        if cached.generation != generation {
+            // Connections verified under the old settings close once the
+            // calls on them finish.
+            cached.channels.clear();
+            cached.generation = generation;
+        }
+        if let Some(c) = cached.channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = match &self.tls {
-            Some(tls) => {
-                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?
-            }
-            None => Endpoint::from_shared(format!("http://{addr}"))?,
-        };
-        let channel = endpoint
+        // TLS is ours (TlsDialer), so tonic sees plain HTTP/2 either way.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsDialer(tls.clone())),
+            None => endpoint.connect_lazy(),
+        };
+        cached.channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// Opens a peer connection: TCP, then TLS with the node's current
+/// [`PeerTls`] settings, the peer's certificate checked against the
+/// address dialled.
+#[derive(Clone)]
+struct TlsDialer(Arc<dyn PeerTls>);
+
+type Dialled = TokioIo<TlsStream<TcpStream>>;
+
+impl tower_service::Service<Uri> for TlsDialer {
+    type Response = Dialled;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Dialled>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.0.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| std::io::Error::other(format!("no port in {uri}")))?;
+            let config = tls.client_config().map_err(std::io::Error::other)?;
+            let name = ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = TlsConnector::from(config).connect(name, tcp).await?;
+            Ok(TokioIo::new(stream))
+        })
     }
 }
 
@@ -82,18 +153,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            client: self
-                .channels
-                .get(&node.addr)
-                .map(RaftServiceClient::new)
-                .map_err(|e| e.to_string()),
+            addr: node.addr.clone(),
+            channels: self.channels.clone(),
         }
     }
 }
 
+/// Looks its channel up on every call rather than keeping one, so a
+/// replication stream moves to a new connection when the node drops its
+/// connections (new revocation lists).
 pub struct PeerClient {
     target: NodeId,
-    client: Result<RaftServiceClient<Channel>, String>,
+    addr: String,
+    channels: Channels,
 }
 
 enum Method {
@@ -128,7 +200,10 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
 
 impl PeerClient {
     fn client(&self) -> Result<RaftServiceClient<Channel>, TransportError> {
-        self.client.clone().map_err(TransportError)
+        self.channels
+            .get(&self.addr)
+            .map(RaftServiceClient::new)
+            .map_err(|e| TransportError(e.to_string()))
     }
 
     async fn unary<Req, Resp>(

@@ -33,7 +33,7 @@ pub struct ReplicaConfig {
     pub request_timeout: Duration,
     /// How this node reaches its peers: mTLS with its node certificate, or
     /// plaintext when none (insecure mode).
-    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    pub peer_tls: Option<Arc<dyn crate::network::PeerTls>>,
     /// The newest revision of the application's replicated rules this build
     /// applies (see [`crate::capabilities`]).
     pub rules_supported: u32,

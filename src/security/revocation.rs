@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -26,8 +26,9 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct RevokedSerials {
     serials: HashSet<Vec<u8>>,
-    /// How many lists the file held, for the log.
-    lists: usize,
+    /// The lists themselves (DER), for checking peers' certificates when
+    /// this node dials them (see [`super::tls::NodeTls`]).
+    ders: Vec<Vec<u8>>,
 }
 
 impl RevokedSerials {
@@ -53,7 +54,7 @@ impl RevokedSerials {
         }
         let mut revoked = RevokedSerials {
             serials: HashSet::new(),
-            lists: lists.len(),
+            ders: Vec::new(),
         };
         for (i, der) in lists.iter().enumerate() {
             let (rest, crl) = x509_parser::parse_x509_crl(der)
@@ -67,6 +68,7 @@ impl RevokedSerials {
                     .map(|r| normal_serial(r.raw_serial()).to_vec()),
             );
         }
+        revoked.ders = lists;
         Ok(revoked)
     }
 
@@ -80,6 +82,11 @@ impl RevokedSerials {
 
     pub fn is_empty(&self) -> bool {
         self.serials.is_empty()
+    }
+
+    /// The lists, DER encoded.
+    pub fn lists(&self) -> &[Vec<u8>] {
+        &self.ders
     }
 }
 
@@ -138,6 +145,8 @@ struct Shared {
     stamp: Mutex<Option<Stamp>>,
     /// The file as it now is failed to load: older lists are in force.
     stale: AtomicBool,
+    /// Counts the lists taken since start (0: the first ones).
+    generation: AtomicU64,
 }
 
 /// Enough of a file's metadata to notice it was rewritten or replaced.
@@ -172,7 +181,7 @@ impl Revocations {
         let revoked = read(crl, ca)?;
         tracing::info!(
             path = %crl.display(),
-            lists = revoked.lists,
+            lists = revoked.ders.len(),
             revoked = revoked.len(),
             "revocation lists loaded"
         );
@@ -183,6 +192,7 @@ impl Revocations {
                 current: RwLock::new(Arc::new(revoked)),
                 stamp: Mutex::new(Some(stamp)),
                 stale: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -203,7 +213,13 @@ impl Revocations {
         self.shared.stale.load(Ordering::Relaxed)
     }
 
-    fn current(&self) -> Arc<RevokedSerials> {
+    /// Counts the lists taken since start; changes with every reload.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// The lists in force.
+    pub fn current(&self) -> Arc<RevokedSerials> {
         match self.shared.current.read() {
             Ok(c) => c.clone(),
             // A panic while swapping in a new set cannot leave a torn one:
@@ -228,8 +244,9 @@ impl Revocations {
         let revoked =
             read(&s.crl, &s.ca).inspect_err(|_| s.stale.store(true, Ordering::Relaxed))?;
         s.stale.store(false, Ordering::Relaxed);
-        let (lists, count) = (revoked.lists, revoked.len());
+        let (lists, count) = (revoked.ders.len(), revoked.len());
         *s.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
+        s.generation.fetch_add(1, Ordering::Release);
         tracing::info!(path = %s.crl.display(), lists, revoked = count, "revocation lists reloaded");
         Ok(true)
     }

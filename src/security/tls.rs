@@ -3,12 +3,16 @@
 //! client of its peers, and serves a client command as a client.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use oneid_raft::network::PeerTls;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+
+use super::revocation::Revocations;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,18 @@ impl TlsFiles {
     }
 }
 
+/// rustls's provider here: ring, as tonic's.
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn invalid<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> TlsError {
+    move |e| TlsError::Invalid {
+        what,
+        reason: e.to_string(),
+    }
+}
+
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
@@ -88,35 +104,39 @@ impl TlsMaterial {
     /// (every caller presents a certificate signed by the CA), HTTP/2 or
     /// HTTP/1.1.
     pub fn https_server(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let invalid = |what| {
-            move |e: &dyn std::fmt::Display| TlsError::Invalid {
-                what,
-                reason: e.to_string(),
-            }
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(&self.pem.ca) {
-            let ca = ca.map_err(|e| invalid("CA certificate")(&e))?;
-            roots.add(ca).map_err(|e| invalid("CA certificate")(&e))?;
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| invalid("CA certificate")(&e))?;
-        let chain = CertificateDer::pem_slice_iter(&self.pem.cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("certificate")(&e))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(&self.pem.key).map_err(|e| invalid("private key")(&e))?;
+        let provider = ring();
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(invalid("CA certificate"))?;
+        let (chain, key) = self.own()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| invalid("TLS versions")(&e))?
+            .map_err(invalid("TLS versions"))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
-            .map_err(|e| invalid("certificate and key")(&e))?;
+            .map_err(invalid("certificate and key"))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+
+    /// The CA, as rustls trusts it.
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.pem.ca) {
+            roots
+                .add(ca.map_err(invalid("CA certificate"))?)
+                .map_err(invalid("CA certificate"))?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// This party's certificate chain and private key, as rustls takes them.
+    fn own(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let chain = CertificateDer::pem_slice_iter(&self.pem.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid("certificate"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.pem.key).map_err(invalid("private key"))?;
+        Ok((chain, key))
     }
 
     /// Trusts only servers signed by the CA, and presents our certificate.
@@ -124,5 +144,89 @@ impl TlsMaterial {
         ClientTlsConfig::new()
             .ca_certificate(self.ca.clone())
             .identity(self.identity.clone())
+    }
+}
+
+/// This node as a client of its peers: its certificate, the CA, and, with
+/// `tls.crl`, the revocation lists in force, which each peer's certificate
+/// is checked against when the node dials it. Built again when the lists
+/// change; the raft transport then reconnects (see `oneid_raft::network`).
+pub struct NodeTls {
+    material: TlsMaterial,
+    revocations: Option<Revocations>,
+    /// The settings last built, and the lists' generation they were built
+    /// from.
+    built: Mutex<Option<(u64, Arc<rustls::ClientConfig>)>>,
+}
+
+impl NodeTls {
+    /// Fails now, at start, on material rustls cannot use.
+    pub fn new(
+        material: TlsMaterial,
+        revocations: Option<Revocations>,
+    ) -> Result<Arc<NodeTls>, TlsError> {
+        let tls = NodeTls {
+            material,
+            revocations,
+            built: Mutex::new(None),
+        };
+        tls.build()?;
+        Ok(Arc::new(tls))
+    }
+
+    fn build(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let provider = ring();
+        let mut verifier =
+            WebPkiServerVerifier::builder_with_provider(self.material.roots()?, provider.clone());
+        if let Some(r) = &self.revocations {
+            let lists = r.current();
+            let lists = lists
+                .lists()
+                .iter()
+                .map(|der| CertificateRevocationListDer::from(der.clone()));
+            // The lists come from the CA and name end-entity certificates;
+            // a late one still counts, as on the server side.
+            verifier = verifier
+                .with_crls(lists)
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let verifier = verifier.build().map_err(invalid("revocation lists"))?;
+        let (chain, key) = self.material.own()?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(invalid("TLS versions"))?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(invalid("certificate and key"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+impl PeerTls for NodeTls {
+    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let generation = self.generation();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, config)) = &*built {
+            if *g == generation {
+                return Ok(config.clone());
+            }
+        }
+        let config = Arc::new(self.build().map_err(|e| e.to_string())?);
+        *built = Some((generation, config.clone()));
+        Ok(config)
+    }
+
+    fn generation(&self) -> u64 {
+        self.revocations.as_ref().map_or(0, Revocations::generation)
+    }
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("revocation_lists", &self.revocations.is_some())
+            .finish_non_exhaustive()
     }
 }
