@@ -304,19 +304,30 @@ async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
+/// A running TLS cluster (with HTTP ports) whose CA key is kept, every node
+/// checking the CA's revocation list, node 1 serving the HTTPS gateway at
+/// `gateway` if given; and the certificate directory.
+async fn revocable_cluster(gateway: Option<String>) -> (Cluster, std::path::PathBuf) {
     let mut c = Cluster::unstarted(3, &[], true);
     let tls = Tls::issue_revocable(c.dir.path(), 3, &ROLES);
     let dir = tls.dir.clone();
-    let crl = dir.join("crl.pem");
-    c.extra
-        .extend(["--crl".to_string(), crl.display().to_string()]);
+    c.extra.extend([
+        "--crl".to_string(),
+        dir.join("crl.pem").display().to_string(),
+    ]);
     c.tls = Some(tls);
+    c.nodes[0].gateway_addr = gateway;
     for id in 1..=3 {
         c.spawn(id);
     }
     c.wait_leader(&[1, 2, 3]).await;
+    (c, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
+    let (mut c, dir) = revocable_cluster(None).await;
+    let crl = dir.join("crl.pem");
 
     // CMCC is connected, over a unary channel and a batch stream, before
     // its certificate is revoked.
@@ -471,20 +482,8 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_https_gateway_admits_each_request_by_its_certificate() {
-    let mut c = Cluster::unstarted(3, &[], true);
-    let tls = Tls::issue_revocable(c.dir.path(), 3, &ROLES);
-    let dir = tls.dir.clone();
-    c.extra.extend([
-        "--crl".to_string(),
-        dir.join("crl.pem").display().to_string(),
-    ]);
-    c.tls = Some(tls);
     let gateway = format!("127.0.0.1:{}", free_port());
-    c.nodes[0].gateway_addr = Some(gateway.clone());
-    for id in 1..=3 {
-        c.spawn(id);
-    }
-    c.wait_leader(&[1, 2, 3]).await;
+    let (c, dir) = revocable_cluster(Some(gateway.clone())).await;
 
     let number = resident_id("11010519491231002").number;
     let register = |request_id: &str, msisdn: &str, carrier: &str| {
