@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use tokio::sync::watch;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::pem::Pem;
@@ -68,6 +70,7 @@ impl RevokedSerials {
                     .map(|r| normal_serial(r.raw_serial()).to_vec()),
             );
         }
+        usable_by_rustls(&ca_der, &lists)?;
         revoked.ders = lists;
         Ok(revoked)
     }
@@ -100,6 +103,27 @@ fn check_issued_by(crl: &CertificateRevocationList, ca: &X509Certificate) -> Res
     }
     crl.verify_signature(ca.public_key())
         .map_err(|e| format!("its signature does not verify with the CA's key: {e}"))
+}
+
+/// When this node dials a peer, rustls checks the peer's certificate
+/// against the same lists (see [`super::tls::NodeTls`]); a list it cannot
+/// use is refused here, so the server's check and the dialler's never see
+/// different lists, and peer connections never fail over a list.
+fn usable_by_rustls(ca_der: &[u8], lists: &[Vec<u8>]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(|e| format!("the CA certificate: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(
+            lists
+                .iter()
+                .map(|der| CertificateRevocationListDer::from(der.clone())),
+        )
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("rustls cannot use the lists: {e}"))
 }
 
 /// The DER contents of every PEM block labelled `label`.

@@ -213,9 +213,23 @@ impl PeerTls for NodeTls {
                 return Ok(config.clone());
             }
         }
-        let config = Arc::new(self.build().map_err(|e| e.to_string())?);
-        *built = Some((generation, config.clone()));
-        Ok(config)
+        match self.build() {
+            Ok(config) => {
+                let config = Arc::new(config);
+                *built = Some((generation, config.clone()));
+                Ok(config)
+            }
+            // The lists were checked with rustls when they were read, so
+            // this is not expected; dialling on with the settings that
+            // worked beats losing every peer.
+            Err(e) => match &*built {
+                Some((_, old)) => {
+                    tracing::error!(error = %e, "peer TLS settings not rebuilt; the previous ones stay");
+                    Ok(old.clone())
+                }
+                None => Err(e.to_string()),
+            },
+        }
     }
 
     fn generation(&self) -> u64 {
