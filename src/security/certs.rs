@@ -114,11 +114,12 @@ pub fn generate(dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, CertError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca_key_pem = ca_key.serialize_pem();
+    // The key leaves memory only when asked to be kept.
+    let ca_key_pem = plan.keep_ca_key.then(|| ca_key.serialize_pem());
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut written = vec![write(&ca_path, &ca_cert.pem())?];
-    if plan.keep_ca_key {
+    if let Some(ca_key_pem) = ca_key_pem {
         written.push(write_private(&ca_key_file(dir), &ca_key_pem)?);
         let empty = sign_list(&issuer, 1, Vec::new())?;
         written.push(write(&crl_file(dir), &empty)?);
@@ -179,7 +180,7 @@ pub fn revoke(dir: &Path, certs: &[PathBuf]) -> Result<Revoked, CertError> {
         reason: format!("not a private key: {e}"),
     })?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
-    let (_, ca_der) = one_block(&ca_file(dir), &ca_pem, "CERTIFICATE")?;
+    let ca_der = one_block(&ca_file(dir), &ca_pem, "CERTIFICATE")?;
     let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| CertError::Invalid {
         path: ca_file(dir),
         reason: format!("unparsable: {e}"),
@@ -200,7 +201,7 @@ pub fn revoke(dir: &Path, certs: &[PathBuf]) -> Result<Revoked, CertError> {
     let (mut added, mut already) = (Vec::new(), Vec::new());
     for path in certs {
         let text = read_text(path)?;
-        let (_, der) = one_block(path, &text, "CERTIFICATE")?;
+        let der = one_block(path, &text, "CERTIFICATE")?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(&der).map_err(|e| CertError::Invalid {
                 path: path.clone(),
@@ -253,7 +254,7 @@ fn listed(
         path: path.to_path_buf(),
         reason,
     };
-    let (_, der) = one_block(path, text, "X509 CRL")?;
+    let der = one_block(path, text, "X509 CRL")?;
     let (_, crl) =
         x509_parser::parse_x509_crl(&der).map_err(|e| invalid(format!("unparsable: {e}")))?;
     crl.verify_signature(ca.public_key())
@@ -269,12 +270,12 @@ fn listed(
     Ok((entries, number))
 }
 
-/// The one PEM block labelled `label` in `text`.
-fn one_block(path: &Path, text: &str, label: &str) -> Result<(String, Vec<u8>), CertError> {
+/// The DER contents of the first PEM block labelled `label` in `text`.
+fn one_block(path: &Path, text: &str, label: &str) -> Result<Vec<u8>, CertError> {
     Pem::iter_from_buffer(text.as_bytes())
         .filter_map(Result::ok)
         .find(|b| b.label == label)
-        .map(|b| (b.label, b.contents))
+        .map(|b| b.contents)
         .ok_or_else(|| CertError::Invalid {
             path: path.to_path_buf(),
             reason: format!("holds no {label} block"),
