@@ -187,22 +187,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    let http_listener = match cfg.http_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding HTTP {addr}"))?,
-        ),
-        None => None,
-    };
-    let gateway_listener = match cfg.gateway_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the HTTPS gateway {addr}"))?,
-        ),
-        None => None,
-    };
+    let http_listener = bind_if_set(cfg.http_addr, "HTTP").await?;
+    let gateway_listener = bind_if_set(cfg.gateway_addr, "the HTTPS gateway").await?;
     tracing::info!(
         node = cfg.node_id,
         addr = %cfg.listen,
@@ -473,6 +459,21 @@ async fn hand_over_leadership(replica: &Replica) {
     {
         Ok(to) => tracing::info!(to, "handed leadership over before stopping"),
         Err(e) => tracing::warn!(error = %e, "stopping without handing leadership over"),
+    }
+}
+
+/// A listener on `addr`, when one is configured.
+async fn bind_if_set(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {what} {addr}"))?,
+        )),
+        None => Ok(None),
     }
 }
 

@@ -304,6 +304,18 @@ async fn the_cli_needs_credentials_and_a_node_needs_tls_or_insecure() {
     );
 }
 
+/// Revokes the certificate at `cert` with `oneid revoke`; what it printed.
+fn revoke(dir: &std::path::Path, cert: &std::path::Path) -> String {
+    let out = oneid_cli(&[
+        "revoke",
+        "--dir",
+        &dir.display().to_string(),
+        &cert.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    output_text(&out)
+}
+
 /// A running TLS cluster (with HTTP ports) whose CA key is kept, every node
 /// checking the CA's revocation list, node 1 serving the HTTPS gateway at
 /// `gateway` if given; and the certificate directory.
@@ -350,14 +362,8 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
     let mut cucc = RegistryClient::new(channel_as(&c, 2, &stem("carrier:CUCC")));
 
     let path = |p: &std::path::Path| p.display().to_string();
-    let cert = path(&dir.join(format!("{}.pem", stem("carrier:CMCC"))));
-    let out = oneid_cli(&["revoke", "--dir", &path(&dir), &cert]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    assert!(
-        output_text(&out).contains("revoked serial"),
-        "{}",
-        output_text(&out)
-    );
+    let printed = revoke(&dir, &dir.join(format!("{}.pem", stem("carrier:CMCC"))));
+    assert!(printed.contains("revoked serial"), "{printed}");
 
     // Every node re-reads the list within a second or so; the open
     // connection is refused from then on.
@@ -397,9 +403,7 @@ async fn a_revoked_certificate_is_refused_on_its_open_connections_too() {
     // A revoked node certificate: its peers stop dialling it (their own
     // connections to it are dropped and verified again), so it hears of no
     // new entry, though its own server would still take them.
-    let node3 = path(&dir.join("node-3.pem"));
-    let out = oneid_cli(&["revoke", "--dir", &path(&dir), &node3]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    revoke(&dir, &dir.join("node-3.pem"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let written = retrying(|| {
         let mut cucc = RegistryClient::new(channel_as(&c, 1, &stem("carrier:CUCC")));
@@ -594,14 +598,8 @@ async fn the_https_gateway_admits_each_request_by_its_certificate() {
     assert_eq!(plain.map(|(status, _)| status), Some(404));
 
     // A revoked certificate is refused by the gateway too.
-    let query_cert = dir.join(format!("{}.pem", stem("query")));
-    let out = oneid_cli(&[
-        "revoke",
-        "--dir",
-        &dir.display().to_string(),
-        &query_cert.display().to_string(),
-    ]);
-    assert!(out.status.success(), "{}", output_text(&out));
+
+    revoke(&dir, &dir.join(format!("{}.pem", stem("query"))));
     let deadline = Instant::now() + WAIT;
     let (status, body) = loop {
         let answer = json(post(Some(stem("query")), "/v1/cards:count", count.clone()).await);

@@ -214,7 +214,10 @@ pub fn revoke(dir: &Path, certs: &[PathBuf]) -> Result<Revoked, CertError> {
             })?;
         let serial = cert.raw_serial().to_vec();
         let hex = super::revocation::serial_hex(&serial);
-        if entries.iter().any(|(s, _)| same_serial(s, &serial)) {
+        if entries
+            .iter()
+            .any(|(s, _)| super::revocation::same_serial(s, &serial))
+        {
             already.push(hex);
         } else {
             entries.push((serial, now));
@@ -236,10 +239,6 @@ pub fn revoke(dir: &Path, certs: &[PathBuf]) -> Result<Revoked, CertError> {
         already,
         total,
     })
-}
-
-fn same_serial(a: &[u8], b: &[u8]) -> bool {
-    super::revocation::serial_hex(a) == super::revocation::serial_hex(b)
 }
 
 /// The entries (serial, revocation time) and number of the CA's current

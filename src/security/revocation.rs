@@ -146,6 +146,11 @@ fn normal_serial(serial: &[u8]) -> &[u8] {
     &serial[zeros.min(serial.len().saturating_sub(1))..]
 }
 
+/// Whether two serial numbers are the same number.
+pub fn same_serial(a: &[u8], b: &[u8]) -> bool {
+    normal_serial(a) == normal_serial(b)
+}
+
 /// Lower-case hex of a serial number, as `openssl x509 -serial` prints it.
 pub fn serial_hex(serial: &[u8]) -> String {
     normal_serial(serial)

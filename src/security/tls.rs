@@ -44,12 +44,10 @@ pub struct TlsFiles {
     pub crl: Option<PathBuf>,
 }
 
-/// The loaded PEM texts.
+/// The loaded PEM texts, for tonic and for rustls (the HTTPS gateway and
+/// peer connections).
 #[derive(Clone)]
 pub struct TlsMaterial {
-    ca: Certificate,
-    identity: Identity,
-    /// The same texts for rustls, which the HTTPS gateway uses directly.
     pem: Arc<Pems>,
 }
 
@@ -65,8 +63,6 @@ impl TlsFiles {
         let cert = read("certificate", &self.cert)?;
         let key = read("private key", &self.key)?;
         Ok(TlsMaterial {
-            ca: Certificate::from_pem(&ca),
-            identity: Identity::from_pem(&cert, &key),
             pem: Arc::new(Pems { ca, cert, key }),
         })
     }
@@ -96,8 +92,8 @@ impl TlsMaterial {
     /// Every caller must present a certificate signed by the CA.
     pub fn server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
+            .identity(self.identity())
+            .client_ca_root(Certificate::from_pem(&self.pem.ca))
     }
 
     /// The HTTPS gateway's settings: the same rules as [`Self::server`]
@@ -142,8 +138,12 @@ impl TlsMaterial {
     /// Trusts only servers signed by the CA, and presents our certificate.
     pub fn client(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
+            .ca_certificate(Certificate::from_pem(&self.pem.ca))
+            .identity(self.identity())
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::from_pem(&self.pem.cert, &self.pem.key)
     }
 }
 
