@@ -10,6 +10,7 @@ use anyhow::Context;
 use oneid_raft::network::PeerTls;
 use oneid_raft::pb::raft_service_server::RaftServiceServer;
 use oneid_raft::service::RaftRpc;
+use oneid_raft::snapshot_turns::{self, SnapshotTurns};
 use oneid_raft::{Replica, ReplicaConfig};
 use oneid_storage::log_store::LogStore;
 use oneid_storage::schema::Tuning;
@@ -68,7 +69,8 @@ pub struct NodeConfig {
     /// Members of a brand-new cluster (id, address); empty to join later.
     pub initial_cluster: Vec<(u64, String)>,
     pub hasher: IdHasher,
-    /// Build a snapshot (and purge the log) after this many entries.
+    /// Build a snapshot (and purge the log) about every this many entries,
+    /// in this member's turn (`oneid_raft::snapshot_turns`).
     pub snapshot_logs: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
@@ -100,7 +102,9 @@ impl NodeConfig {
             // catching-up follower's RPCs well inside that bound instead of
             // timing out, backing off and losing leadership under imports.
             max_payload_entries: 8,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            // Members take turns instead (`snapshot_turns`), so they never
+            // all build at the same log index.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
         }
@@ -356,6 +360,11 @@ pub async fn run(
         reader.clone(),
         stop_rx.clone(),
     ));
+    let snapshots = tokio::spawn(snapshot_turns::run(
+        replica.raft().clone(),
+        SnapshotTurns::new(cfg.node_id, cfg.snapshot_logs),
+        stop_rx.clone(),
+    ));
     let rekeying = tokio::spawn(crate::rekey::run(
         replica.clone(),
         reader.clone(),
@@ -423,6 +432,7 @@ pub async fn run(
     }
     watcher.abort();
     sweeper.abort();
+    snapshots.abort();
     rekeying.abort();
     tracing::info!("shutting down raft");
     let _ = replica.raft().shutdown().await;

@@ -11,6 +11,7 @@ pub mod proposer;
 pub mod reads;
 pub mod replica;
 pub mod service;
+pub mod snapshot_turns;
 pub mod transfer;
 pub mod turns;
 pub mod types;
