@@ -4,8 +4,9 @@
 //! same log index, so a cluster's members all dump their state machines at
 //! once. A build is seconds of CPU and a file the size of the data: with
 //! both followers building, the leader had no quorum that was not busy, and
-//! writes slowed for the length of a build (on one machine, with every
-//! replica on the same disk, they stopped for 100–270 ms at every snapshot).
+//! writes slowed for the length of a build (on one machine, every replica
+//! on the same disk, AppendEntries timed out and writes stopped for
+//! 120 ms at a snapshot).
 //! Instead the log is cut into turns of a third of `every` entries, and a
 //! member builds only in the turn its id gives it: no two members of a
 //! three-member cluster build at once, and at most two of five.
