@@ -67,7 +67,8 @@ pub struct RaftSection {
     pub election_timeout_max_ms: u64,
     /// How long a client request may wait for raft before failing.
     pub request_timeout_ms: u64,
-    /// Entries between snapshots (log compaction).
+    /// Entries between snapshots (log compaction), about: each member
+    /// builds in its own turn (`oneid_raft::snapshot_turns`).
     pub snapshot_logs: u64,
 }
 

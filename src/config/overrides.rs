@@ -44,7 +44,8 @@ pub struct Overrides {
     /// their role may do [node.gateway_addr, ONEID_GATEWAY_ADDR].
     #[arg(long)]
     pub gateway_addr: Option<String>,
-    /// Entries between snapshots (log compaction) [raft.snapshot_logs,
+    /// Entries between snapshots (log compaction), about: members take
+    /// turns, so they never all build at once [raft.snapshot_logs,
     /// ONEID_SNAPSHOT_LOGS].
     #[arg(long)]
     pub snapshot_logs: Option<u64>,
