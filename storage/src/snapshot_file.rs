@@ -38,8 +38,8 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 /// reached the disk in one burst that every raft log fsync on the machine
 /// queued behind: followers acknowledged appends late, the leader's
 /// AppendEntries timed out (openraft bounds them by one heartbeat) and
-/// writes stopped for 100–270 ms at every snapshot. Synced in slices, the
-/// disk serves the log's fsyncs between them.
+/// writes stopped for ~120 ms at a snapshot. Synced in slices, the disk
+/// serves the log's fsyncs between them.
 const SYNC_EVERY_BYTES: u64 = 8 << 20;
 
 struct CrcWriter {
