@@ -598,7 +598,6 @@ async fn the_https_gateway_admits_each_request_by_its_certificate() {
     assert_eq!(plain.map(|(status, _)| status), Some(404));
 
     // A revoked certificate is refused by the gateway too.
-
     revoke(&dir, &dir.join(format!("{}.pem", stem("query"))));
     let deadline = Instant::now() + WAIT;
     let (status, body) = loop {

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::RootCertStore;
 use tokio::sync::watch;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::pem::Pem;
@@ -105,23 +106,34 @@ fn check_issued_by(crl: &CertificateRevocationList, ca: &X509Certificate) -> Res
         .map_err(|e| format!("its signature does not verify with the CA's key: {e}"))
 }
 
-/// When this node dials a peer, rustls checks the peer's certificate
-/// against the same lists (see [`super::tls::NodeTls`]); a list it cannot
-/// use is refused here, so the server's check and the dialler's never see
-/// different lists, and peer connections never fail over a list.
-fn usable_by_rustls(ca_der: &[u8], lists: &[Vec<u8>]) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca_der.to_vec()))
-        .map_err(|e| format!("the CA certificate: {e}"))?;
+/// The verifier this node checks a peer's certificate with when it dials
+/// it (see [`super::tls::NodeTls`]): the CA, and the lists in force. The
+/// lists come from the CA and name end-entity certificates; a late one
+/// still counts, as on the server side. [`RevokedSerials::parse`] builds
+/// it too, so a list rustls cannot use is refused when it is read, and
+/// peer connections never fail over a list.
+pub fn peer_verifier(
+    roots: Arc<RootCertStore>,
+    lists: &[Vec<u8>],
+) -> Result<Arc<WebPkiServerVerifier>, VerifierBuilderError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    WebPkiServerVerifier::builder_with_provider(roots, provider)
         .with_crls(
             lists
                 .iter()
                 .map(|der| CertificateRevocationListDer::from(der.clone())),
         )
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
+}
+
+fn usable_by_rustls(ca_der: &[u8], lists: &[Vec<u8>]) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(|e| format!("the CA certificate: {e}"))?;
+    peer_verifier(Arc::new(roots), lists)
         .map(|_| ())
         .map_err(|e| format!("rustls cannot use the lists: {e}"))
 }

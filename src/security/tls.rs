@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use oneid_raft::network::PeerTls;
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
-use super::revocation::Revocations;
+use super::revocation::{self, Revocations, RevokedSerials};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,23 +174,11 @@ impl NodeTls {
     }
 
     fn build(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let lists = self.revocations.as_ref().map(Revocations::current);
+        let lists = lists.as_deref().map_or(&[][..], RevokedSerials::lists);
+        let verifier = revocation::peer_verifier(self.material.roots()?, lists)
+            .map_err(invalid("revocation lists"))?;
         let provider = ring();
-        let mut verifier =
-            WebPkiServerVerifier::builder_with_provider(self.material.roots()?, provider.clone());
-        if let Some(r) = &self.revocations {
-            let lists = r.current();
-            let lists = lists
-                .lists()
-                .iter()
-                .map(|der| CertificateRevocationListDer::from(der.clone()));
-            // The lists come from the CA and name end-entity certificates;
-            // a late one still counts, as on the server side.
-            verifier = verifier
-                .with_crls(lists)
-                .only_check_end_entity_revocation()
-                .allow_unknown_revocation_status();
-        }
-        let verifier = verifier.build().map_err(invalid("revocation lists"))?;
         let (chain, key) = self.material.own()?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
