@@ -28,6 +28,9 @@ pub const SM_APPLIED: &[u8] = b"applied";
 /// Present while a snapshot install is in progress; a node that restarts with
 /// it set re-installs the retained snapshot before serving.
 pub const SM_INSTALLING: &[u8] = b"installing";
+/// The generation of the stored layout (see [`crate::format`]). In
+/// `sm_meta`, so a snapshot carries the generation of the build that took it.
+pub const SM_FORMAT: &[u8] = b"format";
 
 // ---- sm_data ----
 //

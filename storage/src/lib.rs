@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod format;
 pub mod keys;
 pub mod log_store;
 pub mod records;

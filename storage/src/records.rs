@@ -47,6 +47,7 @@ pub const SM_META_V: u8 = 1;
 pub const RAFT_ENTRY_V: u8 = 1;
 pub const RAFT_META_V: u8 = 1;
 pub const SNAPSHOT_HEADER_V: u8 = 1;
+pub const STORE_FORMAT_V: u8 = 1;
 
 /// A card under `c ‖ id_key ‖ msisdn`. Enum fields hold the domain's stable
 /// numeric codes so the format does not depend on Rust enum layout.
@@ -545,6 +546,13 @@ impl KeyStateRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct AliasRecord {
     pub other: IdKey,
+}
+
+/// The generation of the stored layout a data dir holds (`sm_meta`
+/// `format`; see [`crate::format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct StoreFormatRecord {
+    pub generation: u32,
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
-use crate::StorageError;
+use crate::keys::SM_FORMAT;
+use crate::{format, StorageError};
 
 /// A raw key and its raw (envelope-encoded) value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -103,6 +104,34 @@ impl Default for Tuning {
             max_write_buffers: 3,
         }
     }
+}
+
+/// A column family this build does not declare was added by a newer one
+/// (RocksDB refuses to open a database without naming all of them, in
+/// words that do not say why).
+fn refuse_unknown_column_families(opts: &Options, path: &Path) -> Result<(), StorageError> {
+    // A new data dir has no database to list yet.
+    let Ok(existing) = DB::list_cf(opts, path) else {
+        return Ok(());
+    };
+    let unknown: Vec<_> = existing
+        .iter()
+        .filter(|cf| *cf != "default" && !ALL_CFS.contains(&cf.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(StorageError::NeedsNewerBuild(format!(
+        "data dir {} holds column families this build does not know ({}), written by a \
+         newer build; this build reads stored formats up to {}",
+        path.display(),
+        unknown
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        format::STORE_FORMAT
+    )))
 }
 
 /// The state machine's record column families, resolved once.
@@ -222,10 +251,22 @@ impl Db {
             o.set_block_based_table_factory(&t);
             ColumnFamilyDescriptor::new(*name, o)
         });
+        refuse_unknown_column_families(&db_opts, path)?;
         let db = Db {
             db: DB::open_cf_descriptors(&db_opts, path, cfs)?,
         };
+        // Before anything reads or moves records: a layout this build does
+        // not know must not be half understood.
+        let stored = db.db.get_cf(db.cf(CF_SM_META)?, SM_FORMAT)?;
+        if let Some(stored) = &stored {
+            format::check(stored, &format!("data dir {}", path.display()))?;
+        }
         db.move_check_records()?;
+        let current = format::current_record()?;
+        if stored.as_deref() != Some(&current[..]) {
+            db.db
+                .put_cf_opt(db.cf(CF_SM_META)?, SM_FORMAT, current, &Self::sync_write())?;
+        }
         Ok(Arc::new(db))
     }
 
@@ -554,5 +595,94 @@ mod tests {
             db.scan_sm(b"r", None, 10).unwrap(),
             vec![old_rows[1].clone()]
         );
+    }
+
+    fn put_format(db: &Db, generation: u32) {
+        let record = crate::records::StoreFormatRecord { generation };
+        let bytes = crate::codec::encode(crate::records::STORE_FORMAT_V, &record).unwrap();
+        db.raw()
+            .put_cf_opt(
+                db.cf(CF_SM_META).unwrap(),
+                SM_FORMAT,
+                bytes,
+                &Db::sync_write(),
+            )
+            .unwrap();
+    }
+
+    fn stored_format(db: &Db) -> Option<Vec<u8>> {
+        db.raw()
+            .get_cf(db.cf(CF_SM_META).unwrap(), SM_FORMAT)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_store_is_stamped_with_this_builds_format_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = format::current_record().unwrap();
+        {
+            let db = Db::open(dir.path(), Tuning::default()).unwrap();
+            assert_eq!(stored_format(&db), Some(current.clone()));
+            // As a build before the gate left it: no marker at all.
+            db.raw()
+                .delete_cf_opt(db.cf(CF_SM_META).unwrap(), SM_FORMAT, &Db::sync_write())
+                .unwrap();
+        }
+        let db = Db::open(dir.path(), Tuning::default()).unwrap();
+        assert_eq!(stored_format(&db), Some(current));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = (crate::keys::holder_key(&[3; 32]), b"summary".to_vec());
+        let newer = format::STORE_FORMAT + 1;
+        let before = {
+            let db = Db::open(dir.path(), Tuning::default()).unwrap();
+            let cf = db.cf(CF_SM_DATA).unwrap();
+            db.raw()
+                .put_cf_opt(cf, &row.0, &row.1, &Db::sync_write())
+                .unwrap();
+            // A record a build before session 19 left in `sm_data`: the
+            // refused open must not move it either.
+            let old_check = crate::keys::dedup_key("req-1");
+            db.raw()
+                .put_cf_opt(cf, &old_check, b"x", &Db::sync_write())
+                .unwrap();
+            put_format(&db, newer);
+            stored_format(&db)
+        };
+        for _ in 0..2 {
+            let e = Db::open(dir.path(), Tuning::default()).err().unwrap();
+            assert!(matches!(e, StorageError::NeedsNewerBuild(_)), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("stored format {newer}")), "{text}");
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        }
+        // Opened by RocksDB directly, the store is as the newer build left it.
+        let cfs: Vec<_> = ALL_CFS.to_vec();
+        let raw = DB::open_cf(&Options::default(), dir.path(), cfs).unwrap();
+        let data = raw.cf_handle(CF_SM_DATA).unwrap();
+        assert_eq!(raw.get_cf(data, &row.0).unwrap(), Some(row.1.clone()));
+        let old_check = crate::keys::dedup_key("req-1");
+        assert_eq!(raw.get_cf(data, &old_check).unwrap(), Some(b"x".to_vec()));
+        let meta = raw.cf_handle(CF_SM_META).unwrap();
+        assert_eq!(raw.get_cf(meta, SM_FORMAT).unwrap(), before);
+    }
+
+    #[test]
+    fn a_store_with_a_column_family_this_build_lacks_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let mut cfs: Vec<_> = ALL_CFS.to_vec();
+            cfs.push("from_the_future");
+            DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        }
+        let e = Db::open(dir.path(), Tuning::default()).err().unwrap();
+        assert!(matches!(e, StorageError::NeedsNewerBuild(_)), "{e}");
+        assert!(e.to_string().contains("from_the_future"), "{e}");
     }
 }

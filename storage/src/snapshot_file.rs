@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
-use crate::keys::{SM_APPLIED, SM_INSTALLING};
+use crate::keys::{SM_APPLIED, SM_FORMAT, SM_INSTALLING};
 use crate::schema::{CF_SM_DATA, CF_SM_META, SM_RECORD_CFS};
-use crate::{Db, StorageError};
+use crate::{format, Db, StorageError};
 
 const MAGIC: &[u8; 8] = b"ONEIDSNP";
 const FORMAT: u8 = 1;
@@ -278,10 +278,17 @@ impl SnapshotReader {
     }
 }
 
-/// Reads a whole snapshot file and checks every checksum, returning its header.
+/// Reads a whole snapshot file and checks every checksum and the stored
+/// format it was taken under (see [`crate::format`]), returning its header.
 pub fn verify(path: &Path) -> Result<Vec<u8>, StorageError> {
     let (r, header) = SnapshotReader::open(path)?;
-    r.for_each(|_, _, _| Ok(()))?;
+    let what = format!("snapshot {}", path.display());
+    r.for_each(|cf, k, v| {
+        if cf == CF_SM_META && k == SM_FORMAT {
+            format::check(&v, &what)?;
+        }
+        Ok(())
+    })?;
     Ok(header)
 }
 
@@ -320,6 +327,9 @@ pub fn install(db: &Db, path: &Path) -> Result<u64, StorageError> {
         Ok(())
     })?;
     batch.delete_cf(meta_cf, SM_INSTALLING);
+    // The snapshot's generation (if it has one) is this build's or older,
+    // and what this build writes from now on is this build's.
+    batch.put_cf(meta_cf, SM_FORMAT, format::current_record()?);
     raw.write_opt(batch, &Db::sync_write())?;
     // Later applies skip the WAL; flushed here, the installed state never
     // depends on replaying the WAL under them.
@@ -386,9 +396,10 @@ mod tests {
             Ok(b"hdr".to_vec())
         })
         .unwrap();
-        assert_eq!(stats.entries, 3001);
+        // The records, the applied record and the stored format.
+        assert_eq!(stats.entries, 3002);
         assert_eq!(verify(&path).unwrap(), b"hdr");
-        assert_eq!(install(&b, &path).unwrap(), 3001);
+        assert_eq!(install(&b, &path).unwrap(), 3002);
         let installed = dump(&b);
         assert_eq!(dump(&a), installed);
         let checks = installed.iter().filter(|r| r.0 == CF_SM_CHECKS).count();
@@ -426,9 +437,64 @@ mod tests {
             assert!(install(&b, &path).unwrap_err().is_corruption(), "len {len}");
         }
         // Nothing was touched.
+        assert_eq!(dump(&b), kept_and_stamped());
+    }
+
+    /// What `b` holds in the refusal tests: one record and its stamp.
+    fn kept_and_stamped() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        vec![
+            (CF_SM_DATA, b"keep".to_vec(), b"me".to_vec()),
+            (
+                CF_SM_META,
+                SM_FORMAT.to_vec(),
+                format::current_record().unwrap(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_snapshot_of_a_newer_format_is_refused_before_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Db::open(&dir.path().join("a"), Tuning::default()).unwrap();
+        fill(&a, 50);
+        let newer = crate::records::StoreFormatRecord {
+            generation: format::STORE_FORMAT + 1,
+        };
+        let newer = crate::codec::encode(crate::records::STORE_FORMAT_V, &newer).unwrap();
+        a.raw()
+            .put_cf(a.cf(CF_SM_META).unwrap(), SM_FORMAT, newer)
+            .unwrap();
+        let path = dir.path().join("s.snap");
+        build(&a, &path, |_| Ok(vec![])).unwrap();
+
+        let b = Db::open(&dir.path().join("b"), Tuning::default()).unwrap();
+        b.raw()
+            .put_cf(b.cf(CF_SM_DATA).unwrap(), "keep", "me")
+            .unwrap();
+        let e = install(&b, &path).unwrap_err();
+        assert!(matches!(e, StorageError::NeedsNewerBuild(_)), "{e}");
+        assert!(e.to_string().contains("s.snap"), "{e}");
+        assert_eq!(dump(&b), kept_and_stamped());
+        assert_eq!(interrupted_install(&b).unwrap(), None);
+    }
+
+    #[test]
+    fn an_install_stamps_this_builds_format_over_an_older_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Db::open(&dir.path().join("a"), Tuning::default()).unwrap();
+        fill(&a, 5);
+        // As a build before the gate took it: no generation at all.
+        a.raw()
+            .delete_cf(a.cf(CF_SM_META).unwrap(), SM_FORMAT)
+            .unwrap();
+        let path = dir.path().join("s.snap");
+        build(&a, &path, |_| Ok(vec![])).unwrap();
+        let b = Db::open(&dir.path().join("b"), Tuning::default()).unwrap();
+        assert_eq!(install(&b, &path).unwrap(), 16);
+        let meta = b.cf(CF_SM_META).unwrap();
         assert_eq!(
-            dump(&b),
-            vec![(CF_SM_DATA, b"keep".to_vec(), b"me".to_vec())]
+            b.raw().get_cf(meta, SM_FORMAT).unwrap(),
+            Some(format::current_record().unwrap())
         );
     }
 }

@@ -305,16 +305,27 @@ impl Cluster {
         unsafe {
             libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.success();
+        match exit_within(&mut c, Duration::from_secs(30)) {
+            Some(status) => status.success(),
+            None => {
+                let _ = c.kill();
+                let _ = c.wait();
+                false
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = c.kill();
-        let _ = c.wait();
-        false
+    }
+
+    /// Waits (bounded) for a node to exit on its own, as one refusing to
+    /// start does; `None` if it still runs (it is left running).
+    pub fn exit_status_within(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let status = exit_within(node.child.as_mut()?, within)?;
+        node.child = None;
+        Some(status)
     }
 
     pub fn endpoint(&self, id: u64) -> Channel {
@@ -432,6 +443,17 @@ impl Cluster {
         }
         out
     }
+}
+
+fn exit_within(c: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = c.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Cluster {
