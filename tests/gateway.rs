@@ -303,3 +303,101 @@ async fn json_gateway_maps_the_grpc_api() {
     // gRPC and JSON wrote the same state on every replica.
     c.assert_replicas_agree(leader, &[1, 2, 3]).await;
 }
+
+/// The answer's status and JSON body.
+fn json_answer(answer: Option<(u16, String)>) -> (u16, Value) {
+    let (status, text) = answer.expect("an answer");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("non-JSON answer {status} {text:?}: {e}"));
+    (status, body)
+}
+
+/// `limits.max_concurrent_requests` bounds gRPC calls and gateway requests
+/// together. With a bound of one, a write held in progress over either
+/// (its leader has lost both followers, so it cannot commit) makes the
+/// other protocol's next request OVERLOADED at once, and the permit comes
+/// back when the held write answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_and_gateway_requests_share_one_bound() {
+    let mut c = Cluster::start_with_http(3, &["--max-concurrent-requests", "1"]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    let number = |i: u32| format!("110105194912310{i:02}");
+    let msisdn = |i: u32| format!("139000000{i:02}");
+    register_retrying(
+        &c,
+        leader,
+        register_req("shed-0", &resident_id(&number(10)), &msisdn(0)),
+    )
+    .await
+    .expect("a write before the test");
+    let cards = |c: &Cluster| {
+        let addr = c.node(leader).http_addr.clone().expect("HTTP port");
+        move |i: u32| {
+            let holder = resident_id(&number(10 + i)).number;
+            let body = registration(&format!("shed-{i}"), &holder, &msisdn(i), "CMCC");
+            let body = body.to_string();
+            let req = format!(
+                "POST /v1/cards HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            http_exchange_at(addr.clone(), req.into_bytes())
+        }
+    };
+    let settle = Duration::from_millis(500);
+
+    // A gRPC write holds the one permit; the gateway is refused.
+    for f in &followers {
+        c.kill(*f);
+    }
+    let mut grpc = c.registry(leader);
+    let held = tokio::spawn(async move {
+        grpc.register_card(register_req(
+            "shed-1",
+            &resident_id(&number(11)),
+            &msisdn(1),
+        ))
+        .await
+    });
+    tokio::time::sleep(settle).await;
+    let refused = json_answer(cards(&c)(2).await);
+    assert_error(&refused, 429, "RESOURCE_EXHAUSTED", "OVERLOADED");
+    for f in &followers {
+        c.spawn(*f);
+    }
+    held.await
+        .expect("task")
+        .expect("the held gRPC write commits once the followers are back");
+
+    // A gateway write holds it; gRPC is refused.
+    for f in &followers {
+        c.kill(*f);
+    }
+    let held = tokio::spawn(cards(&c)(3));
+    tokio::time::sleep(settle).await;
+    let refused = c
+        .registry(leader)
+        .register_card(register_req(
+            "shed-4",
+            &resident_id(&number(14)),
+            &msisdn(4),
+        ))
+        .await
+        .expect_err("no permit left");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(reason(&refused), "OVERLOADED");
+    for f in &followers {
+        c.spawn(*f);
+    }
+    let (status, body) = json_answer(held.await.expect("task"));
+    assert_eq!(status, 200, "the held gateway write commits: {body}");
+
+    // Both answered, so the permit is free again.
+    let (status, body) = json_answer(cards(&c)(5).await);
+    assert_eq!(status, 200, "{body}");
+}

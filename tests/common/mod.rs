@@ -632,9 +632,16 @@ pub async fn http_exchange(
     id: u64,
     build: impl FnOnce(&str) -> Vec<u8>,
 ) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = c.node(id).http_addr.clone().expect("node has no HTTP port");
     let req = build(&addr);
+    http_exchange_at(addr, req).await
+}
+
+/// [`http_exchange`] with the node's HTTP address and the request given,
+/// borrowing nothing: for a request that runs while the test changes the
+/// cluster.
+pub async fn http_exchange_at(addr: String, req: Vec<u8>) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
         s.write_all(&req).await.ok()?;
