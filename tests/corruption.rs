@@ -9,18 +9,8 @@ use oneid_storage::Db;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_holder_record_is_refused_with_data_loss() {
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.wait_leader(&[1, 2, 3]).await;
-    let alice = resident_id("11010519491231002");
-    register_retrying(&c, leader, register_req("r-1", &alice, "13700000001"))
-        .await
-        .expect("register");
-    let victim = if leader == 3 { 2 } else { 3 };
-    let target = c.status(leader).await.expect("status").last_applied;
-    c.wait_applied(victim, target).await;
-    // A clean stop flushes the state machine (applies skip the WAL, so after
-    // a kill -9 the record may exist only in the raft log until replayed).
-    assert!(c.terminate(victim), "victim stops cleanly");
+    let (mut c, leader, victim, alice) =
+        cluster_with_a_stopped_follower("r-1", "13700000001").await;
 
     // Flip one byte of alice's summary record on the victim's disk.
     {
@@ -43,6 +33,7 @@ async fn corrupt_holder_record_is_refused_with_data_loss() {
     }
 
     c.spawn(victim);
+    let target = c.status(leader).await.expect("status").last_applied;
     c.wait_applied(victim, target).await;
     let err = c
         .registry(victim)

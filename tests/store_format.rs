@@ -24,16 +24,8 @@ fn set_stored_format(c: &Cluster, id: u64, value: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_a_data_dir_of_a_newer_format_and_keeps_it_intact() {
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.wait_leader(&[1, 2, 3]).await;
-    let alice = resident_id("11010519491231002");
-    register_retrying(&c, leader, register_req("f-1", &alice, "13700000001"))
-        .await
-        .expect("register");
-    let victim = if leader == 3 { 2 } else { 3 };
-    let target = c.status(leader).await.expect("status").last_applied;
-    c.wait_applied(victim, target).await;
-    assert!(c.terminate(victim), "victim stops cleanly");
+    let (mut c, leader, victim, alice) =
+        cluster_with_a_stopped_follower("f-1", "13700000001").await;
 
     let newer = StoreFormatRecord {
         generation: STORE_FORMAT + 1,

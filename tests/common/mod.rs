@@ -548,6 +548,28 @@ pub fn register_req(
     }
 }
 
+/// A 3-node cluster where alice registered `msisdn`, with a follower that
+/// applied it stopped cleanly (a clean stop flushes the state machine:
+/// applies skip the WAL, so after a kill -9 the card might exist only in
+/// the raft log until replayed). Returns it, the leader, the stopped
+/// follower and alice.
+pub async fn cluster_with_a_stopped_follower(
+    request_id: &str,
+    msisdn: &str,
+) -> (Cluster, u64, u64, pb::Identity) {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let alice = resident_id("11010519491231002");
+    register_retrying(&c, leader, register_req(request_id, &alice, msisdn))
+        .await
+        .expect("register");
+    let stopped = if leader == 3 { 2 } else { 3 };
+    let target = c.status(leader).await.expect("status").last_applied;
+    c.wait_applied(stopped, target).await;
+    assert!(c.terminate(stopped), "node {stopped} stops cleanly");
+    (c, leader, stopped, alice)
+}
+
 pub fn count_req(identity: &pb::Identity, verify: &str) -> pb::CountCardsRequest {
     pb::CountCardsRequest {
         identity: Some(identity.clone()),
