@@ -312,6 +312,29 @@ fn json_answer(answer: Option<(u16, String)>) -> (u16, Value) {
     (status, body)
 }
 
+/// The node's last log index, from its `/metrics` (served outside the
+/// bound on client requests, so readable while the bound is taken).
+async fn last_log_index(c: &Cluster, id: u64) -> Option<u64> {
+    let (_, text) = http_get(c, id, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oneid_raft_last_log_index "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until the leader has appended an entry past `index`: the held
+/// write is in its log, so it took its permit first.
+async fn appended_past(c: &Cluster, leader: u64, index: u64) {
+    let deadline = Instant::now() + WAIT;
+    while last_log_index(c, leader).await.unwrap_or(0) <= index {
+        assert!(
+            Instant::now() < deadline,
+            "the held write never reached the log\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `limits.max_concurrent_requests` bounds gRPC calls and gateway requests
 /// together. With a bound of one, a write held in progress over either
 /// (its leader has lost both followers, so it cannot commit) makes the
@@ -345,12 +368,11 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
             http_exchange_at(addr.clone(), req.into_bytes())
         }
     };
-    let settle = Duration::from_millis(500);
-
     // A gRPC write holds the one permit; the gateway is refused.
     for f in &followers {
         c.kill(*f);
     }
+    let before = last_log_index(&c, leader).await.expect("metrics");
     let mut grpc = c.registry(leader);
     let held = tokio::spawn(async move {
         grpc.register_card(register_req(
@@ -360,7 +382,7 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
         ))
         .await
     });
-    tokio::time::sleep(settle).await;
+    appended_past(&c, leader, before).await;
     let refused = json_answer(cards(&c)(2).await);
     assert_error(&refused, 429, "RESOURCE_EXHAUSTED", "OVERLOADED");
     for f in &followers {
@@ -374,8 +396,9 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
     for f in &followers {
         c.kill(*f);
     }
+    let before = last_log_index(&c, leader).await.expect("metrics");
     let held = tokio::spawn(cards(&c)(3));
-    tokio::time::sleep(settle).await;
+    appended_past(&c, leader, before).await;
     let refused = c
         .registry(leader)
         .register_card(register_req(
