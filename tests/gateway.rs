@@ -23,14 +23,17 @@ async fn post(c: &Cluster, id: u64, path: &str, body: &Value) -> (u16, Value) {
             Some((503, _)) | None if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Some((status, text)) => {
-                let v = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{path}: non-JSON answer {status} {text:?}: {e}"));
-                return (status, v);
-            }
+            Some((status, text)) => return json(status, &text),
             None => panic!("node {id} never answered {path}\n{}", c.logs()),
         }
     }
+}
+
+/// An answer's status and JSON body; a body that is not JSON fails the test.
+fn json(status: u16, text: &str) -> (u16, Value) {
+    let body = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("non-JSON answer {status} {text:?}: {e}"));
+    (status, body)
 }
 
 /// Asserts an error answer: HTTP status, gRPC code name and reason.
@@ -220,17 +223,17 @@ async fn json_gateway_maps_the_grpc_api() {
     );
 
     // The gateway's own refusals, in the same shape.
-    let raw = |status: u16, text: &str| {
-        let body: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("non-JSON error {status} {text:?}: {e}"));
-        (status, body)
-    };
     for malformed in [r#"{"requestId": "#, r#"{"requestId":"x","bogus":1}"#, "[1]"] {
         let (status, text) =
             http_post(&c, leader, "/v1/cards", Some("application/json"), malformed)
                 .await
                 .expect("answer");
-        assert_error(&raw(status, &text), 400, "INVALID_ARGUMENT", "INVALID_JSON");
+        assert_error(
+            &json(status, &text),
+            400,
+            "INVALID_ARGUMENT",
+            "INVALID_JSON",
+        );
     }
     for unknown in [
         "/v1/Registry/NoSuchMethod",
@@ -240,13 +243,13 @@ async fn json_gateway_maps_the_grpc_api() {
         let (status, text) = http_post(&c, leader, unknown, Some("application/json"), "{}")
             .await
             .expect("answer");
-        assert_error(&raw(status, &text), 404, "NOT_FOUND", "UNKNOWN_METHOD");
+        assert_error(&json(status, &text), 404, "NOT_FOUND", "UNKNOWN_METHOD");
     }
     let (status, text) = http_post(&c, leader, "/v1/cards:count", Some("text/plain"), "{}")
         .await
         .expect("answer");
     assert_error(
-        &raw(status, &text),
+        &json(status, &text),
         415,
         "INVALID_ARGUMENT",
         "UNSUPPORTED_MEDIA_TYPE",
@@ -255,7 +258,7 @@ async fn json_gateway_maps_the_grpc_api() {
         .await
         .expect("answer");
     assert_error(
-        &raw(status, &text),
+        &json(status, &text),
         405,
         "UNIMPLEMENTED",
         "METHOD_NOT_ALLOWED",
@@ -272,7 +275,7 @@ async fn json_gateway_maps_the_grpc_api() {
     .await
     .expect("answer");
     assert_error(
-        &raw(status, &text),
+        &json(status, &text),
         413,
         "RESOURCE_EXHAUSTED",
         "BODY_TOO_LARGE",
@@ -304,21 +307,17 @@ async fn json_gateway_maps_the_grpc_api() {
     c.assert_replicas_agree(leader, &[1, 2, 3]).await;
 }
 
-/// The answer's status and JSON body.
+/// The status and JSON body of an answer that must have come.
 fn json_answer(answer: Option<(u16, String)>) -> (u16, Value) {
     let (status, text) = answer.expect("an answer");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("non-JSON answer {status} {text:?}: {e}"));
-    (status, body)
+    json(status, &text)
 }
 
 /// The node's last log index, from its `/metrics` (served outside the
 /// bound on client requests, so readable while the bound is taken).
 async fn last_log_index(c: &Cluster, id: u64) -> Option<u64> {
-    let (_, text) = http_get(c, id, "/metrics").await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("oneid_raft_last_log_index "))
-        .and_then(|v| v.trim().parse().ok())
+    let index = *scrape(c, id).await?.get("oneid_raft_last_log_index")?;
+    Some(index as u64)
 }
 
 /// Waits until the leader has appended an entry past `index`: the held
@@ -354,20 +353,16 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
     )
     .await
     .expect("a write before the test");
-    let cards = |c: &Cluster| {
-        let addr = c.node(leader).http_addr.clone().expect("HTTP port");
-        move |i: u32| {
-            let holder = resident_id(&number(10 + i)).number;
-            let body = registration(&format!("shed-{i}"), &holder, &msisdn(i), "CMCC");
-            let body = body.to_string();
-            let req = format!(
-                "POST /v1/cards HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            http_exchange_at(addr.clone(), req.into_bytes())
-        }
+    // A gateway registration, as a future that borrows nothing (one runs
+    // while the test stops and starts nodes).
+    let addr = c.node(leader).http_addr.clone().expect("HTTP port");
+    let card = |i: u32| {
+        let holder = resident_id(&number(10 + i)).number;
+        let body = registration(&format!("shed-{i}"), &holder, &msisdn(i), "CMCC").to_string();
+        let req = post_request(&addr, "/v1/cards", Some("application/json"), &body);
+        http_exchange_at(addr.clone(), req)
     };
+
     // A gRPC write holds the one permit; the gateway is refused.
     for f in &followers {
         c.kill(*f);
@@ -383,7 +378,7 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
         .await
     });
     appended_past(&c, leader, before).await;
-    let refused = json_answer(cards(&c)(2).await);
+    let refused = json_answer(card(2).await);
     assert_error(&refused, 429, "RESOURCE_EXHAUSTED", "OVERLOADED");
     for f in &followers {
         c.spawn(*f);
@@ -397,7 +392,7 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
         c.kill(*f);
     }
     let before = last_log_index(&c, leader).await.expect("metrics");
-    let held = tokio::spawn(cards(&c)(3));
+    let held = tokio::spawn(card(3));
     appended_past(&c, leader, before).await;
     let refused = c
         .registry(leader)
@@ -421,6 +416,6 @@ async fn grpc_calls_and_gateway_requests_share_one_bound() {
     assert_eq!(status, 200, "the held gateway write commits: {body}");
 
     // Both answered, so the permit is free again.
-    let (status, body) = json_answer(cards(&c)(5).await);
+    let (status, body) = json_answer(card(5).await);
     assert_eq!(status, 200, "{body}");
 }

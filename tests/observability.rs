@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    eventually, eventually_within, http_get, register_req, register_retrying, resident_id, Cluster,
+    eventually, eventually_within, http_get, register_req, register_retrying, resident_id, scrape,
+    Cluster,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,25 +17,6 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-
-/// One sample of the exposition text: metric name with its labels as
-/// written (`name{a="b"}`), and the value.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(c: &Cluster, id: u64) -> Option<BTreeMap<String, f64>> {
-    match http_get(c, id, "/metrics").await {
-        Some((200, body)) => Some(parse_metrics(&body)),
-        _ => None,
-    }
-}
 
 async fn health(c: &Cluster, id: u64, service: &str) -> Option<ServingStatus> {
     let resp = HealthClient::new(c.endpoint(id))

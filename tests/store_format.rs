@@ -6,9 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use oneid_storage::format::{current_record, STORE_FORMAT};
+use oneid_storage::format::{current_record, record_of, STORE_FORMAT};
 use oneid_storage::keys::SM_FORMAT;
-use oneid_storage::records::{StoreFormatRecord, STORE_FORMAT_V};
 use oneid_storage::rocksdb::{Options, DB};
 use oneid_storage::schema::{ALL_CFS, CF_SM_META};
 
@@ -27,10 +26,7 @@ async fn a_node_refuses_a_data_dir_of_a_newer_format_and_keeps_it_intact() {
     let (mut c, leader, victim, alice) =
         cluster_with_a_stopped_follower("f-1", "13700000001").await;
 
-    let newer = StoreFormatRecord {
-        generation: STORE_FORMAT + 1,
-    };
-    let newer = oneid_storage::codec::encode(STORE_FORMAT_V, &newer).expect("encode");
+    let newer = record_of(STORE_FORMAT + 1).expect("encode");
     set_stored_format(&c, victim, &newer);
     c.spawn(victim);
     let status = c

@@ -29,12 +29,13 @@ pub const STORE_FORMAT: u32 = 1;
 
 /// The stored value of the generation this build writes.
 pub fn current_record() -> Result<Vec<u8>, StorageError> {
-    codec::encode(
-        STORE_FORMAT_V,
-        &StoreFormatRecord {
-            generation: STORE_FORMAT,
-        },
-    )
+    record_of(STORE_FORMAT)
+}
+
+/// The stored value of `generation` (tests write other builds' markers
+/// with it).
+pub fn record_of(generation: u32) -> Result<Vec<u8>, StorageError> {
+    codec::encode(STORE_FORMAT_V, &StoreFormatRecord { generation })
 }
 
 /// Refuses a stored generation (`sm_meta` `format`'s value) newer than
@@ -60,21 +61,17 @@ fn check_generation(generation: u32, what: &str) -> Result<(), StorageError> {
 mod tests {
     use super::*;
 
-    fn stored(generation: u32) -> Vec<u8> {
-        codec::encode(STORE_FORMAT_V, &StoreFormatRecord { generation }).unwrap()
-    }
-
     #[test]
     fn this_and_older_generations_pass() {
         check(&current_record().unwrap(), "db").unwrap();
         for g in 0..=STORE_FORMAT {
-            check(&stored(g), "db").unwrap();
+            check(&record_of(g).unwrap(), "db").unwrap();
         }
     }
 
     #[test]
     fn a_newer_generation_is_refused_with_both_numbers() {
-        let e = check(&stored(STORE_FORMAT + 1), "data dir /x").unwrap_err();
+        let e = check(&record_of(STORE_FORMAT + 1).unwrap(), "data dir /x").unwrap_err();
         assert!(matches!(e, StorageError::NeedsNewerBuild(_)), "{e}");
         let text = e.to_string();
         assert!(text.contains("data dir /x"), "{text}");

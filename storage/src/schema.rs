@@ -598,8 +598,7 @@ mod tests {
     }
 
     fn put_format(db: &Db, generation: u32) {
-        let record = crate::records::StoreFormatRecord { generation };
-        let bytes = crate::codec::encode(crate::records::STORE_FORMAT_V, &record).unwrap();
+        let bytes = format::record_of(generation).unwrap();
         db.raw()
             .put_cf_opt(
                 db.cf(CF_SM_META).unwrap(),

@@ -419,10 +419,7 @@ mod tests {
         build(&a, &path, |_| Ok(vec![])).unwrap();
         let good = std::fs::read(&path).unwrap();
 
-        let b = Db::open(&dir.path().join("b"), Tuning::default()).unwrap();
-        b.raw()
-            .put_cf(b.cf(CF_SM_DATA).unwrap(), "keep", "me")
-            .unwrap();
+        let b = target_with_one_record(dir.path());
         for i in [0, 9, 20, good.len() / 2, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
@@ -440,7 +437,16 @@ mod tests {
         assert_eq!(dump(&b), kept_and_stamped());
     }
 
-    /// What `b` holds in the refusal tests: one record and its stamp.
+    /// The database a refused install must leave alone: one record.
+    fn target_with_one_record(dir: &Path) -> std::sync::Arc<Db> {
+        let b = Db::open(&dir.join("b"), Tuning::default()).unwrap();
+        b.raw()
+            .put_cf(b.cf(CF_SM_DATA).unwrap(), "keep", "me")
+            .unwrap();
+        b
+    }
+
+    /// What [`target_with_one_record`] holds: the record and its stamp.
     fn kept_and_stamped() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         vec![
             (CF_SM_DATA, b"keep".to_vec(), b"me".to_vec()),
@@ -457,20 +463,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Db::open(&dir.path().join("a"), Tuning::default()).unwrap();
         fill(&a, 50);
-        let newer = crate::records::StoreFormatRecord {
-            generation: format::STORE_FORMAT + 1,
-        };
-        let newer = crate::codec::encode(crate::records::STORE_FORMAT_V, &newer).unwrap();
+        let newer = format::record_of(format::STORE_FORMAT + 1).unwrap();
         a.raw()
             .put_cf(a.cf(CF_SM_META).unwrap(), SM_FORMAT, newer)
             .unwrap();
         let path = dir.path().join("s.snap");
         build(&a, &path, |_| Ok(vec![])).unwrap();
 
-        let b = Db::open(&dir.path().join("b"), Tuning::default()).unwrap();
-        b.raw()
-            .put_cf(b.cf(CF_SM_DATA).unwrap(), "keep", "me")
-            .unwrap();
+        let b = target_with_one_record(dir.path());
         let e = install(&b, &path).unwrap_err();
         assert!(matches!(e, StorageError::NeedsNewerBuild(_)), "{e}");
         assert!(e.to_string().contains("s.snap"), "{e}");

@@ -3,6 +3,7 @@
 
 pub mod proxy;
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -636,15 +637,38 @@ pub async fn http_post(
     content_type: Option<&str>,
     body: &str,
 ) -> Option<(u16, String)> {
-    http_exchange(c, id, |addr| {
-        let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(ct) = content_type {
-            req.push_str(&format!("Content-Type: {ct}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        req.into_bytes()
-    })
-    .await
+    http_exchange(c, id, |addr| post_request(addr, path, content_type, body)).await
+}
+
+/// The bytes of a POST of `body` to `addr`, asking the server to close the
+/// connection after answering.
+pub fn post_request(addr: &str, path: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    req.into_bytes()
+}
+
+/// One sample of the exposition text: metric name with its labels as
+/// written (`name{a="b"}`), and the value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A node's `/metrics`, parsed; `None` unless it answered 200.
+pub async fn scrape(c: &Cluster, id: u64) -> Option<BTreeMap<String, f64>> {
+    match http_get(c, id, "/metrics").await {
+        Some((200, body)) => Some(parse_metrics(&body)),
+        _ => None,
+    }
 }
 
 /// Sends the request `build` makes for the node's HTTP address and reads the
