@@ -26,7 +26,7 @@ rss() { for i in 1 2 3; do printf 'n%s rss_mib=%s  ' "$i" $(( $(ps -o rss= -p "$
 
 "$ONEID" gen --out "$WORK/small.csv" --cards "$SMALL" --seed 1
 import_file "$WORK/small.csv" "$SMALL"
-"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 1 2>/dev/null
+"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 1
 rss
 
 "$ONEID" gen --out "$WORK/large.csv" --cards $(( LARGE - SMALL )) --seed 2 --first-serial "$SMALL"
@@ -34,7 +34,7 @@ import_file "$WORK/large.csv" $(( LARGE - SMALL ))
 # The work dir goes when the script exits: show what was refused, if anything.
 head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
 rss
-"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2 2>/dev/null
+"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2
 rss
 # The counts above may have run while the nodes still compacted what the
 # import wrote. Measure again once they are idle (their CPU below a tenth
@@ -45,6 +45,13 @@ while [ "$waited" -lt 300 ]; do
   [ $(( ($(ticks) - t0) * 10 )) -lt $(( 2 * hz )) ] && break
 done
 echo "idle after ${waited}s"
-"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 3 2>/dev/null
+"$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 3
 rss
+# What the nodes warned about over the run: a count that failed above
+# names its reason in the bench's `first error`; the node's side is here.
+for i in 1 2 3; do printf 'n%s warnings=%s  ' "$i" "$(grep -c -E ' (WARN|ERROR) ' "$WORK/n$i.log" || true)"; done; echo
+grep -h -E ' (WARN|ERROR) ' "$WORK"/n*.log | cut -d' ' -f2- | tail -5 || true
+# RocksDB's own account of write stalls (a stalled apply holds up reads
+# that wait for it).
+for i in 1 2 3; do printf 'n%s rocksdb_stalls=%s  ' "$i" "$(cat "$WORK/n$i/db"/LOG* 2>/dev/null | grep -c -E 'Stalling writes|Stopping writes' || true)"; done; echo
 du -sh "$WORK"/n1

@@ -328,6 +328,16 @@ fn etcd_value(n: u64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A failed call as the run's `first error` line shows it: the code, and
+/// the server's reason, which tells a timeout from a lost leader.
+fn failure(s: tonic::Status) -> String {
+    if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        format!("{:?}: {}", s.code(), s.message())
+    }
+}
+
 impl Client {
     async fn one(&mut self, w: &Workload, op: BenchOp, n: u64) -> Result<(), String> {
         let write = match op {
@@ -338,9 +348,7 @@ impl Client {
         match self {
             Client::Oneid(c) if op == BenchOp::Link => {
                 let k = w.seq.fetch_add(1, Ordering::Relaxed);
-                c.link(w.link_request(k))
-                    .await
-                    .map_err(|s| format!("{:?}", s.code()))
+                c.link(w.link_request(k)).await.map_err(failure)
             }
             Client::Etcd(c) if op == BenchOp::Link => {
                 let k = w.seq.fetch_add(1, Ordering::Relaxed);
@@ -352,14 +360,12 @@ impl Client {
                 })
                 .await
                 .map(|_| ())
-                .map_err(|s| format!("{:?}", s.code()))
+                .map_err(failure)
             }
             Client::Oneid(c) => {
                 if write {
                     let k = w.seq.fetch_add(1, Ordering::Relaxed);
-                    c.register(w.register_request(k))
-                        .await
-                        .map_err(|s| format!("{:?}", s.code()))
+                    c.register(w.register_request(k)).await.map_err(failure)
                 } else {
                     let (id, verify) = &w.population[(n as usize * 7919) % w.population.len()];
                     let total = c
@@ -371,7 +377,7 @@ impl Client {
                             verify_msisdn: verify.clone(),
                         })
                         .await
-                        .map_err(|s| format!("{:?}", s.code()))?;
+                        .map_err(failure)?;
                     if total == 0 {
                         return Err("empty count".into());
                     }
@@ -388,7 +394,7 @@ impl Client {
                     })
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("{:?}", s.code()))
+                    .map_err(failure)
                 } else {
                     let i = (n as usize * 7919) % w.population.len();
                     let r = c
@@ -398,7 +404,7 @@ impl Client {
                             ..Default::default()
                         })
                         .await
-                        .map_err(|s| format!("{:?}", s.code()))?;
+                        .map_err(failure)?;
                     if r.get_ref().kvs.is_empty() {
                         return Err("missing key".into());
                     }
