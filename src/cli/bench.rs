@@ -662,6 +662,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_names_the_servers_reason_when_it_gives_one() {
+        assert_eq!(
+            failure(tonic::Status::unavailable("read barrier timed out")),
+            "Unavailable: read barrier timed out"
+        );
+        assert_eq!(failure(tonic::Status::unavailable("")), "Unavailable");
+    }
+
+    #[test]
     fn runs_never_share_a_number() {
         let mut seen = std::collections::HashSet::new();
         for run in [0, 1, 3, 11, 17, 40, MAX_RUN] {
