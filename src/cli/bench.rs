@@ -328,14 +328,11 @@ fn etcd_value(n: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A failed call as the run's `first error` line shows it: the code, and
-/// the server's reason, which tells a timeout from a lost leader.
+/// A failed call as the run's `first error` line shows it: the CLI's
+/// account of the error, whose reason and message tell a timeout from a
+/// lost leader.
 fn failure(s: tonic::Status) -> String {
-    if s.message().is_empty() {
-        format!("{:?}", s.code())
-    } else {
-        format!("{:?}: {}", s.code(), s.message())
-    }
+    super::client::explain(s).to_string()
 }
 
 impl Client {

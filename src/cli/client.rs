@@ -250,7 +250,6 @@ pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
     Err(last.unwrap_or_else(|| anyhow!("no endpoints given")))
 }
 
-/// Turns a gRPC error into a message that names the reason.
 /// A target naming only the leader `s` reports, if it knows one.
 pub fn leader_target(s: &pb::StatusResponse, via: &Target) -> Option<Target> {
     s.members
@@ -259,10 +258,13 @@ pub fn leader_target(s: &pb::StatusResponse, via: &Target) -> Option<Target> {
         .map(|m| via.only(&m.addr))
 }
 
+/// Turns a gRPC error into a message that names the reason (the error's
+/// stated reason, else its code) and the server's words, if any.
 pub fn explain(status: tonic::Status) -> anyhow::Error {
-    match reason_of(&status) {
-        Some(reason) => anyhow!("{reason}: {}", status.message()),
-        None => anyhow!("{:?}: {}", status.code(), status.message()),
+    let reason = reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+    match status.message() {
+        "" => anyhow!("{reason}"),
+        message => anyhow!("{reason}: {message}"),
     }
 }
 
