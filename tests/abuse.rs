@@ -181,13 +181,7 @@ async fn the_server_honours_the_client_deadline() {
     // Stopped, not killed: a refused connection fails the barrier at once,
     // a frozen peer leaves it waiting.
     for other in (1..=3).filter(|n| *n != leader) {
-        if let Some(child) = &c.node(other).child {
-            // SAFETY: signalling a child the harness spawned and has not
-            // reaped; dropping the cluster SIGKILLs it, stopped or not.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGSTOP);
-            }
-        }
+        c.freeze(other);
     }
     let mut req = tonic::Request::new(register_req("deadline-2", &id, "13800138001"));
     // Only the grpc-timeout header: the tonic client does not enforce it

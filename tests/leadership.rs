@@ -1,7 +1,8 @@
 //! Leadership transfer with real processes: on request (`oneid member
 //! transfer-leader`), refused for bad targets, and automatically when the
 //! leader is stopped with SIGTERM — with writes running, none of the
-//! acknowledged ones lost.
+//! acknowledged ones lost; and a leader whose followers miss heartbeats
+//! for a moment still serves its linearizable reads.
 
 mod common;
 
@@ -190,6 +191,40 @@ fn retriable(s: &tonic::Status) -> bool {
         s.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
     )
+}
+
+/// Both followers frozen for longer than a heartbeat: the leader cannot get
+/// a quorum to confirm it still leads, so a linearizable count cannot be
+/// served yet. It must wait for them (or a new leader), not fail: when a
+/// follower busy with a big import missed one heartbeat, every count of
+/// that read round failed UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_on_the_leader_waits_out_followers_that_miss_heartbeats() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let id = resident_id("11010519800101002");
+    register_retrying(&c, leader, register_req("q-1", &id, "13900000011"))
+        .await
+        .expect("register");
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    for f in &followers {
+        c.freeze(*f);
+    }
+    let mut registry = c.registry(leader);
+    let req = count_req(&id, "13900000011");
+    let count = tokio::spawn(async move { registry.count_cards(req).await });
+    // Three heartbeat intervals: a leader that gave up after one failed
+    // round (and its one fallback) has answered by now.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    for f in &followers {
+        c.thaw(*f);
+    }
+    let answer = count.await.expect("count task");
+    let total = answer
+        .unwrap_or_else(|s| panic!("count while followers were frozen: {s:?}\n{}", c.logs()))
+        .into_inner()
+        .total;
+    assert_eq!(total, 1);
 }
 
 async fn wait_for_acks(acked: &Mutex<Vec<(u32, Instant)>>, at_least: usize) {

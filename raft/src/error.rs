@@ -9,6 +9,10 @@ pub enum ReplicaError {
     Indeterminate(String),
     #[error("not applied: {0}")]
     Rejected(String),
+    /// The leader could not get a quorum to confirm it still leads, so it
+    /// cannot serve a linearizable read; nothing was written.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
     #[error("node is shutting down")]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ServerState};
 use tonic::transport::Channel;
@@ -46,6 +46,16 @@ const LEARNER_CATCH_UP: Duration = Duration::from_secs(25);
 
 /// Longest a request waits for a leader to become known before UNAVAILABLE.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a leader keeps asking a quorum to confirm it for a read round
+/// (at most half the request timeout): several election timeouts, after
+/// which a majority that could not hear it has elected another leader.
+const QUORUM_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Pause between two such attempts. A failed attempt mostly took a whole
+/// heartbeat interval already; the pause only keeps an attempt refused at
+/// once (no peer reachable) from spinning.
+const QUORUM_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// What the proposer and the read barrier share: the raft handle and the way
 /// to reach the leader.
@@ -249,11 +259,35 @@ impl Shared {
 
     /// Confirms leadership with a quorum and returns the index a read must
     /// wait for. Only valid on the leader.
+    ///
+    /// openraft gives each follower one heartbeat interval to acknowledge
+    /// and fails the whole round when a quorum does not: followers busy
+    /// applying a big import or syncing a snapshot miss that window now
+    /// and then, and every read of the round failed UNAVAILABLE with the
+    /// leader still in office. A leader asks again for a while; past a few
+    /// election timeouts a majority that cannot hear it has moved on.
+    /// Each attempt reads its own index after the reads it serves arrived,
+    /// so a later attempt is as linearizable as the first.
     pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Err(RaftError::APIError(_)) => Err(ReplicaError::NoLeader),
-            Err(RaftError::Fatal(e)) => Err(ReplicaError::Fatal(e.to_string())),
+        let give_up = tokio::time::Instant::now() + (self.request_timeout / 2).min(QUORUM_PATIENCE);
+        loop {
+            match self.raft.get_read_log_id().await {
+                Ok((read, _applied)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))
+                    if self.is_leader() =>
+                {
+                    if tokio::time::Instant::now() + QUORUM_RETRY_PAUSE >= give_up {
+                        return Err(ReplicaError::NoQuorum(format!(
+                            "the leader could not confirm it still leads \
+                             (acknowledged by {:?} of {})",
+                            q.got, q.cluster
+                        )));
+                    }
+                    tokio::time::sleep(QUORUM_RETRY_PAUSE).await;
+                }
+                Err(RaftError::APIError(_)) => return Err(ReplicaError::NoLeader),
+                Err(RaftError::Fatal(e)) => return Err(ReplicaError::Fatal(e.to_string())),
+            }
         }
     }
 

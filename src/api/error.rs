@@ -73,9 +73,10 @@ impl From<StorageError> for ApiError {
 impl From<ReplicaError> for ApiError {
     fn from(e: ReplicaError) -> Self {
         match e {
-            ReplicaError::NoLeader | ReplicaError::ShuttingDown | ReplicaError::Rejected(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            ReplicaError::NoLeader
+            | ReplicaError::NoQuorum(_)
+            | ReplicaError::ShuttingDown
+            | ReplicaError::Rejected(_) => ApiError::Unavailable(e.to_string()),
             ReplicaError::Indeterminate(_) | ReplicaError::Timeout(_) => {
                 ApiError::Indeterminate(e.to_string())
             }

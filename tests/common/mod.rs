@@ -316,6 +316,28 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: the node stays up but answers nothing, as a process stuck
+    /// behind a long stall does; its peers' calls time out instead of being
+    /// refused. Dropping the cluster SIGKILLs it, stopped or not.
+    pub fn freeze(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT for a node [`Cluster::freeze`] stopped.
+    pub fn thaw(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, sig: libc::c_int) {
+        if let Some(child) = &self.node(id).child {
+            // SAFETY: signalling a child the harness spawned and has not
+            // reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
     /// Waits (bounded) for a node to exit on its own, as one refusing to
     /// start does; `None` if it still runs (it is left running).
     pub fn exit_status_within(
