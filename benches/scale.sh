@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 SMALL=${1:-100000}
 LARGE=${2:-10000000}
 source benches/cluster.sh
-start_oneid_cluster scale 740
+PORTS=740
+start_oneid_cluster scale "$PORTS"
 TIMEFORMAT="import wall_s=%R"
 ticks() { local t=0 n; for n in $(node_ticks); do t=$((t + n)); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
@@ -23,6 +24,9 @@ import_file() {
   echo "import node_cpu_us_per_card=$(( ($(ticks) - t0) * 1000000 / hz / $2 ))"
 }
 rss() { for i in 1 2 3; do printf 'n%s rss_mib=%s  ' "$i" $(( $(ps -o rss= -p "${PID[$i]}") / 1024 )); done; echo; }
+# Each node's last applied log index: a follower far behind the leader
+# makes counts sent to it wait for its apply (up to the request timeout).
+applied() { for i in 1 2 3; do printf 'n%s last_applied=%s  ' "$i" "$(status_field "127.0.0.1:${PORTS}$i" last_applied 2>/dev/null || echo '?')"; done; echo; }
 
 "$ONEID" gen --out "$WORK/small.csv" --cards "$SMALL" --seed 1
 import_file "$WORK/small.csv" "$SMALL"
@@ -33,6 +37,7 @@ rss
 import_file "$WORK/large.csv" $(( LARGE - SMALL ))
 # The work dir goes when the script exits: show what was refused, if anything.
 head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
+applied
 rss
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2
 rss
@@ -51,6 +56,9 @@ rss
 # names its reason in the bench's `first error`; the node's side is here.
 for i in 1 2 3; do printf 'n%s warnings=%s  ' "$i" "$(grep -c -E ' (WARN|ERROR) ' "$WORK/n$i.log" || true)"; done; echo
 grep -h -E ' (WARN|ERROR) ' "$WORK"/n*.log | cut -d' ' -f2- | tail -5 || true
+# Read rounds in which a follower missed the heartbeat window (the leader
+# asks the quorum again; only a second of such misses fails the reads).
+for i in 1 2 3; do printf 'n%s read_round_misses=%s  ' "$i" "$(grep -c 'confirming leadership for read' "$WORK/n$i.log" || true)"; done; echo
 # RocksDB's own account of write stalls (a stalled apply holds up reads
 # that wait for it).
 for i in 1 2 3; do printf 'n%s rocksdb_stalls=%s  ' "$i" "$(cat "$WORK/n$i/db"/LOG* 2>/dev/null | grep -c -E 'Stalling writes|Stopping writes' || true)"; done; echo

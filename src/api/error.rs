@@ -87,6 +87,20 @@ impl From<ReplicaError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A read barrier's failure. A read changes nothing, so running out of
+    /// time waiting for the barrier or this node's apply is UNAVAILABLE
+    /// (retry), not OUTCOME_UNKNOWN as it is for a write.
+    pub fn from_read_barrier(e: ReplicaError) -> ApiError {
+        match e {
+            ReplicaError::Timeout(what) => {
+                ApiError::Unavailable(format!("linearizable read: timed out waiting for {what}"))
+            }
+            e => e.into(),
+        }
+    }
+}
+
 /// The gRPC code of each domain reason, in one place.
 pub fn code_of(reason: Reason) -> Code {
     match reason {
@@ -161,6 +175,19 @@ pub fn reason_of(status: &Status) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_runs_out_of_time_is_unavailable_not_outcome_unknown() {
+        let read: Status = ApiError::from_read_barrier(ReplicaError::Timeout("apply")).into();
+        assert_eq!(read.code(), Code::Unavailable);
+        assert_eq!(reason_of(&read).as_deref(), Some("UNAVAILABLE"));
+        assert!(read.message().contains("waiting for apply"), "{read:?}");
+        let write: Status = ApiError::from(ReplicaError::Timeout("apply")).into();
+        assert_eq!(reason_of(&write).as_deref(), Some("OUTCOME_UNKNOWN"));
+        let quorum: Status =
+            ApiError::from_read_barrier(ReplicaError::NoQuorum("acked by {1}".into())).into();
+        assert_eq!(reason_of(&quorum).as_deref(), Some("UNAVAILABLE"));
+    }
 
     #[test]
     fn every_reason_maps_and_round_trips_through_status() {

@@ -107,8 +107,10 @@ impl Writer {
             // harness can prove its checker catches stale reads.
             return Ok(());
         }
-        self.replica.linearizable_barrier().await?;
-        Ok(())
+        self.replica
+            .linearizable_barrier()
+            .await
+            .map_err(ApiError::from_read_barrier)
     }
 }
 
