@@ -195,9 +195,9 @@ fn retriable(s: &tonic::Status) -> bool {
 
 /// Both followers frozen for longer than a heartbeat: the leader cannot get
 /// a quorum to confirm it still leads, so a linearizable count cannot be
-/// served yet. It must wait for them (or a new leader), not fail: when a
-/// follower busy with a big import missed one heartbeat, every count of
-/// that read round failed UNAVAILABLE.
+/// served yet. It must wait for them (or a new leader), not fail: when
+/// followers busy with a big import missed one heartbeat window, every
+/// count of that read round failed UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_count_on_the_leader_waits_out_followers_that_miss_heartbeats() {
     let c = Cluster::start(3, &[]);
