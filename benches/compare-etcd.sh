@@ -56,10 +56,13 @@ E="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
 run() { # side endpoints op run round [flags]
-  local line side=$1 target=${1%%-*}
+  local line side=$1 target=${1%%-*} started
+  started=$(date -u +%T)
   line=$("$ONEID" bench --target "$target" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" "${@:6}" 2>"$WORK/bench.err") \
     || { echo "bench --target $target --op $3 ${*:6} failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
-  echo "$side $line"
+  # The start time, to match a long write stop (max_gap_ms) with the
+  # node warnings printed at the end.
+  echo "$started $side $line"
   R["$side-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
   R["$side-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
 }
@@ -98,3 +101,9 @@ for op in "${OPS[@]}"; do for mode in "${MODES[@]}"; do
       printf "\n"
     }'
 done; done
+# What the oneid nodes warned about (AppendEntries timeouts, elections),
+# less the start-up election's chatter; the timestamps place each in the
+# runs above.
+warnings() { grep -h -E ' (WARN|ERROR) ' "$@" | grep -v -e 'because vote changed' -e 'insecure' || true; }
+for i in 1 2 3; do printf 'oneid%s warnings=%s  ' "$i" "$(warnings "$WORK/oneid$i.log" | wc -l)"; done; echo
+warnings "$WORK"/oneid*.log | sort | cut -c12-19,28- | cut -c1-200 | tail -8
