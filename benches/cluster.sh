@@ -7,6 +7,7 @@
 #
 #   status_field ENDPOINT NAME   # a numeric field of that node's status
 #   node_ticks                   # each node's user+system clock ticks
+#   node_warnings LABEL LOG...   # each log's warning count, the last ones
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 cargo build --quiet --bin oneid
 ONEID="$CARGO_TARGET_DIR/debug/oneid"
@@ -14,6 +15,18 @@ declare -A PID
 
 status_field() {
   "$ONEID" status --json --endpoints "$1" | sed -E "s/.*\"$2\":([0-9]+).*/\1/"
+}
+
+# What the nodes warned about (AppendEntries timeouts, elections), less
+# the start-up election's chatter: a count per log (LABEL1=…, in the order
+# given), then the last 8 over all logs, by time, with the time of day so
+# they can be placed in the runs printed before.
+node_warnings() {
+  local label=$1 i=0 f
+  shift
+  warnings() { grep -h -E ' (WARN|ERROR) ' "$@" | grep -v -e 'because vote changed' -e 'insecure' || true; }
+  for f in "$@"; do i=$((i + 1)); printf '%s%s warnings=%s  ' "$label" "$i" "$(warnings "$f" | wc -l)"; done; echo
+  warnings "$@" | sort | cut -c12-19,28- | cut -c1-200 | tail -8
 }
 
 node_ticks() { # space separated, node 1 first

@@ -20,10 +20,10 @@ SECS=${2:-10}
 ROUNDS=${3:-1}
 read -ra MODES <<<"${MODES:-unary batch}"
 read -ra OPS <<<"${OPS:-register count mixed link}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
-cargo build --quiet --bin oneid
-ONEID="$CARGO_TARGET_DIR/debug/oneid"
+# Builds oneid (ONEID) and brings node_warnings; this script starts its own
+# cluster on fixed ports beside etcd's.
+source benches/cluster.sh
 WORK=$(mktemp -d /tmp/oneid-compare.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -101,9 +101,4 @@ for op in "${OPS[@]}"; do for mode in "${MODES[@]}"; do
       printf "\n"
     }'
 done; done
-# What the oneid nodes warned about (AppendEntries timeouts, elections),
-# less the start-up election's chatter; the timestamps place each in the
-# runs above.
-warnings() { grep -h -E ' (WARN|ERROR) ' "$@" | grep -v -e 'because vote changed' -e 'insecure' || true; }
-for i in 1 2 3; do printf 'oneid%s warnings=%s  ' "$i" "$(warnings "$WORK/oneid$i.log" | wc -l)"; done; echo
-warnings "$WORK"/oneid*.log | sort | cut -c12-19,28- | cut -c1-200 | tail -8
+node_warnings oneid "$WORK"/oneid{1,2,3}.log

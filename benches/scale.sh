@@ -64,8 +64,7 @@ rss
 applied
 # What the nodes warned about over the run: a count that failed above
 # names its reason in the bench's `first error`; the node's side is here.
-for i in 1 2 3; do printf 'n%s warnings=%s  ' "$i" "$(grep -c -E ' (WARN|ERROR) ' "$WORK/n$i.log" || true)"; done; echo
-grep -h -E ' (WARN|ERROR) ' "$WORK"/n*.log | cut -d' ' -f2- | tail -5 || true
+node_warnings n "$WORK"/n{1,2,3}.log
 # Read rounds in which a follower missed the heartbeat window (the leader
 # asks the quorum again; only a second of such misses fails the reads).
 for i in 1 2 3; do printf 'n%s read_round_misses=%s  ' "$i" "$(grep -c 'confirming leadership for read' "$WORK/n$i.log" || true)"; done; echo
