@@ -3,14 +3,23 @@
 #
 #   start_oneid_cluster NAME PORT_PREFIX   # nodes on 127.0.0.1:<PORT_PREFIX>1..3
 #
-# Sets ONEID (the binary), WORK (data and logs), PID[1..3], EP (endpoints).
+# Sets ONEID (the binary), WORK (data and logs), PID[1..3], EP (endpoints),
+# PREFIX (the port prefix).
 #
 #   status_field ENDPOINT NAME   # a numeric field of that node's status
 #   node_ticks                   # each node's user+system clock ticks
 #   node_warnings LABEL LOG...   # each log's warning count, the last ones
+#   applied                      # each node's last applied index and term
+#
+# ONEID_BIN=PATH runs that binary instead of building one (to compare two
+# builds, run the script once with each).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
-cargo build --quiet --bin oneid
-ONEID="$CARGO_TARGET_DIR/debug/oneid"
+if [ -n "${ONEID_BIN:-}" ]; then
+  ONEID=$ONEID_BIN
+else
+  cargo build --quiet --bin oneid
+  ONEID="$CARGO_TARGET_DIR/debug/oneid"
+fi
 declare -A PID
 
 status_field() {
@@ -29,6 +38,19 @@ node_warnings() {
   warnings "$@" | sort | cut -c12-19,28- | cut -c1-200 | tail -8
 }
 
+# Each node's last applied log index and raft term: a follower far behind
+# the leader makes counts sent to it wait for its apply (up to the request
+# timeout); a term that grew since the start means an election (a fresh
+# cluster elects its first leader in term 1 or 2).
+applied() {
+  local i ep
+  for i in 1 2 3; do
+    ep="127.0.0.1:${PREFIX}$i"
+    printf 'n%s last_applied=%s term=%s  ' "$i" "$(status_field "$ep" last_applied 2>/dev/null || echo '?')" "$(status_field "$ep" term 2>/dev/null || echo '?')"
+  done
+  echo
+}
+
 node_ticks() { # space separated, node 1 first
   local i f
   for i in 1 2 3; do
@@ -41,6 +63,7 @@ node_ticks() { # space separated, node 1 first
 
 start_oneid_cluster() {
   local name=$1 prefix=$2 i oc leader leaders
+  PREFIX=$prefix
   WORK=$(mktemp -d "/tmp/oneid-$name.XXXXXX")
   trap 'for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
   oc="1=127.0.0.1:${prefix}1,2=127.0.0.1:${prefix}2,3=127.0.0.1:${prefix}3"

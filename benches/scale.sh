@@ -24,19 +24,6 @@ import_file() {
   echo "import node_cpu_us_per_card=$(( ($(ticks) - t0) * 1000000 / hz / $2 ))"
 }
 rss() { for i in 1 2 3; do printf 'n%s rss_mib=%s  ' "$i" $(( $(ps -o rss= -p "${PID[$i]}") / 1024 )); done; echo; }
-# Each node's last applied log index and raft term: a follower far behind
-# the leader makes counts sent to it wait for its apply (up to the request
-# timeout); a term that grew since the start means an election (a fresh
-# cluster elects its first leader in term 1 or 2).
-applied() {
-  local i ep
-  for i in 1 2 3; do
-    ep="127.0.0.1:${PORTS}$i"
-    printf 'n%s last_applied=%s term=%s  ' "$i" "$(status_field "$ep" last_applied 2>/dev/null || echo '?')" "$(status_field "$ep" term 2>/dev/null || echo '?')"
-  done
-  echo
-}
-
 "$ONEID" gen --out "$WORK/small.csv" --cards "$SMALL" --seed 1
 import_file "$WORK/small.csv" "$SMALL"
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 1

@@ -217,6 +217,7 @@ pub async fn run(
         cfg.node_id,
         db.clone(),
         replica.raft().clone(),
+        replica.apply_backlog().clone(),
         revocations.clone(),
     )
     .context("registering metrics")?;

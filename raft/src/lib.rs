@@ -4,6 +4,7 @@
 //! This crate is ignorant of the registry: client commands and their results
 //! are opaque byte strings that the application's state machine interprets.
 
+pub mod apply_backlog;
 pub mod capabilities;
 pub mod error;
 pub mod network;

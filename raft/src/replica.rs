@@ -10,6 +10,7 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ServerState};
 use tonic::transport::Channel;
 
+use crate::apply_backlog::ApplyBacklog;
 use crate::network::{Channels, Network};
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Empty, ForwardRequest};
@@ -317,6 +318,7 @@ impl Shared {
 
 pub struct Replica {
     pub shared: Arc<Shared>,
+    apply_backlog: Arc<ApplyBacklog>,
     proposer: Proposer,
     local_reads: ReadBarrier,
     leader_reads: ReadBarrier,
@@ -364,6 +366,7 @@ impl Replica {
             local_reads: ReadBarrier::new(shared.clone(), ReadMode::AnyRole),
             leader_reads: ReadBarrier::new(shared.clone(), ReadMode::LeaderOnly),
             shared,
+            apply_backlog: Arc::default(),
         }))
     }
 
@@ -373,6 +376,11 @@ impl Replica {
 
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id
+    }
+
+    /// What this node, as a follower, has committed and not yet applied.
+    pub fn apply_backlog(&self) -> &Arc<ApplyBacklog> {
+        &self.apply_backlog
     }
 
     /// Replicates one command; returns the log index it was applied at and

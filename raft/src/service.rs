@@ -4,14 +4,16 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::error::Fatal;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::Snapshot;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::apply_backlog::max_hold;
 use crate::network::SnapshotHeader;
 use crate::pb::raft_service_server::RaftService;
 use crate::pb::{
@@ -40,6 +42,17 @@ impl RaftRpc {
     }
 }
 
+fn applied_index(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> u64 {
+    m.last_applied.map_or(0, |l| l.index)
+}
+
+fn commands_in(e: &openraft::Entry<TypeConfig>) -> u64 {
+    match &e.payload {
+        openraft::EntryPayload::Normal(p) => p.commands.len() as u64,
+        _ => 0,
+    }
+}
+
 fn bad_request(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -54,7 +67,28 @@ impl RaftService for RaftRpc {
     async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             wire::decode(&req.into_inner().data).map_err(bad_request)?;
+        if !rpc.entries.is_empty() {
+            let raft = self.replica.raft();
+            let max = max_hold(Duration::from_millis(raft.config().heartbeat_interval));
+            self.replica
+                .apply_backlog()
+                .hold(&mut raft.metrics(), applied_index, max)
+                .await;
+        }
+        let entries: Vec<(u64, u64)> = rpc
+            .entries
+            .iter()
+            .map(|e| (e.log_id.index, commands_in(e)))
+            .collect();
+        let leader_commit = rpc.leader_commit.map(|l| l.index);
         let result = self.replica.raft().append_entries(rpc).await;
+        if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) =
+            &result
+        {
+            self.replica
+                .apply_backlog()
+                .appended(&entries, leader_commit);
+        }
         blob(&result)
     }
 

@@ -43,6 +43,8 @@ async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let raft = obs.raft.metrics().borrow().clone();
         obs.metrics.observe_raft(&raft);
+        let (holds, held) = obs.apply_backlog.holds();
+        obs.metrics.observe_apply_holds(holds, held);
         obs.metrics.observe_storage(&obs.db);
         if let Some(r) = &obs.revocations {
             obs.metrics.observe_revocations(r);

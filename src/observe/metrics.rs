@@ -9,7 +9,7 @@ use oneid_storage::schema::ALL_CFS;
 use oneid_storage::Db;
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -69,6 +69,8 @@ pub struct Metrics {
     pub raft_voters: IntGauge,
     pub raft_members: IntGauge,
     pub raft_leader_changes: IntCounter,
+    raft_apply_holds: IntCounter,
+    raft_apply_held_seconds: Counter,
     pub ready: IntGauge,
     grpc_requests: IntCounterVec,
     grpc_duration: HistogramVec,
@@ -149,6 +151,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(raft_leader_changes.clone()))?;
 
+        let raft_apply_holds = IntCounter::new(
+            "oneid_raft_apply_holds_total",
+            "AppendEntries this node held back while far behind in applying committed entries",
+        )?;
+        registry.register(Box::new(raft_apply_holds.clone()))?;
+        let raft_apply_held_seconds = Counter::new(
+            "oneid_raft_apply_held_seconds_total",
+            "Time AppendEntries were held back while this node caught up in applying",
+        )?;
+        registry.register(Box::new(raft_apply_held_seconds.clone()))?;
+
         let grpc_requests = IntCounterVec::new(
             Opts::new(
                 "oneid_grpc_requests_total",
@@ -209,6 +222,8 @@ impl Metrics {
                 "Members (voters and learners) in the current membership",
             )?,
             raft_leader_changes,
+            raft_apply_holds,
+            raft_apply_held_seconds,
             ready: gauge(
                 "oneid_ready",
                 "1 when this node is ready for client traffic (as /ready reports)",
@@ -330,6 +345,16 @@ impl Metrics {
             .clone()
     }
 
+    /// Brings the hold counters up to the replica's running totals.
+    pub fn observe_apply_holds(&self, holds: u64, held: Duration) {
+        self.raft_apply_holds
+            .inc_by(holds.saturating_sub(self.raft_apply_holds.get()));
+        let seconds = held.as_secs_f64() - self.raft_apply_held_seconds.get();
+        if seconds > 0.0 {
+            self.raft_apply_held_seconds.inc_by(seconds);
+        }
+    }
+
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
@@ -404,5 +429,13 @@ mod tests {
         assert!(text.contains("oneid_node_id 7"), "{text}");
         assert!(text.contains("oneid_raft_is_leader 0"), "{text}");
         assert!(text.contains("# TYPE oneid_raft_leader_changes_total counter"));
+        m.observe_apply_holds(3, Duration::from_millis(1500));
+        m.observe_apply_holds(5, Duration::from_millis(2000));
+        let text = m.render().expect("render");
+        assert!(text.contains("oneid_raft_apply_holds_total 5"), "{text}");
+        assert!(
+            text.contains("oneid_raft_apply_held_seconds_total 2\n"),
+            "{text}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use openraft::{BasicNode, RaftMetrics, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use oneid_raft::apply_backlog::ApplyBacklog;
 use oneid_raft::types::Raft;
 use oneid_storage::Db;
 
@@ -34,6 +35,8 @@ pub struct Observer {
     /// Read on every scrape so the raft gauges are never behind the
     /// watcher's pacing.
     pub raft: Raft,
+    /// The follower's apply brake, for its hold counters.
+    pub apply_backlog: Arc<ApplyBacklog>,
     /// The node's revocation lists, when it has them (`tls.crl`).
     pub revocations: Option<Revocations>,
     readiness: watch::Sender<Readiness>,
@@ -44,6 +47,7 @@ impl Observer {
         node_id: u64,
         db: Arc<Db>,
         raft: Raft,
+        apply_backlog: Arc<ApplyBacklog>,
         revocations: Option<Revocations>,
     ) -> anyhow::Result<Arc<Self>> {
         let metrics = Metrics::new(node_id)?;
@@ -52,6 +56,7 @@ impl Observer {
             metrics,
             db,
             raft,
+            apply_backlog,
             revocations,
             readiness,
         }))
