@@ -2,7 +2,7 @@
 //! process-global default) so several nodes can live in one test process.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use oneid_storage::schema::ALL_CFS;
@@ -71,6 +71,8 @@ pub struct Metrics {
     pub raft_leader_changes: IntCounter,
     raft_apply_holds: IntCounter,
     raft_apply_held_seconds: Counter,
+    /// Concurrent scrapes must not both add the same holds.
+    apply_holds_sync: Mutex<()>,
     pub ready: IntGauge,
     grpc_requests: IntCounterVec,
     grpc_duration: HistogramVec,
@@ -224,6 +226,7 @@ impl Metrics {
             raft_leader_changes,
             raft_apply_holds,
             raft_apply_held_seconds,
+            apply_holds_sync: Mutex::new(()),
             ready: gauge(
                 "oneid_ready",
                 "1 when this node is ready for client traffic (as /ready reports)",
@@ -347,6 +350,10 @@ impl Metrics {
 
     /// Brings the hold counters up to the replica's running totals.
     pub fn observe_apply_holds(&self, holds: u64, held: Duration) {
+        let _one_at_a_time = self
+            .apply_holds_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.raft_apply_holds
             .inc_by(holds.saturating_sub(self.raft_apply_holds.get()));
         let seconds = held.as_secs_f64() - self.raft_apply_held_seconds.get();
