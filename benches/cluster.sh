@@ -10,6 +10,9 @@
 #   node_ticks                   # each node's user+system clock ticks
 #   node_warnings LABEL LOG...   # each log's warning count, the last ones
 #   applied                      # each node's last applied index and term
+#   apply_holds                  # AppendEntries each node held to catch up
+#
+# Each node also serves /metrics on 127.0.0.1:1<PORT_PREFIX><i>.
 #
 # ONEID_BIN=PATH runs that binary instead of building one (to compare two
 # builds, run the script once with each).
@@ -51,6 +54,19 @@ applied() {
   echo
 }
 
+# How often, and for how long in all, each node held back replication
+# while it caught up in applying (Design → Follower apply brake).
+apply_holds() {
+  local i m
+  for i in 1 2 3; do
+    m=$(curl -s "127.0.0.1:1${PREFIX}$i/metrics" || true)
+    printf 'n%s apply_holds=%s held_s=%s  ' "$i" \
+      "$(sed -n 's/^oneid_raft_apply_holds_total //p' <<<"$m")" \
+      "$(awk '/^oneid_raft_apply_held_seconds_total / { printf "%.2f", $2 }' <<<"$m")"
+  done
+  echo
+}
+
 node_ticks() { # space separated, node 1 first
   local i f
   for i in 1 2 3; do
@@ -74,7 +90,7 @@ start_oneid_cluster() {
   export ONEID_INSECURE=true
   for i in 1 2 3; do
     "$ONEID" serve --node-id "$i" --addr "127.0.0.1:${prefix}$i" --data-dir "$WORK/n$i" \
-      --initial-cluster "$oc" 2>"$WORK/n$i.log" &
+      --http-addr "127.0.0.1:1${prefix}$i" --initial-cluster "$oc" 2>"$WORK/n$i.log" &
     PID[$i]=$!
   done
   # Ready when every node names the same leader (a follower that does not

@@ -59,6 +59,7 @@ sampler=$!
 rm "$WORK/sampling"
 wait "$sampler"
 cat "$WORK/backlog.out"
+apply_holds
 running=no
 kill -0 "$import" 2>/dev/null && running=yes
 wait "$import" || { echo "import failed:"; tail -5 "$WORK/import.out"; exit 1; }

@@ -34,6 +34,7 @@ import_file "$WORK/large.csv" $(( LARGE - SMALL ))
 # The work dir goes when the script exits: show what was refused, if anything.
 head -5 "$WORK/large.csv.rejects" 2>/dev/null || true
 applied
+apply_holds
 rss
 "$ONEID" bench --endpoints "$EP" --op count --clients 64 --duration 10 --run 2
 rss
