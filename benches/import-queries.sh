@@ -28,8 +28,12 @@ echo "leader=n$leader counts_on=$COUNT_EP"
 applied
 # A small population, registered before the import so the counts' own
 # writes do not queue behind it.
-count() { "$ONEID" bench --endpoints "$EP" --op count --clients "$CLIENTS" --population 1000 --run 1 "$@"; }
-count --ops 1 >/dev/null
+count() {
+  local on=$1
+  shift
+  "$ONEID" bench --endpoints "$on" --op count --clients "$CLIENTS" --population 1000 --run 1 "$@"
+}
+count "$EP" --ops 1 >/dev/null
 "$ONEID" gen --out "$WORK/cards.csv" --cards "$CARDS" --seed 1
 start=$(date +%s.%N)
 "$ONEID" import "$WORK/cards.csv" --endpoints "$EP" --batch 10000 --concurrency 2 --timeout-ms 30000 \
@@ -54,8 +58,7 @@ backlog() {
 touch "$WORK/sampling"
 backlog >"$WORK/backlog.out" &
 sampler=$!
-"$ONEID" bench --endpoints "$COUNT_EP" --op count --clients "$CLIENTS" --population 1000 --run 1 \
-  --duration "$SECS" | sed 's/^/during_import /'
+count "$COUNT_EP" --duration "$SECS" | sed 's/^/during_import /'
 rm "$WORK/sampling"
 wait "$sampler"
 cat "$WORK/backlog.out"
@@ -64,7 +67,6 @@ running=no
 kill -0 "$import" 2>/dev/null && running=yes
 wait "$import" || { echo "import failed:"; tail -5 "$WORK/import.out"; exit 1; }
 echo "import cards_per_s=$(echo "$CARDS / ($(date +%s.%N) - $start)" | bc) still_running_after_counts=$running"
-"$ONEID" bench --endpoints "$COUNT_EP" --op count --clients "$CLIENTS" --population 1000 --run 1 \
-  --duration 10 | sed 's/^/after_import /'
+count "$COUNT_EP" --duration 10 | sed 's/^/after_import /'
 applied
 node_warnings n "$WORK"/n{1,2,3}.log

@@ -2,8 +2,8 @@
 //!
 //! A leader applies what it proposes before it answers, so its apply
 //! keeps pace with its commits; a follower's apply answers to no one and,
-//! on a machine shared with the leader, fell 33-39 full import entries
-//! (over 100 k commands) behind during a 3 M-card import. A linearizable
+//! on a machine shared with the leader, fell 17-39 full import entries
+//! (70-160 k commands) behind during a 3 M-card import. A linearizable
 //! read on a follower waits for it to apply up to the leader's commit
 //! index, so its counts took seconds (p99 1.2 s, some past the request
 //! timeout) while the leader's took 0.2 s. A follower therefore holds an
