@@ -121,6 +121,8 @@ async fn metrics_readiness_health_and_reflection() {
             "oneid_raft_committed_index",
             "oneid_raft_snapshot_index",
             "oneid_raft_leader_changes_total",
+            "oneid_raft_apply_holds_total",
+            "oneid_raft_apply_held_seconds_total",
             "oneid_raft_voters",
             "oneid_ready",
             "process_resident_memory_bytes",
@@ -134,6 +136,9 @@ async fn metrics_readiness_health_and_reflection() {
         assert_eq!(m["oneid_raft_voters"], 3.0);
         assert!(m["oneid_raft_term"] >= 1.0);
         assert!(m["oneid_raft_leader_changes_total"] >= 1.0);
+        // A few writes never put a follower thousands of commands behind.
+        assert_eq!(m["oneid_raft_apply_holds_total"], 0.0, "node {id}");
+        assert_eq!(m["oneid_raft_apply_held_seconds_total"], 0.0, "node {id}");
         assert!(m["oneid_raft_last_applied_index"] >= applied as f64);
         assert!(m["oneid_rocksdb_cur_size_all_mem_tables_bytes{cf=\"sm_data\"}"] > 0.0);
         let is_leader = if id == leader { 1.0 } else { 0.0 };
