@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use oneid_raft::types::commands_in;
 use oneid_raft::{ProposalOutcome, SnapshotFile, TypeConfig};
 use oneid_storage::keys::SM_APPLIED;
 use oneid_storage::log_store::blocking;
@@ -305,13 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let commands: usize = entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Normal(p) => p.commands.len(),
-                _ => 0,
-            })
-            .sum();
+        let commands: usize = entries.iter().map(commands_in).sum();
         // A few commands are cheaper applied inline than handed to another
         // thread. A big batch (an import) makes thousands of RocksDB reads,
         // some from disk: on a worker thread that would starve the raft

@@ -20,7 +20,7 @@ use crate::pb::{
     Blob, CapabilitiesResponse, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse,
     SnapshotChunk, TimeoutNowRequest,
 };
-use crate::types::{NodeId, SnapshotFile, TypeConfig};
+use crate::types::{commands_in, NodeId, SnapshotFile, TypeConfig};
 use crate::{wire, Replica, ReplicaError};
 
 /// Most commands a forwarded batch may carry.
@@ -44,13 +44,6 @@ impl RaftRpc {
 
 fn applied_index(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> u64 {
     m.last_applied.map_or(0, |l| l.index)
-}
-
-fn commands_in(e: &openraft::Entry<TypeConfig>) -> u64 {
-    match &e.payload {
-        openraft::EntryPayload::Normal(p) => p.commands.len() as u64,
-        _ => 0,
-    }
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -78,7 +71,7 @@ impl RaftService for RaftRpc {
         let entries: Vec<(u64, u64)> = rpc
             .entries
             .iter()
-            .map(|e| (e.log_id.index, commands_in(e)))
+            .map(|e| (e.log_id.index, commands_in(e) as u64))
             .collect();
         let leader_commit = rpc.leader_commit.map(|l| l.index);
         let result = self.replica.raft().append_entries(rpc).await;

@@ -13,6 +13,14 @@ pub struct Proposal {
     pub commands: Vec<serde_bytes::ByteBuf>,
 }
 
+/// Client commands in a log entry (none in a blank or membership entry).
+pub fn commands_in(entry: &Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(p) => p.commands.len(),
+        _ => 0,
+    }
+}
+
 /// One result per command of a [`Proposal`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalOutcome {
