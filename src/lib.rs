@@ -7,6 +7,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod domain;
+pub mod footprint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -11,6 +11,7 @@ use oneid_raft::network::PeerTls;
 use oneid_raft::pb::raft_service_server::RaftServiceServer;
 use oneid_raft::service::RaftRpc;
 use oneid_raft::snapshot_turns::{self, SnapshotTurns};
+use oneid_raft::unapplied::Unapplied;
 use oneid_raft::{Replica, ReplicaConfig};
 use oneid_storage::log_store::LogStore;
 use oneid_storage::schema::Tuning;
@@ -164,7 +165,10 @@ pub async fn run(
         .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?;
     let snapshot_dir = cfg.data_dir.join("snapshots");
     let sm = StateMachine::open(db.clone(), &snapshot_dir).context("opening state machine")?;
-    let log_store = LogStore::new(db.clone()).context("starting the raft log")?;
+    let unapplied = Arc::new(Unapplied::new(crate::footprint::of_command));
+    let log_store = LogStore::new(db.clone())
+        .and_then(|l| l.observed_by(unapplied.clone()))
+        .context("starting the raft log")?;
 
     let peer_tls: Option<Arc<dyn PeerTls>> = match &tls {
         Some(t) => {
@@ -181,6 +185,7 @@ pub async fn run(
             request_timeout: cfg.request_timeout,
             peer_tls,
             rules_supported: crate::domain::LATEST_RULES,
+            unapplied,
         },
         log_store,
         sm,

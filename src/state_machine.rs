@@ -496,6 +496,7 @@ mod proposal_order {
     use oneid_raft::pb::raft_service_server::RaftServiceServer;
     use oneid_raft::replica::{Replica, ReplicaConfig};
     use oneid_raft::service::RaftRpc;
+    use oneid_raft::unapplied::Unapplied;
     use oneid_storage::log_store::LogStore;
     use oneid_storage::schema::Tuning;
 
@@ -509,7 +510,10 @@ mod proposal_order {
         let dir = dir.join(node_id.to_string());
         let db = Db::open(&dir.join("db"), Tuning::default()).expect("db");
         let sm = StateMachine::open(db.clone(), &dir.join("snapshots")).expect("sm");
-        let log = LogStore::new(db).expect("log store");
+        let unapplied = Arc::new(Unapplied::new(crate::footprint::of_command));
+        let log = LogStore::new(db)
+            .and_then(|l| l.observed_by(unapplied.clone()))
+            .expect("log store");
         let replica = Replica::start(
             ReplicaConfig {
                 node_id,
@@ -519,6 +523,7 @@ mod proposal_order {
                 request_timeout: Duration::from_secs(5),
                 peer_tls: None,
                 rules_supported: crate::domain::LATEST_RULES,
+                unapplied,
             },
             log,
             sm,

@@ -15,63 +15,38 @@
 //! committed count: they apply without any further message from the
 //! leader, so the hold can never wait on itself.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::unapplied::Unapplied;
 
 /// Commands committed but not yet applied above which a follower holds
 /// new entries: two full log entries, about 0.1 s of apply.
 pub const MAX_BACKLOG: u64 = 8_192;
 
-/// Commands in each log entry this follower accepted and has not applied
-/// yet, and the highest commit index it has heard of.
-#[derive(Default)]
+/// The brake: what the log holds unapplied (kept by the log store's
+/// observer), and how often and how long it held replication.
 pub struct ApplyBacklog {
-    state: Mutex<State>,
+    unapplied: Arc<Unapplied>,
     holds: AtomicU64,
     held_micros: AtomicU64,
 }
 
-#[derive(Default)]
-struct State {
-    /// (log index, commands), by index.
-    entries: VecDeque<(u64, u64)>,
-    committed: u64,
-}
-
 impl ApplyBacklog {
-    /// Records entries this follower appended (`(index, commands)` in log
-    /// order) and the leader's commit index that came with them. Entries
-    /// at or after the first one replace any held there before (a new
-    /// leader overwrote an uncommitted tail).
-    pub fn appended(&self, entries: &[(u64, u64)], leader_commit: Option<u64>) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(&(first, _)) = entries.first() {
-            while st.entries.back().is_some_and(|&(i, _)| i >= first) {
-                st.entries.pop_back();
-            }
-            st.entries.extend(entries.iter().copied());
-        }
-        if let Some(c) = leader_commit {
-            st.committed = st.committed.max(c);
+    pub fn new(unapplied: Arc<Unapplied>) -> ApplyBacklog {
+        ApplyBacklog {
+            unapplied,
+            holds: AtomicU64::new(0),
+            held_micros: AtomicU64::new(0),
         }
     }
 
     /// Commands known to be committed and not applied once `applied` is.
     pub fn pending(&self, applied: u64) -> u64 {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.entries.front().is_some_and(|&(i, _)| i <= applied) {
-            st.entries.pop_front();
-        }
-        let committed = st.committed;
-        st.entries
-            .iter()
-            .take_while(|&&(i, _)| i <= committed)
-            .map(|&(_, n)| n)
-            .sum()
+        self.unapplied.committed_commands(applied)
     }
 
     /// Waits while more than [`MAX_BACKLOG`] known-committed commands are
@@ -123,40 +98,40 @@ pub fn max_hold(heartbeat_interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{Proposal, TypeConfig};
+    use oneid_storage::log_store::LogObserver;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
-    #[test]
-    fn only_committed_unapplied_commands_count() {
-        let b = ApplyBacklog::default();
-        b.appended(&[(1, 4096), (2, 4096), (3, 10)], Some(0));
-        assert_eq!(b.pending(0), 0, "nothing known to be committed");
-        b.appended(&[], Some(2));
-        assert_eq!(b.pending(0), 8192);
-        assert_eq!(b.pending(1), 4096);
-        b.appended(&[(4, 7)], Some(4));
-        assert_eq!(b.pending(2), 17);
-        assert_eq!(b.pending(4), 0);
-        assert_eq!(b.pending(1), 0, "applied entries are gone for good");
+    fn no_keys(_: &[u8], _: &mut Vec<u64>) -> bool {
+        false
     }
 
-    #[test]
-    fn an_overwritten_tail_is_replaced() {
-        let b = ApplyBacklog::default();
-        b.appended(&[(1, 1), (2, 100), (3, 100)], Some(1));
-        // A new leader's log differs from index 2 on.
-        b.appended(&[(2, 5)], Some(2));
-        assert_eq!(b.pending(0), 6);
-        b.appended(&[], Some(9));
-        assert_eq!(b.pending(0), 6, "index 3 was dropped with the old tail");
-    }
-
+    /// A follower that has four full entries committed and none applied.
     fn behind() -> ApplyBacklog {
-        let b = ApplyBacklog::default();
-        b.appended(&[(1, 4096), (2, 4096), (3, 4096), (4, 4096)], Some(4));
-        b
+        let u = Unapplied::new(no_keys);
+        let entries: Vec<Entry<TypeConfig>> = (1..=4)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Proposal {
+                    stamp_ms: 0,
+                    commands: vec![serde_bytes::ByteBuf::new(); 4096],
+                }),
+            })
+            .collect();
+        u.appending(&entries);
+        u.committed(4);
+        ApplyBacklog::new(Arc::new(u))
     }
 
     /// Long enough that a hold which returns did not run out of time.
     const PATIENT: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn pending_counts_the_committed_unapplied_commands() {
+        let b = behind();
+        assert_eq!(b.pending(0), 4 * 4096);
+        assert_eq!(b.pending(3), 4096);
+    }
 
     #[tokio::test]
     async fn a_follower_within_the_limit_is_not_held() {
@@ -202,13 +177,5 @@ mod tests {
             .await
             .expect("a hold with raft gone returns at once");
         assert_eq!(b.holds().0, 3);
-    }
-
-    #[test]
-    fn the_commit_index_never_goes_back() {
-        let b = ApplyBacklog::default();
-        b.appended(&[(1, 3), (2, 3)], Some(2));
-        b.appended(&[], Some(1));
-        assert_eq!(b.pending(0), 6);
     }
 }

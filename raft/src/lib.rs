@@ -16,6 +16,7 @@ pub mod snapshot_turns;
 pub mod transfer;
 pub mod turns;
 pub mod types;
+pub mod unapplied;
 pub mod wire;
 
 pub mod pb {

@@ -17,6 +17,7 @@ use crate::pb::{Empty, ForwardRequest};
 use crate::proposer::Proposer;
 use crate::reads::{ReadBarrier, ReadMode};
 use crate::types::{NodeId, Proposal, Raft, TypeConfig};
+use crate::unapplied::Unapplied;
 use crate::ReplicaError;
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct ReplicaConfig {
     /// The newest revision of the application's replicated rules this build
     /// applies (see [`crate::capabilities`]).
     pub rules_supported: u32,
+    /// What the log holds unapplied: the log store given to
+    /// [`Replica::start`] must report to it.
+    pub unapplied: Arc<Unapplied>,
 }
 
 /// Longest `add_learner` waits for the new learner to catch up; inside the
@@ -318,6 +322,7 @@ impl Shared {
 
 pub struct Replica {
     pub shared: Arc<Shared>,
+    unapplied: Arc<Unapplied>,
     apply_backlog: Arc<ApplyBacklog>,
     proposer: Proposer,
     local_reads: ReadBarrier,
@@ -353,6 +358,7 @@ impl Replica {
         )
         .await
         .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        config.unapplied.follow(raft.metrics());
         let shared = Arc::new(Shared {
             raft,
             node_id: config.node_id,
@@ -366,7 +372,8 @@ impl Replica {
             local_reads: ReadBarrier::new(shared.clone(), ReadMode::AnyRole),
             leader_reads: ReadBarrier::new(shared.clone(), ReadMode::LeaderOnly),
             shared,
-            apply_backlog: Arc::default(),
+            apply_backlog: Arc::new(ApplyBacklog::new(config.unapplied.clone())),
+            unapplied: config.unapplied,
         }))
     }
 
@@ -410,19 +417,57 @@ impl Replica {
 
     /// After this returns Ok, reading the local state machine is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        let index = self.read_index().await?;
+        self.shared.wait_applied(index).await
+    }
+
+    /// [`Replica::linearizable_barrier`] for a read of only the keys
+    /// `tokens` stand for (see [`crate::unapplied::Footprint`]): it waits
+    /// for the unapplied entries up to the read index that may touch them,
+    /// not for the others. Returns the read index: state other than those
+    /// keys is linearizable only once [`Replica::wait_applied`] has
+    /// returned for it.
+    pub async fn linearizable_barrier_for(&self, tokens: &[u64]) -> Result<u64, ReplicaError> {
+        let index = self.read_index().await?;
+        // On a follower, entries up to its commit index are the leader's;
+        // before that, what it holds at those indexes may yet be replaced.
+        tokio::time::timeout(
+            self.shared.request_timeout,
+            self.unapplied.wait_committed(index),
+        )
+        .await
+        .map_err(|_| ReplicaError::Timeout("commit"))?;
+        let applied = self
+            .shared
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let must = self.unapplied.must_apply(applied, index, tokens);
+        self.shared.wait_applied(must).await?;
+        Ok(index)
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ReplicaError> {
+        self.shared.wait_applied(index).await
+    }
+
+    /// The index a read arriving now must wait for.
+    async fn read_index(&self) -> Result<u64, ReplicaError> {
         // On the leader, local reads join the rounds run for the followers'
         // ReadIndex requests: one quorum round then serves both, where two
         // barriers ran two rounds side by side. A leader that lost its post
         // in between falls back to asking the new one.
-        let index = if self.shared.is_leader() {
+        if self.shared.is_leader() {
             match self.leader_reads.read_index().await {
-                Err(ReplicaError::NoLeader) => self.local_reads.read_index().await?,
-                other => other?,
+                Err(ReplicaError::NoLeader) => self.local_reads.read_index().await,
+                other => other,
             }
         } else {
-            self.local_reads.read_index().await?
-        };
-        self.shared.wait_applied(index).await
+            self.local_reads.read_index().await
+        }
     }
 
     /// Read index for a follower's ReadIndex request; the leader only.

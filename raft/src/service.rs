@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::error::Fatal;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Snapshot;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,7 +20,7 @@ use crate::pb::{
     Blob, CapabilitiesResponse, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse,
     SnapshotChunk, TimeoutNowRequest,
 };
-use crate::types::{commands_in, NodeId, SnapshotFile, TypeConfig};
+use crate::types::{NodeId, SnapshotFile, TypeConfig};
 use crate::{wire, Replica, ReplicaError};
 
 /// Most commands a forwarded batch may carry.
@@ -68,20 +68,7 @@ impl RaftService for RaftRpc {
                 .hold(&mut raft.metrics(), applied_index, max)
                 .await;
         }
-        let entries: Vec<(u64, u64)> = rpc
-            .entries
-            .iter()
-            .map(|e| (e.log_id.index, commands_in(e) as u64))
-            .collect();
-        let leader_commit = rpc.leader_commit.map(|l| l.index);
         let result = self.replica.raft().append_entries(rpc).await;
-        if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) =
-            &result
-        {
-            self.replica
-                .apply_backlog()
-                .appended(&entries, leader_commit);
-        }
         blob(&result)
     }
 

@@ -9,6 +9,7 @@ use super::writer::Writer;
 use super::ApiError;
 use crate::command::{Command, Envelope, IdKey, KeyBinding, Outcome};
 use crate::domain::{DomainError, Identity, Msisdn, Reason};
+use crate::footprint;
 use crate::pb;
 use crate::reader::Reader;
 
@@ -147,13 +148,24 @@ pub async fn possession(
         Some(d) => d,
         None => keyring.derived(identity)?,
     };
-    writer.linearizable().await?;
+    // Only the identity's and the number's records are read (and the key
+    // state, which only commands that touch everything change), so the
+    // read waits for the writes to them alone: a count during a bulk
+    // import skips the import's entries ahead of it.
+    let tokens = [
+        footprint::identity(&derived.keyed.key),
+        footprint::number(verify.as_str()),
+    ];
+    let read_index = writer.linearizable_for(&tokens).await?;
     let view = reader.verification(&derived.keyed.key, verify.as_str())?;
     let (lockout, verified, holder) = if derived.holds_in(&view.key_state) {
         (refuse_locked(view.lockout)?, view.active, view.holder)
     } else {
         // A rotation is moving identities (or finished one since the keys
         // were derived): find where this one lives, re-checking the move.
+        // That reads other identities' records, after every write before
+        // the read.
+        writer.wait_applied(read_index).await?;
         keyring.read(identity, |at| {
             Ok((
                 check_lockout(reader, at)?,

@@ -112,6 +112,29 @@ impl Writer {
             .await
             .map_err(ApiError::from_read_barrier)
     }
+
+    /// [`Writer::linearizable`] for a read of only the records the tokens
+    /// name (see `crate::footprint`): it waits for the writes to them, not
+    /// for the others. Returns the read index; anything else the read
+    /// needs is linearizable after [`Writer::wait_applied`] of it.
+    pub async fn linearizable_for(&self, tokens: &[u64]) -> Result<u64, ApiError> {
+        if cfg!(feature = "unsafe-stale-reads") {
+            return Ok(0);
+        }
+        self.replica
+            .linearizable_barrier_for(tokens)
+            .await
+            .map_err(ApiError::from_read_barrier)
+    }
+
+    /// Waits until this node has applied `index` (a read index from
+    /// [`Writer::linearizable_for`]).
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {
+        self.replica
+            .wait_applied(index)
+            .await
+            .map_err(ApiError::from_read_barrier)
+    }
 }
 
 /// An outcome of a kind the command cannot produce: a bug, not bad input.

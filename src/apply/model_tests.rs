@@ -667,3 +667,75 @@ fn a_version_2_summary_stays_unlisted_and_counts_read_the_card() {
     assert_eq!((holder.total(), holder.in_service), (2, None));
     assert!(!active(0) && active(1) && !active(2));
 }
+
+/// A count's view of identity `who` verifying number `num`, raw: the key
+/// state, the identity's lockout and summary, its card `num`, and the
+/// number's index entry.
+fn count_view(db: &Db, who: u8, num: usize) -> [Option<Vec<u8>>; 5] {
+    let id = id(who);
+    let msisdn = NUMBERS[num];
+    [
+        keys::KEY_STATE.to_vec(),
+        keys::lockout_key(&id),
+        keys::holder_key(&id),
+        keys::card_key(&id, msisdn),
+        keys::msisdn_key(msisdn),
+    ]
+    .map(|k| db.raw().get_cf(db.sm_cf(&k).unwrap(), &k).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Reads skip unapplied entries whose commands' footprints miss their
+    /// keys (`crate::footprint`): applying a command with a bounded
+    /// footprint must leave what a count reads unchanged for every
+    /// identity and number outside it.
+    #[test]
+    fn a_bounded_command_changes_nothing_a_count_reads_outside_its_footprint(
+        steps in prop::collection::vec((op(), prop::option::of((0u8..3, any::<bool>()))), 1..60),
+    ) {
+        let (_dir, db) = super::test_db();
+        let mut pol = policy();
+        let mut clock = 1_000u64;
+        for (seq, (op, verification)) in steps.into_iter().enumerate() {
+            let seq = seq as u64 + 1;
+            if let Op::Tick { ms } = op {
+                clock += ms;
+            }
+            let command = match verification {
+                Some((who, true)) => Command::FailedVerification(id(who)),
+                Some((who, false)) => Command::VerificationPassed(id(who)),
+                None => match command_of(&op) {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            let mut tokens = Vec::new();
+            let bounded = crate::footprint::of_command(&envelope_bytes(seq, command.clone()), &mut tokens);
+            let before: Vec<_> = (0..3u8)
+                .flat_map(|w| (0..NUMBERS.len()).map(move |n| (w, n)))
+                .map(|(w, n)| ((w, n), count_view(&db, w, n)))
+                .collect();
+            apply_at(&db, &mut pol, seq, clock, command.clone()).unwrap();
+            if !bounded {
+                continue;
+            }
+            for ((w, n), was) in before {
+                let now = count_view(&db, w, n);
+                let id_in = tokens.contains(&crate::footprint::identity(&id(w)));
+                let num_in = tokens.contains(&crate::footprint::number(NUMBERS[n]));
+                prop_assert_eq!(&now[0], &was[0], "key state, {:?}", command);
+                if !id_in {
+                    prop_assert_eq!(&now[1..3], &was[1..3], "identity {}, {:?}", w, command);
+                }
+                if !id_in && !num_in {
+                    prop_assert_eq!(&now[3], &was[3], "card ({}, {}), {:?}", w, n, command);
+                }
+                if !num_in {
+                    prop_assert_eq!(&now[4], &was[4], "number {}, {:?}", n, command);
+                }
+            }
+        }
+    }
+}

@@ -46,7 +46,25 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<Db>,
     flusher: Arc<Flusher<C>>,
+    observer: Option<Arc<dyn LogObserver<C>>>,
     _c: PhantomData<C>,
+}
+
+/// Told of every change to the log's contents and commit index, in the
+/// order raft makes them, so a node can know what its unapplied entries
+/// hold without reading them back.
+pub trait LogObserver<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The log held entries up to `last_index` before the observer was
+    /// attached (what they hold is not known to it).
+    fn restored(&self, last_index: u64);
+    /// `entries` (consecutive, in order) are about to be written; any
+    /// entry at or after the first one's index is replaced.
+    fn appending(&self, entries: &[Entry<C>]);
+    /// Entries from `since` on are being removed (an uncommitted tail a new
+    /// leader overwrote).
+    fn truncating(&self, since: u64);
+    /// Raft committed the log up to `index`.
+    fn committed(&self, index: u64);
 }
 
 /// The flusher thread's handle. Dropped with the last `LogStore` clone: it
@@ -82,6 +100,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
         LogStore {
             db: self.db.clone(),
             flusher: self.flusher.clone(),
+            observer: self.observer.clone(),
             _c: PhantomData,
         }
     }
@@ -142,8 +161,18 @@ where
                 tx: Some(tx),
                 thread: Some(thread),
             }),
+            observer: None,
             _c: PhantomData,
         })
+    }
+
+    /// This store, telling `observer` of every change from now on (and,
+    /// at once, how far the log already reaches).
+    pub fn observed_by(mut self, observer: Arc<dyn LogObserver<C>>) -> Result<Self, StorageError> {
+        let last = self.last_entry_log_id()?.map_or(0, |l| l.index);
+        observer.restored(last);
+        self.observer = Some(observer);
+        Ok(self)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &'static [u8]) -> Result<Option<T>, StorageError> {
@@ -293,6 +322,9 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> OrStorageError<(), C> {
+        if let (Some(o), Some(c)) = (&self.observer, &committed) {
+            o.committed(c.index);
+        }
         // Not synced: committed is a hint to re-apply faster after restart;
         // losing it only means re-learning it from the leader.
         self.put_meta(META_COMMITTED, &committed, false)
@@ -309,6 +341,10 @@ where
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        if let Some(o) = &self.observer {
+            o.appending(&entries);
+        }
         // No fsync here (the flusher does it), so this is a short memtable
         // write: run it inline rather than pay a thread hand-off per append.
         match self.write_entries(entries) {
@@ -326,6 +362,9 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> OrStorageError<(), C> {
+        if let Some(o) = &self.observer {
+            o.truncating(log_id.index);
+        }
         blocking(|| -> Result<(), StorageError> {
             let cf = self.db.cf(CF_RAFT_LOG)?;
             let mut batch = WriteBatch::default();

@@ -1,0 +1,379 @@
+//! What this node's log holds beyond what it has applied: per entry, how
+//! many commands it carries and which keys they may touch, and the index
+//! raft has committed up to. The log store tells it of every append,
+//! truncation and commit (`oneid_storage::log_store::LogObserver`), so it
+//! mirrors the log without reading it back.
+//!
+//! Two users. The apply brake counts committed commands still waiting to
+//! apply (see [`crate::apply_backlog`]). And a read of a few keys waits
+//! only for the unapplied entries that may change them: a linearizable
+//! read must reflect every write committed before it began (up to its read
+//! index), but writes to other keys do not change what it returns. During
+//! a bulk import the entries ahead of a count are 4 096-row batches that
+//! take tens of milliseconds each to apply, and almost never hold the one
+//! identity the count asks about.
+//!
+//! Which keys a command may touch is the application's to say (a
+//! [`Footprint`]); a command it cannot bound touches everything, and so
+//! does anything this tracker did not see appended.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use oneid_storage::log_store::LogObserver;
+use openraft::{BasicNode, Entry, EntryPayload, RaftMetrics};
+use tokio::sync::watch;
+
+use crate::types::{NodeId, Proposal, TypeConfig};
+
+/// Adds to `tokens` a token for every key the encoded command may touch
+/// (any value per key, the same for the same key; two keys sharing a
+/// token only make reads wait longer) and returns true, or returns false
+/// when it cannot bound what the command touches.
+pub type Footprint = fn(&[u8], &mut Vec<u64>) -> bool;
+
+pub struct Unapplied {
+    footprint: Footprint,
+    state: Mutex<State>,
+    committed: watch::Sender<u64>,
+    /// Raft's metrics, once it runs: appends drop what it has applied, so
+    /// a node nobody reads from still keeps only its unapplied entries.
+    metrics: OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Entries not known to be applied, by index.
+    entries: VecDeque<Tracked>,
+    /// The log reached this far before this tracker watched it: what those
+    /// entries touch is unknown.
+    restored: u64,
+}
+
+struct Tracked {
+    index: u64,
+    commands: u64,
+    /// Sorted tokens of what the entry may touch; `None`: anything.
+    touches: Option<Box<[u64]>>,
+}
+
+impl Tracked {
+    fn may_touch(&self, tokens: &[u64]) -> bool {
+        match &self.touches {
+            None => true,
+            Some(t) => tokens.iter().any(|x| t.binary_search(x).is_ok()),
+        }
+    }
+}
+
+impl State {
+    fn prune(&mut self, applied: u64) {
+        while self.entries.front().is_some_and(|t| t.index <= applied) {
+            self.entries.pop_front();
+        }
+    }
+
+    fn drop_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|t| t.index >= index) {
+            self.entries.pop_back();
+        }
+    }
+}
+
+impl std::fmt::Debug for Unapplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unapplied")
+            .field("committed", &self.committed_index())
+            .field("tracked", &self.state().entries.len())
+            .finish()
+    }
+}
+
+impl Unapplied {
+    pub fn new(footprint: Footprint) -> Unapplied {
+        Unapplied {
+            footprint,
+            state: Mutex::default(),
+            committed: watch::Sender::new(0),
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// Follows raft's applied index from `metrics` on.
+    pub fn follow(&self, metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn applied(&self) -> Option<u64> {
+        let m = self.metrics.get()?.borrow();
+        Some(m.last_applied.map_or(0, |l| l.index))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn touches(&self, proposal: &Proposal) -> Option<Box<[u64]>> {
+        let mut tokens = Vec::new();
+        for command in &proposal.commands {
+            if !(self.footprint)(command, &mut tokens) {
+                return None;
+            }
+        }
+        tokens.sort_unstable();
+        tokens.dedup();
+        Some(tokens.into_boxed_slice())
+    }
+
+    fn tracked(&self, entry: &Entry<TypeConfig>) -> Tracked {
+        let index = entry.log_id.index;
+        match &entry.payload {
+            EntryPayload::Normal(p) => Tracked {
+                index,
+                commands: p.commands.len() as u64,
+                touches: self.touches(p),
+            },
+            // Blank and membership entries change no application state.
+            _ => Tracked {
+                index,
+                commands: 0,
+                touches: Some(Box::default()),
+            },
+        }
+    }
+
+    /// The commit index raft last reported.
+    pub fn committed_index(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Waits until raft has committed `index`; on a follower that also
+    /// means its log up to `index` is the leader's. Callers bound the wait.
+    pub async fn wait_committed(&self, index: u64) {
+        let mut rx = self.committed.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|c| *c >= index).await;
+    }
+
+    /// Commands committed and not yet applied once `applied` is.
+    pub fn committed_commands(&self, applied: u64) -> u64 {
+        let committed = self.committed_index();
+        let mut st = self.state();
+        st.prune(applied);
+        st.entries
+            .iter()
+            .take_while(|t| t.index <= committed)
+            .map(|t| t.commands)
+            .sum()
+    }
+
+    /// The index a read of the keys `tokens` stand for must wait to be
+    /// applied, when its read index is `read` (committed) and `applied`
+    /// is: the last entry in between that may touch one of them, or
+    /// `applied` when none may. Whatever this tracker cannot vouch for
+    /// (entries from before it watched, a gap) makes it answer `read`.
+    pub fn must_apply(&self, applied: u64, read: u64, tokens: &[u64]) -> u64 {
+        if applied >= read {
+            return applied;
+        }
+        let mut st = self.state();
+        st.prune(applied);
+        if st.restored > applied {
+            return read;
+        }
+        let mut last = applied;
+        let mut next = applied + 1;
+        for t in st.entries.iter().take_while(|t| t.index <= read) {
+            if t.index != next {
+                return read;
+            }
+            if t.may_touch(tokens) {
+                last = t.index;
+            }
+            next += 1;
+        }
+        if next <= read {
+            return read;
+        }
+        last
+    }
+}
+
+impl LogObserver<TypeConfig> for Unapplied {
+    fn restored(&self, last_index: u64) {
+        let mut st = self.state();
+        st.restored = st.restored.max(last_index);
+    }
+
+    fn appending(&self, entries: &[Entry<TypeConfig>]) {
+        // Decoded outside the lock: a 4 096-row import entry takes a while.
+        let tracked: Vec<Tracked> = entries.iter().map(|e| self.tracked(e)).collect();
+        let Some(first) = tracked.first().map(|t| t.index) else {
+            return;
+        };
+        let applied = self.applied();
+        let mut st = self.state();
+        if let Some(applied) = applied {
+            st.prune(applied);
+        }
+        st.drop_from(first);
+        st.entries.extend(tracked);
+    }
+
+    fn truncating(&self, since: u64) {
+        self.state().drop_from(since);
+    }
+
+    fn committed(&self, index: u64) {
+        self.committed.send_if_modified(|c| {
+            let newer = index > *c;
+            if newer {
+                *c = index;
+            }
+            newer
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+
+    /// Test commands: one byte per key token; an empty command touches
+    /// anything.
+    fn footprint(bytes: &[u8], tokens: &mut Vec<u64>) -> bool {
+        tokens.extend(bytes.iter().map(|&b| u64::from(b)));
+        !bytes.is_empty()
+    }
+
+    fn entry(index: u64, commands: &[&[u8]]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                stamp_ms: 0,
+                commands: commands
+                    .iter()
+                    .map(|c| serde_bytes::ByteBuf::from(c.to_vec()))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn tracker() -> Unapplied {
+        let u = Unapplied::new(footprint);
+        u.restored(0);
+        u
+    }
+
+    #[test]
+    fn a_read_waits_only_for_entries_that_may_touch_its_keys() {
+        let u = tracker();
+        u.appending(&[blank(1), entry(2, &[&[1, 2]]), entry(3, &[&[3], &[4]])]);
+        u.appending(&[entry(4, &[&[2]]), entry(5, &[&[5]])]);
+        LogObserver::committed(&u, 5);
+        assert_eq!(u.must_apply(0, 5, &[9]), 0, "nothing touches 9");
+        assert_eq!(u.must_apply(0, 5, &[4]), 3);
+        assert_eq!(u.must_apply(0, 5, &[2]), 4, "the last entry touching 2");
+        assert_eq!(u.must_apply(0, 3, &[2]), 2, "entries past the read index");
+        assert_eq!(u.must_apply(0, 5, &[9, 5]), 5);
+        assert_eq!(u.must_apply(4, 5, &[2]), 4, "applied entries are gone");
+        assert_eq!(u.must_apply(5, 5, &[5]), 5);
+        assert_eq!(u.must_apply(7, 5, &[5]), 7, "already applied past the read");
+    }
+
+    #[test]
+    fn an_unbounded_command_holds_every_read_until_applied() {
+        let u = tracker();
+        u.appending(&[entry(1, &[&[1]]), entry(2, &[&[2], &[]]), entry(3, &[&[3]])]);
+        assert_eq!(u.must_apply(0, 3, &[7]), 2);
+        assert_eq!(u.must_apply(2, 3, &[7]), 2);
+    }
+
+    #[test]
+    fn what_it_did_not_see_appended_holds_reads() {
+        let u = Unapplied::new(footprint);
+        u.restored(4);
+        u.appending(&[entry(5, &[&[1]])]);
+        assert_eq!(
+            u.must_apply(3, 5, &[7]),
+            5,
+            "entry 4 came before the tracker"
+        );
+        assert_eq!(u.must_apply(4, 5, &[7]), 4);
+
+        let u = tracker();
+        u.appending(&[entry(3, &[&[1]])]);
+        assert_eq!(u.must_apply(1, 3, &[7]), 3, "a gap: entry 2 is unknown");
+        u.appending(&[entry(1, &[&[1]])]);
+        assert_eq!(
+            u.must_apply(0, 2, &[7]),
+            2,
+            "the log ends before the read index"
+        );
+    }
+
+    #[test]
+    fn an_overwritten_tail_is_replaced() {
+        let u = tracker();
+        u.appending(&[entry(1, &[&[1]]), entry(2, &[&[2]]), entry(3, &[&[3]])]);
+        u.appending(&[entry(2, &[&[4]])]);
+        assert_eq!(u.must_apply(0, 2, &[2]), 0);
+        assert_eq!(u.must_apply(0, 2, &[4]), 2);
+        assert_eq!(u.must_apply(0, 3, &[9]), 3, "entry 3 went with the tail");
+        u.truncating(2);
+        u.appending(&[entry(2, &[&[5]]), entry(3, &[&[6]])]);
+        assert_eq!(u.must_apply(0, 3, &[4]), 0);
+        assert_eq!(u.must_apply(0, 3, &[6]), 3);
+    }
+
+    #[test]
+    fn committed_commands_count_only_committed_unapplied_ones() {
+        let u = tracker();
+        u.appending(&[
+            entry(1, &[&[1u8][..]; 4]),
+            blank(2),
+            entry(3, &[&[1u8][..]; 2]),
+            entry(4, &[&[1u8][..]; 8]),
+        ]);
+        assert_eq!(u.committed_commands(0), 0, "nothing committed");
+        LogObserver::committed(&u, 3);
+        assert_eq!(u.committed_commands(0), 6);
+        assert_eq!(u.committed_commands(1), 2);
+        LogObserver::committed(&u, 2);
+        assert_eq!(u.committed_index(), 3, "the commit index never goes back");
+        LogObserver::committed(&u, 4);
+        assert_eq!(u.committed_commands(3), 8);
+        assert_eq!(
+            u.committed_commands(0),
+            8,
+            "applied entries are gone for good"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_commit_ends_when_it_is_reported() {
+        let u = std::sync::Arc::new(tracker());
+        LogObserver::committed(&*u, 2);
+        u.wait_committed(2).await;
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.wait_committed(5).await }
+        });
+        LogObserver::committed(&*u, 4);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        LogObserver::committed(&*u, 6);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the wait ends")
+            .expect("no panic");
+    }
+}
