@@ -148,11 +148,29 @@ impl Unapplied {
     }
 
     /// Waits until raft has committed `index`; on a follower that also
-    /// means its log up to `index` is the leader's. Callers bound the wait.
+    /// means its log up to `index` is the leader's. Having applied it
+    /// counts too: raft reports a commit only when the index moves, and
+    /// a node restarted on an idle cluster applies what it had committed
+    /// before without one. Callers bound the wait.
     pub async fn wait_committed(&self, index: u64) {
-        let mut rx = self.committed.subscribe();
+        let mut committed = self.committed.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|c| *c >= index).await;
+        let commit = committed.wait_for(|c| *c >= index);
+        match self.metrics.get() {
+            Some(metrics) => {
+                let mut metrics = metrics.clone();
+                let applied =
+                    metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index));
+                // Raft gone ends the wait too; the caller's next step fails.
+                tokio::select! {
+                    _ = commit => {}
+                    _ = applied => {}
+                }
+            }
+            None => {
+                let _ = commit.await;
+            }
+        }
     }
 
     /// Commands committed and not yet applied once `applied` is.
@@ -200,9 +218,12 @@ impl Unapplied {
 }
 
 impl LogObserver<TypeConfig> for Unapplied {
-    fn restored(&self, last_index: u64) {
-        let mut st = self.state();
-        st.restored = st.restored.max(last_index);
+    fn restored(&self, last_index: u64, committed: u64) {
+        {
+            let mut st = self.state();
+            st.restored = st.restored.max(last_index);
+        }
+        LogObserver::committed(self, committed);
     }
 
     fn appending(&self, entries: &[Entry<TypeConfig>]) {
@@ -269,7 +290,7 @@ mod tests {
 
     fn tracker() -> Unapplied {
         let u = Unapplied::new(footprint);
-        u.restored(0);
+        u.restored(0, 0);
         u
     }
 
@@ -300,7 +321,8 @@ mod tests {
     #[test]
     fn what_it_did_not_see_appended_holds_reads() {
         let u = Unapplied::new(footprint);
-        u.restored(4);
+        u.restored(4, 3);
+        assert_eq!(u.committed_index(), 3, "the saved commit index");
         u.appending(&[entry(5, &[&[1]])]);
         assert_eq!(
             u.must_apply(3, 5, &[7]),

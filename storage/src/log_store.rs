@@ -54,9 +54,10 @@ pub struct LogStore<C: RaftTypeConfig> {
 /// order raft makes them, so a node can know what its unapplied entries
 /// hold without reading them back.
 pub trait LogObserver<C: RaftTypeConfig>: Send + Sync + 'static {
-    /// The log held entries up to `last_index` before the observer was
-    /// attached (what they hold is not known to it).
-    fn restored(&self, last_index: u64);
+    /// The log held entries up to `last_index`, committed up to
+    /// `committed` as last saved, before the observer was attached (what
+    /// those entries hold is not known to it).
+    fn restored(&self, last_index: u64, committed: u64);
     /// `entries` (consecutive, in order) are about to be written; any
     /// entry at or after the first one's index is replaced.
     fn appending(&self, entries: &[Entry<C>]);
@@ -170,7 +171,8 @@ where
     /// at once, how far the log already reaches).
     pub fn observed_by(mut self, observer: Arc<dyn LogObserver<C>>) -> Result<Self, StorageError> {
         let last = self.last_entry_log_id()?.map_or(0, |l| l.index);
-        observer.restored(last);
+        let committed: Option<Option<LogId<u64>>> = self.get_meta(META_COMMITTED)?;
+        observer.restored(last, committed.flatten().map_or(0, |l| l.index));
         self.observer = Some(observer);
         Ok(self)
     }
