@@ -159,7 +159,7 @@ fn log_append(c: &mut Criterion) {
                     proposal_entry(index, index * batch, batch)
                 },
                 |entry| {
-                    store.write_entries([entry]).expect("write");
+                    store.write_entries(&[entry]).expect("write");
                     db.sync_wal().expect("sync");
                 },
                 BatchSize::SmallInput,

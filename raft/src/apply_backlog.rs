@@ -118,7 +118,7 @@ mod tests {
                 }),
             })
             .collect();
-        u.appending(&entries);
+        u.appended(entries);
         u.committed(4);
         ApplyBacklog::new(Arc::new(u))
     }

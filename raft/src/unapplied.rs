@@ -18,7 +18,7 @@
 //! does anything this tracker did not see appended.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use oneid_storage::log_store::LogObserver;
 use openraft::{BasicNode, Entry, EntryPayload, RaftMetrics};
@@ -44,7 +44,7 @@ pub struct Unapplied {
 #[derive(Default)]
 struct State {
     /// Entries not known to be applied, by index.
-    entries: VecDeque<Tracked>,
+    entries: VecDeque<Arc<Tracked>>,
     /// The log reached this far before this tracker watched it: what those
     /// entries touch is unknown.
     restored: u64,
@@ -53,13 +53,47 @@ struct State {
 struct Tracked {
     index: u64,
     commands: u64,
-    /// Sorted tokens of what the entry may touch; `None`: anything.
-    touches: Option<Box<[u64]>>,
+    /// The entry's commands; `None` for a blank or membership entry, which
+    /// changes no application state.
+    proposal: Option<Proposal>,
+    /// Sorted tokens of what the entry may touch (`None`: anything),
+    /// worked out by the first read that needs them: appends only store
+    /// the entry, so a node nobody reads from pays nothing (decoding a
+    /// 4 096-row import entry takes about a millisecond).
+    touches: OnceLock<Option<Box<[u64]>>>,
 }
 
 impl Tracked {
-    fn may_touch(&self, tokens: &[u64]) -> bool {
-        match &self.touches {
+    fn new(entry: Entry<TypeConfig>) -> Tracked {
+        let index = entry.log_id.index;
+        let proposal = match entry.payload {
+            EntryPayload::Normal(p) => Some(p),
+            _ => None,
+        };
+        Tracked {
+            index,
+            commands: proposal.as_ref().map_or(0, |p| p.commands.len() as u64),
+            proposal,
+            touches: OnceLock::new(),
+        }
+    }
+
+    fn may_touch(&self, footprint: Footprint, tokens: &[u64]) -> bool {
+        let touches = self.touches.get_or_init(|| {
+            let Some(proposal) = &self.proposal else {
+                return Some(Box::default());
+            };
+            let mut found = Vec::new();
+            for command in &proposal.commands {
+                if !footprint(command, &mut found) {
+                    return None;
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            Some(found.into_boxed_slice())
+        });
+        match touches {
             None => true,
             Some(t) => tokens.iter().any(|x| t.binary_search(x).is_ok()),
         }
@@ -111,35 +145,6 @@ impl Unapplied {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn touches(&self, proposal: &Proposal) -> Option<Box<[u64]>> {
-        let mut tokens = Vec::new();
-        for command in &proposal.commands {
-            if !(self.footprint)(command, &mut tokens) {
-                return None;
-            }
-        }
-        tokens.sort_unstable();
-        tokens.dedup();
-        Some(tokens.into_boxed_slice())
-    }
-
-    fn tracked(&self, entry: &Entry<TypeConfig>) -> Tracked {
-        let index = entry.log_id.index;
-        match &entry.payload {
-            EntryPayload::Normal(p) => Tracked {
-                index,
-                commands: p.commands.len() as u64,
-                touches: self.touches(p),
-            },
-            // Blank and membership entries change no application state.
-            _ => Tracked {
-                index,
-                commands: 0,
-                touches: Some(Box::default()),
-            },
-        }
     }
 
     /// The commit index raft last reported.
@@ -194,26 +199,31 @@ impl Unapplied {
         if applied >= read {
             return applied;
         }
-        let mut st = self.state();
-        st.prune(applied);
-        if st.restored > applied {
-            return read;
-        }
-        let mut last = applied;
-        let mut next = applied + 1;
-        for t in st.entries.iter().take_while(|t| t.index <= read) {
-            if t.index != next {
+        let window: Vec<Arc<Tracked>> = {
+            let mut st = self.state();
+            st.prune(applied);
+            if st.restored > applied {
                 return read;
             }
-            if t.may_touch(tokens) {
-                last = t.index;
-            }
-            next += 1;
-        }
-        if next <= read {
+            st.entries
+                .iter()
+                .take_while(|t| t.index <= read)
+                .cloned()
+                .collect()
+        };
+        // Indexes only ever grow along the queue, so the window holds every
+        // entry in between exactly when its ends and its length agree.
+        let whole = window.first().is_some_and(|t| t.index == applied + 1)
+            && window.last().is_some_and(|t| t.index == read)
+            && window.len() as u64 == read - applied;
+        if !whole {
             return read;
         }
-        last
+        window
+            .iter()
+            .rev()
+            .find(|t| t.may_touch(self.footprint, tokens))
+            .map_or(applied, |t| t.index)
     }
 }
 
@@ -226,10 +236,8 @@ impl LogObserver<TypeConfig> for Unapplied {
         LogObserver::committed(self, committed);
     }
 
-    fn appending(&self, entries: &[Entry<TypeConfig>]) {
-        // Decoded outside the lock: a 4 096-row import entry takes a while.
-        let tracked: Vec<Tracked> = entries.iter().map(|e| self.tracked(e)).collect();
-        let Some(first) = tracked.first().map(|t| t.index) else {
+    fn appended(&self, entries: Vec<Entry<TypeConfig>>) {
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
             return;
         };
         let applied = self.applied();
@@ -238,7 +246,8 @@ impl LogObserver<TypeConfig> for Unapplied {
             st.prune(applied);
         }
         st.drop_from(first);
-        st.entries.extend(tracked);
+        st.entries
+            .extend(entries.into_iter().map(|e| Arc::new(Tracked::new(e))));
     }
 
     fn truncating(&self, since: u64) {
@@ -297,8 +306,12 @@ mod tests {
     #[test]
     fn a_read_waits_only_for_entries_that_may_touch_its_keys() {
         let u = tracker();
-        u.appending(&[blank(1), entry(2, &[&[1, 2]]), entry(3, &[&[3], &[4]])]);
-        u.appending(&[entry(4, &[&[2]]), entry(5, &[&[5]])]);
+        u.appended(vec![
+            blank(1),
+            entry(2, &[&[1, 2]]),
+            entry(3, &[&[3], &[4]]),
+        ]);
+        u.appended(vec![entry(4, &[&[2]]), entry(5, &[&[5]])]);
         LogObserver::committed(&u, 5);
         assert_eq!(u.must_apply(0, 5, &[9]), 0, "nothing touches 9");
         assert_eq!(u.must_apply(0, 5, &[4]), 3);
@@ -313,7 +326,11 @@ mod tests {
     #[test]
     fn an_unbounded_command_holds_every_read_until_applied() {
         let u = tracker();
-        u.appending(&[entry(1, &[&[1]]), entry(2, &[&[2], &[]]), entry(3, &[&[3]])]);
+        u.appended(vec![
+            entry(1, &[&[1]]),
+            entry(2, &[&[2], &[]]),
+            entry(3, &[&[3]]),
+        ]);
         assert_eq!(u.must_apply(0, 3, &[7]), 2);
         assert_eq!(u.must_apply(2, 3, &[7]), 2);
     }
@@ -323,7 +340,7 @@ mod tests {
         let u = Unapplied::new(footprint);
         u.restored(4, 3);
         assert_eq!(u.committed_index(), 3, "the saved commit index");
-        u.appending(&[entry(5, &[&[1]])]);
+        u.appended(vec![entry(5, &[&[1]])]);
         assert_eq!(
             u.must_apply(3, 5, &[7]),
             5,
@@ -332,9 +349,9 @@ mod tests {
         assert_eq!(u.must_apply(4, 5, &[7]), 4);
 
         let u = tracker();
-        u.appending(&[entry(3, &[&[1]])]);
+        u.appended(vec![entry(3, &[&[1]])]);
         assert_eq!(u.must_apply(1, 3, &[7]), 3, "a gap: entry 2 is unknown");
-        u.appending(&[entry(1, &[&[1]])]);
+        u.appended(vec![entry(1, &[&[1]])]);
         assert_eq!(
             u.must_apply(0, 2, &[7]),
             2,
@@ -345,13 +362,17 @@ mod tests {
     #[test]
     fn an_overwritten_tail_is_replaced() {
         let u = tracker();
-        u.appending(&[entry(1, &[&[1]]), entry(2, &[&[2]]), entry(3, &[&[3]])]);
-        u.appending(&[entry(2, &[&[4]])]);
+        u.appended(vec![
+            entry(1, &[&[1]]),
+            entry(2, &[&[2]]),
+            entry(3, &[&[3]]),
+        ]);
+        u.appended(vec![entry(2, &[&[4]])]);
         assert_eq!(u.must_apply(0, 2, &[2]), 0);
         assert_eq!(u.must_apply(0, 2, &[4]), 2);
         assert_eq!(u.must_apply(0, 3, &[9]), 3, "entry 3 went with the tail");
         u.truncating(2);
-        u.appending(&[entry(2, &[&[5]]), entry(3, &[&[6]])]);
+        u.appended(vec![entry(2, &[&[5]]), entry(3, &[&[6]])]);
         assert_eq!(u.must_apply(0, 3, &[4]), 0);
         assert_eq!(u.must_apply(0, 3, &[6]), 3);
     }
@@ -359,7 +380,7 @@ mod tests {
     #[test]
     fn committed_commands_count_only_committed_unapplied_ones() {
         let u = tracker();
-        u.appending(&[
+        u.appended(vec![
             entry(1, &[&[1u8][..]; 4]),
             blank(2),
             entry(3, &[&[1u8][..]; 2]),

@@ -58,9 +58,9 @@ pub trait LogObserver<C: RaftTypeConfig>: Send + Sync + 'static {
     /// `committed` as last saved, before the observer was attached (what
     /// those entries hold is not known to it).
     fn restored(&self, last_index: u64, committed: u64);
-    /// `entries` (consecutive, in order) are about to be written; any
-    /// entry at or after the first one's index is replaced.
-    fn appending(&self, entries: &[Entry<C>]);
+    /// `entries` (consecutive, in order) were written (not yet synced);
+    /// any entry at or after the first one's index was replaced.
+    fn appended(&self, entries: Vec<Entry<C>>);
     /// Entries from `since` on are being removed (an uncommitted tail a new
     /// leader overwrote).
     fn truncating(&self, since: u64);
@@ -135,14 +135,11 @@ where
 {
     /// Writes `entries` to the log: readable at once, durable after the
     /// next [`Db::sync_wal`] (the flusher's, for appends through raft).
-    pub fn write_entries(
-        &self,
-        entries: impl IntoIterator<Item = Entry<C>>,
-    ) -> Result<(), StorageError> {
+    pub fn write_entries(&self, entries: &[Entry<C>]) -> Result<(), StorageError> {
         let cf = self.db.cf(CF_RAFT_LOG)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let bytes = codec::encode_serde(RAFT_ENTRY_V, &entry)?;
+            let bytes = codec::encode_serde(RAFT_ENTRY_V, entry)?;
             batch.put_cf(cf, log_key(entry.get_log_id().index), bytes);
         }
         self.db.raw().write_opt(batch, &Db::async_write())?;
@@ -344,13 +341,13 @@ where
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<C>> = entries.into_iter().collect();
-        if let Some(o) = &self.observer {
-            o.appending(&entries);
-        }
         // No fsync here (the flusher does it), so this is a short memtable
         // write: run it inline rather than pay a thread hand-off per append.
-        match self.write_entries(entries) {
+        match self.write_entries(&entries) {
             Ok(()) => {
+                if let Some(o) = &self.observer {
+                    o.appended(entries);
+                }
                 if let Err(callback) = self.flusher.send(callback) {
                     callback.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
                 }
