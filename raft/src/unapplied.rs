@@ -24,7 +24,7 @@ use oneid_storage::log_store::LogObserver;
 use openraft::{BasicNode, Entry, EntryPayload, RaftMetrics};
 use tokio::sync::watch;
 
-use crate::types::{NodeId, Proposal, TypeConfig};
+use crate::types::{commands_in, NodeId, Proposal, TypeConfig};
 
 /// Adds to `tokens` a token for every key the encoded command may touch
 /// (any value per key, the same for the same key; two keys sharing a
@@ -66,13 +66,14 @@ struct Tracked {
 impl Tracked {
     fn new(entry: Entry<TypeConfig>) -> Tracked {
         let index = entry.log_id.index;
+        let commands = commands_in(&entry) as u64;
         let proposal = match entry.payload {
             EntryPayload::Normal(p) => Some(p),
             _ => None,
         };
         Tracked {
             index,
-            commands: proposal.as_ref().map_or(0, |p| p.commands.len() as u64),
+            commands,
             proposal,
             touches: OnceLock::new(),
         }
