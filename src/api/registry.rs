@@ -239,8 +239,8 @@ impl Registry for RegistryApi {
         req: Request<pb::ListCarrierCardsRequest>,
     ) -> Result<Response<pb::ListCarrierCardsResponse>, Status> {
         let actor = super::verify::short(&req.get_ref().carrier);
-        let (identity, subject) =
-            verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
+        let (identity, derived, subject) =
+            verify::keyed_subject(&self.keyring, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::ListCarrierCardsResponse>, Status> = async {
             // Inside the audited block: a carrier asking about another
             // carrier's cards is recorded in the query audit trail.
@@ -248,7 +248,11 @@ impl Registry for RegistryApi {
             let req = req.into_inner();
             let identity = identity.map_err(ApiError::from)?;
             let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-            self.writer.linearizable().await?;
+            let derived = match derived {
+                Some(d) => d,
+                None => self.keyring.derived(&identity)?,
+            };
+            verify::identity_barrier(&self.writer, &self.reader, &derived, &[]).await?;
             let cards = self
                 .keyring
                 .read(&identity, |at| Ok(self.reader.cards_of(at)?))?

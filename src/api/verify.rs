@@ -136,6 +136,31 @@ pub fn short(raw: &str) -> String {
 /// in the same pass. `derived`: the identity's keys if the caller has them
 /// already (derived before or after the read barrier, either is fine: they
 /// are checked against the key state read with the data).
+/// Waits until reading the identity `derived` names, and the numbers in
+/// `numbers`, is linearizable. Only their records are read, so the read
+/// waits for the writes to them alone (a count during a bulk import skips
+/// the import's entries ahead of it), unless a pepper rotation is under
+/// way or the keys were derived under another version: commands may then
+/// be applied under other keys than they carry, and the read waits for
+/// every write before it. Rotations begin and end only by commands that
+/// may touch anything, so the key state read here after the skipped
+/// entries is the one they were applied under, or the read is past them.
+pub async fn identity_barrier(
+    writer: &Writer,
+    reader: &Reader,
+    derived: &Derived,
+    numbers: &[&str],
+) -> Result<(), ApiError> {
+    let tokens: Vec<u64> = std::iter::once(footprint::identity(&derived.keyed.key))
+        .chain(numbers.iter().map(|n| footprint::number(n)))
+        .collect();
+    let read_index = writer.linearizable_for(&tokens).await?;
+    if !derived.holds_in(&reader.key_state()?) {
+        writer.wait_applied(read_index).await?;
+    }
+    Ok(())
+}
+
 pub async fn possession(
     keyring: &Keyring,
     reader: &Reader,
@@ -148,24 +173,13 @@ pub async fn possession(
         Some(d) => d,
         None => keyring.derived(identity)?,
     };
-    // Only the identity's and the number's records are read (and the key
-    // state, which only commands that touch everything change), so the
-    // read waits for the writes to them alone: a count during a bulk
-    // import skips the import's entries ahead of it.
-    let tokens = [
-        footprint::identity(&derived.keyed.key),
-        footprint::number(verify.as_str()),
-    ];
-    let read_index = writer.linearizable_for(&tokens).await?;
+    identity_barrier(writer, reader, &derived, &[verify.as_str()]).await?;
     let view = reader.verification(&derived.keyed.key, verify.as_str())?;
     let (lockout, verified, holder) = if derived.holds_in(&view.key_state) {
         (refuse_locked(view.lockout)?, view.active, view.holder)
     } else {
         // A rotation is moving identities (or finished one since the keys
         // were derived): find where this one lives, re-checking the move.
-        // That reads other identities' records, after every write before
-        // the read.
-        writer.wait_applied(read_index).await?;
         keyring.read(identity, |at| {
             Ok((
                 check_lockout(reader, at)?,
