@@ -296,16 +296,18 @@ impl Shared {
         }
     }
 
-    /// Waits until this node has applied `index`.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), ReplicaError> {
-        let applied = self
-            .raft
+    /// The index this node has applied up to.
+    pub fn applied(&self) -> u64 {
+        self.raft
             .metrics()
             .borrow()
             .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
-        if applied >= index {
+            .map_or(0, |l| l.index)
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ReplicaError> {
+        if self.applied() >= index {
             return Ok(());
         }
         self.raft
@@ -424,11 +426,18 @@ impl Replica {
     /// [`Replica::linearizable_barrier`] for a read of only the keys
     /// `tokens` stand for (see [`crate::unapplied::Footprint`]): it waits
     /// for the unapplied entries up to the read index that may touch them,
-    /// not for the others. Returns the read index: state other than those
-    /// keys is linearizable only once [`Replica::wait_applied`] has
-    /// returned for it.
-    pub async fn linearizable_barrier_for(&self, tokens: &[u64]) -> Result<u64, ReplicaError> {
+    /// not for the others. Returns the read index when it skipped any:
+    /// state other than those keys is linearizable only once
+    /// [`Replica::wait_applied`] has returned for it. `None`: everything
+    /// up to the read index is applied.
+    pub async fn linearizable_barrier_for(
+        &self,
+        tokens: &[u64],
+    ) -> Result<Option<u64>, ReplicaError> {
         let index = self.read_index().await?;
+        if self.shared.applied() >= index {
+            return Ok(None);
+        }
         // On a follower, entries up to its commit index are the leader's;
         // before that, what it holds at those indexes may yet be replaced.
         tokio::time::timeout(
@@ -437,16 +446,11 @@ impl Replica {
         )
         .await
         .map_err(|_| ReplicaError::Timeout("commit"))?;
-        let applied = self
-            .shared
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
-        let must = self.unapplied.must_apply(applied, index, tokens);
+        let must = self
+            .unapplied
+            .must_apply(self.shared.applied(), index, tokens);
         self.shared.wait_applied(must).await?;
-        Ok(index)
+        Ok((must < index).then_some(index))
     }
 
     /// Waits until this node has applied `index`.

@@ -154,9 +154,10 @@ pub async fn identity_barrier(
     let tokens: Vec<u64> = std::iter::once(footprint::identity(&derived.keyed.key))
         .chain(numbers.iter().map(|n| footprint::number(n)))
         .collect();
-    let read_index = writer.linearizable_for(&tokens).await?;
-    if !derived.holds_in(&reader.key_state()?) {
-        writer.wait_applied(read_index).await?;
+    if let Some(read_index) = writer.linearizable_for(&tokens).await? {
+        if !derived.holds_in(&reader.key_state()?) {
+            writer.wait_applied(read_index).await?;
+        }
     }
     Ok(())
 }

@@ -115,11 +115,12 @@ impl Writer {
 
     /// [`Writer::linearizable`] for a read of only the records the tokens
     /// name (see `crate::footprint`): it waits for the writes to them, not
-    /// for the others. Returns the read index; anything else the read
-    /// needs is linearizable after [`Writer::wait_applied`] of it.
-    pub async fn linearizable_for(&self, tokens: &[u64]) -> Result<u64, ApiError> {
+    /// for the others. Returns the read index if it skipped any write
+    /// before it: anything else the read needs is linearizable after
+    /// [`Writer::wait_applied`] of it.
+    pub async fn linearizable_for(&self, tokens: &[u64]) -> Result<Option<u64>, ApiError> {
         if cfg!(feature = "unsafe-stale-reads") {
-            return Ok(0);
+            return Ok(None);
         }
         self.replica
             .linearizable_barrier_for(tokens)
