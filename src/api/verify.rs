@@ -130,12 +130,6 @@ pub fn short(raw: &str) -> String {
     raw.chars().filter(|c| !c.is_control()).take(32).collect()
 }
 
-/// The check both count queries make: `verify` must be an active card of
-/// `identity`, the identity must not be locked out, and the outcome is
-/// recorded toward the lockout. Returns the identity's card summary, read
-/// in the same pass. `derived`: the identity's keys if the caller has them
-/// already (derived before or after the read barrier, either is fine: they
-/// are checked against the key state read with the data).
 /// Waits until reading the identity `derived` names, and the numbers in
 /// `numbers`, is linearizable. Only their records are read, so the read
 /// waits for the writes to them alone (a count during a bulk import skips
@@ -162,6 +156,12 @@ pub async fn identity_barrier(
     Ok(())
 }
 
+/// The check both count queries make: `verify` must be an active card of
+/// `identity`, the identity must not be locked out, and the outcome is
+/// recorded toward the lockout. Returns the identity's card summary, read
+/// in the same pass. `derived`: the identity's keys if the caller has them
+/// already (derived before or after the read barrier, either is fine: they
+/// are checked against the key state read with the data).
 pub async fn possession(
     keyring: &Keyring,
     reader: &Reader,
