@@ -32,15 +32,7 @@ async fn every_node_killed_at_once_comes_back_with_the_same_state() {
             .expect("register");
     }
     // And big entries, the import's shape.
-    let cards = (SINGLE..SINGLE + IMPORTED).map(card).collect();
-    let results = c
-        .registry(leader)
-        .import_cards(pb::ImportCardsRequest { cards })
-        .await
-        .expect("import")
-        .into_inner()
-        .results;
-    assert!(results.iter().all(|r| r.ok), "every imported card is in");
+    import_all(&c, leader, (SINGLE..SINGLE + IMPORTED).map(card).collect()).await;
 
     let target = c.status(leader).await.expect("status").last_applied;
     for id in 1..=3 {

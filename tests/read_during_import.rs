@@ -47,15 +47,12 @@ async fn a_count_right_after_a_registration_sees_it_while_an_import_runs() {
                 if done.load(Ordering::Relaxed) {
                     return b;
                 }
-                let cards = (b * BATCH..(b + 1) * BATCH).map(imported).collect();
-                let results = c
-                    .registry(leader)
-                    .import_cards(pb::ImportCardsRequest { cards })
-                    .await
-                    .expect("import batch")
-                    .into_inner()
-                    .results;
-                assert!(results.iter().all(|r| r.ok), "batch {b} imported");
+                import_all(
+                    &c,
+                    leader,
+                    (b * BATCH..(b + 1) * BATCH).map(imported).collect(),
+                )
+                .await;
             }
             IMPORT_BATCHES
         }

@@ -600,6 +600,18 @@ pub fn count_req(identity: &pb::Identity, verify: &str) -> pb::CountCardsRequest
     }
 }
 
+/// Imports `cards` through `node` in one call; every row must go in.
+pub async fn import_all(c: &Cluster, node: u64, cards: Vec<pb::RegisterCardRequest>) {
+    let results = c
+        .registry(node)
+        .import_cards(pb::ImportCardsRequest { cards })
+        .await
+        .expect("import")
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| r.ok), "every imported card is in");
+}
+
 /// Retries a write while the cluster has no leader (UNAVAILABLE), as a
 /// client would; the request id makes the retry safe.
 pub async fn register_retrying(
