@@ -16,7 +16,7 @@ use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Empty, ForwardRequest};
 use crate::proposer::Proposer;
 use crate::reads::{ReadBarrier, ReadMode};
-use crate::types::{NodeId, Proposal, Raft, TypeConfig};
+use crate::types::{applied_index, NodeId, Proposal, Raft, TypeConfig};
 use crate::unapplied::Unapplied;
 use crate::ReplicaError;
 
@@ -298,11 +298,7 @@ impl Shared {
 
     /// The index this node has applied up to.
     pub fn applied(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index)
+        applied_index(&self.raft.metrics().borrow())
     }
 
     /// Waits until this node has applied `index`.

@@ -20,7 +20,7 @@ use crate::pb::{
     Blob, CapabilitiesResponse, Empty, ForwardRequest, ForwardResponse, ReadIndexResponse,
     SnapshotChunk, TimeoutNowRequest,
 };
-use crate::types::{NodeId, SnapshotFile, TypeConfig};
+use crate::types::{applied_index, NodeId, SnapshotFile, TypeConfig};
 use crate::{wire, Replica, ReplicaError};
 
 /// Most commands a forwarded batch may carry.
@@ -40,10 +40,6 @@ impl RaftRpc {
             receive_seq: AtomicU64::new(0),
         }
     }
-}
-
-fn applied_index(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> u64 {
-    m.last_applied.map_or(0, |l| l.index)
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {

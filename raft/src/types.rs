@@ -21,6 +21,11 @@ pub fn commands_in(entry: &Entry<TypeConfig>) -> usize {
     }
 }
 
+/// The index raft's metrics say this node has applied up to.
+pub fn applied_index(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> u64 {
+    m.last_applied.map_or(0, |l| l.index)
+}
+
 /// One result per command of a [`Proposal`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalOutcome {

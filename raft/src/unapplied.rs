@@ -24,7 +24,7 @@ use oneid_storage::log_store::LogObserver;
 use openraft::{BasicNode, Entry, EntryPayload, RaftMetrics};
 use tokio::sync::watch;
 
-use crate::types::{commands_in, NodeId, Proposal, TypeConfig};
+use crate::types::{applied_index, commands_in, NodeId, Proposal, TypeConfig};
 
 /// Adds to `tokens` a token for every key the encoded command may touch
 /// (any value per key, the same for the same key; two keys sharing a
@@ -140,8 +140,7 @@ impl Unapplied {
     }
 
     fn applied(&self) -> Option<u64> {
-        let m = self.metrics.get()?.borrow();
-        Some(m.last_applied.map_or(0, |l| l.index))
+        Some(applied_index(&self.metrics.get()?.borrow()))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -165,8 +164,7 @@ impl Unapplied {
         match self.metrics.get() {
             Some(metrics) => {
                 let mut metrics = metrics.clone();
-                let applied =
-                    metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index));
+                let applied = metrics.wait_for(|m| applied_index(m) >= index);
                 // Raft gone ends the wait too; the caller's next step fails.
                 tokio::select! {
                     _ = commit => {}

@@ -129,7 +129,7 @@ pub fn assess(
     committed: Option<Option<u64>>,
     max_quorum_ack: Duration,
 ) -> Readiness {
-    let last_applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let last_applied = oneid_raft::types::applied_index(m);
     let base = Readiness {
         ready: true,
         reason: "ok".into(),
