@@ -8,6 +8,8 @@
 #
 #   benches/import-queries.sh [CARDS] [CLIENTS] [SECONDS] [WHERE]
 #                             (defaults 3000000 64 20 all)
+#   OP=linked-count benches/import-queries.sh   # linked-account counts
+#                                               # instead (any `bench --op`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARDS=${1:-3000000}
@@ -31,7 +33,7 @@ applied
 count() {
   local on=$1
   shift
-  "$ONEID" bench --endpoints "$on" --op count --clients "$CLIENTS" --population 1000 --run 1 "$@"
+  "$ONEID" bench --endpoints "$on" --op "${OP:-count}" --clients "$CLIENTS" --population 1000 --run 1 "$@"
 }
 count "$EP" --ops 1 >/dev/null
 "$ONEID" gen --out "$WORK/cards.csv" --cards "$CARDS" --seed 1

@@ -4,7 +4,11 @@
 //!
 //! Only the commands that fill the log are bounded: registrations (all of
 //! a bulk import) and the lockout bookkeeping of count queries. Every other
-//! command may touch anything, so a read waits for it as before.
+//! command may touch anything, so a read waits for it as before. No
+//! bounded command writes linked accounts (other than its own number's),
+//! the re-verification queues, the notification outbox or disputes, so
+//! reads of those alone wait for no bounded command
+//! (`apply::model_tests` checks all of this against random commands).
 //!
 //! The bound holds while no pepper rotation is under way: a command with
 //! derived keys is then applied under exactly the keys it carries

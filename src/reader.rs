@@ -110,6 +110,12 @@ impl Reader {
         self.read(key, |v| MsisdnRecord::decode(v, key))
     }
 
+    /// The identity the number's index entry names, whether it holds the
+    /// number now or held it last.
+    pub fn number_holder(&self, msisdn: &str) -> Result<Option<IdKey>, StorageError> {
+        Ok(self.number(&keys::msisdn_key(msisdn))?.map(|r| r.id_key))
+    }
+
     pub fn holder(&self, id_key: &IdKey) -> Result<HolderRecord, StorageError> {
         let key = keys::holder_key(id_key);
         Ok(self

@@ -442,11 +442,19 @@ impl Replica {
         )
         .await
         .map_err(|_| ReplicaError::Timeout("commit"))?;
+        Ok(self.wait_touching(index, tokens).await?.then_some(index))
+    }
+
+    /// After [`Replica::linearizable_barrier_for`] returned `Some(index)`:
+    /// waits for the unapplied entries up to `index` that may touch
+    /// `tokens` too, for a read whose next keys depend on what it read
+    /// first. True when it skipped any.
+    pub async fn wait_touching(&self, index: u64, tokens: &[u64]) -> Result<bool, ReplicaError> {
         let must = self
             .unapplied
             .must_apply(self.shared.applied(), index, tokens);
         self.shared.wait_applied(must).await?;
-        Ok((must < index).then_some(index))
+        Ok(must < index)
     }
 
     /// Waits until this node has applied `index`.

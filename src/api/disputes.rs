@@ -82,7 +82,7 @@ impl Disputes for DisputesApi {
         let subject = format!("dispute:{}", req.get_ref().dispute_id);
         let result: Result<Response<pb::Dispute>, Status> = async {
             let id = req.get_ref().dispute_id;
-            self.writer.linearizable().await?;
+            self.writer.linearizable_outside_footprints().await?;
             let Some(d) = self.reader.dispute(id).map_err(ApiError::from)? else {
                 return Err(ApiError::from(DomainError::new(
                     Reason::NotFound,

@@ -86,7 +86,7 @@ impl Linkage for LinkageApi {
             let msisdn = convert::msisdn(&req.msisdn).map_err(ApiError::from)?;
             let last6 = parse_last6(&req.id_last6).map_err(ApiError::from)?;
             let tags = self.keyring.last6_tags(&last6)?;
-            self.writer.linearizable().await?;
+            verify::number_barrier(&self.writer, &self.reader, msisdn.as_str()).await?;
             let holder = self
                 .reader
                 .held_card(msisdn.as_str())
@@ -151,7 +151,7 @@ impl Linkage for LinkageApi {
             let platform = convert::platform(&req.platform).map_err(ApiError::from)?;
             let limit = super::writer::page_limit(req.limit, DEFAULT_PAGE, MAX_PAGE)?;
             let after = convert::parse_page_token(&req.page_token).map_err(ApiError::from)?;
-            self.writer.linearizable().await?;
+            self.writer.linearizable_outside_footprints().await?;
             let rows = self
                 .reader
                 .reverify_queue(

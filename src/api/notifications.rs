@@ -32,7 +32,7 @@ impl Notifications for NotificationsApi {
         let result: Result<Response<pb::ListOutboxResponse>, Status> = async {
             let req = req.into_inner();
             let limit = super::writer::page_limit(req.limit, 100, MAX_PAGE)?;
-            self.writer.linearizable().await?;
+            self.writer.linearizable_outside_footprints().await?;
             let rows = self
                 .reader
                 .outbox(req.after_id, limit)

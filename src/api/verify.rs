@@ -156,6 +156,37 @@ pub async fn identity_barrier(
     Ok(())
 }
 
+/// Waits until reading the number `msisdn` (its index entry, its card,
+/// its linked accounts) and then its holder's lockout is linearizable:
+/// first the writes to the number, then, once the number has named its
+/// holder, the writes to that holder. Should a later write move the
+/// number to another holder before the reads, that write touches the
+/// number and so comes after the read index: a node that applied it had
+/// applied everything before. During a pepper rotation a command may be
+/// applied under other keys than it carries, so the read waits for every
+/// write before it (see [`identity_barrier`]).
+pub async fn number_barrier(
+    writer: &Writer,
+    reader: &Reader,
+    msisdn: &str,
+) -> Result<(), ApiError> {
+    let Some(read_index) = writer
+        .linearizable_for(&[footprint::number(msisdn)])
+        .await?
+    else {
+        return Ok(());
+    };
+    if reader.key_state()?.rotating_to().is_some() {
+        return writer.wait_applied(read_index).await;
+    }
+    if let Some(holder) = reader.number_holder(msisdn)? {
+        writer
+            .wait_touching(read_index, &[footprint::identity(&holder)])
+            .await?;
+    }
+    Ok(())
+}
+
 /// The check both count queries make: `verify` must be an active card of
 /// `identity`, the identity must not be locked out, and the outcome is
 /// recorded toward the lockout. Returns the identity's card summary, read

@@ -128,6 +128,25 @@ impl Writer {
             .map_err(ApiError::from_read_barrier)
     }
 
+    /// After [`Writer::linearizable_for`] returned `Some(index)`: waits
+    /// for the writes up to `index` to the records `tokens` name too (a
+    /// read that learns from its first records which others to read).
+    pub async fn wait_touching(&self, index: u64, tokens: &[u64]) -> Result<(), ApiError> {
+        self.replica
+            .wait_touching(index, tokens)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from_read_barrier)
+    }
+
+    /// [`Writer::linearizable`] for a read of records that no command with
+    /// a bounded footprint writes (see `crate::footprint`): it waits for
+    /// every other write before it, but not for registrations or lockout
+    /// bookkeeping, so a bulk import ahead of it does not hold it up.
+    pub async fn linearizable_outside_footprints(&self) -> Result<(), ApiError> {
+        self.linearizable_for(&[]).await.map(|_| ())
+    }
+
     /// Waits until this node has applied `index` (a read index from
     /// [`Writer::linearizable_for`]).
     pub async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {

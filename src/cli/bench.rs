@@ -42,6 +42,10 @@ pub enum BenchOp {
     /// Link a new platform account to one of the population's registered
     /// numbers (etcd: put of a link-sized value).
     Link,
+    /// Linearizable count of the accounts linked to one of the
+    /// population's numbers, verified by the last 6 characters of its
+    /// holder's ID (etcd: linearizable get).
+    LinkedCount,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -154,6 +158,7 @@ enum Calls {
 const REGISTER_CARD: &str = "/oneid.v1.Registry/RegisterCard";
 const COUNT_CARDS: &str = "/oneid.v1.Registry/CountCards";
 const LINK_ACCOUNT: &str = "/oneid.v1.Linkage/LinkAccount";
+const COUNT_LINKED: &str = "/oneid.v1.Linkage/CountLinkedAccounts";
 
 impl Calls {
     async fn register(
@@ -190,6 +195,22 @@ impl Calls {
             }
         };
         Ok(r.total)
+    }
+
+    async fn count_links(
+        &mut self,
+        on: usize,
+        req: pb::CountLinkedAccountsRequest,
+    ) -> Result<(), tonic::Status> {
+        match self {
+            Calls::Unary { linkage, .. } => {
+                linkage[on].count_linked_accounts(req).await.map(|_| ())
+            }
+            Calls::Batched(m) => m[on]
+                .call::<_, pb::CountLinkedAccountsResponse>(COUNT_LINKED, &req)
+                .await
+                .map(|_| ()),
+        }
     }
 }
 
@@ -236,6 +257,14 @@ impl OneidClient {
         let i = self.id % self.endpoints;
         self.calls.count(i, req).await
     }
+
+    async fn count_links(
+        &mut self,
+        req: pb::CountLinkedAccountsRequest,
+    ) -> Result<(), tonic::Status> {
+        let i = self.id % self.endpoints;
+        self.calls.count_links(i, req).await
+    }
 }
 
 struct Workload {
@@ -274,6 +303,12 @@ impl Workload {
             strict_verification: false,
             responsible_unit: None,
         }
+    }
+
+    /// Which of the population the n-th read asks about: a stride that
+    /// spreads consecutive reads over it.
+    fn counted(&self, n: u64) -> usize {
+        (n as usize * 7919) % self.population.len()
     }
 
     /// The n-th new link: a fresh account, the population's numbers taken
@@ -339,7 +374,7 @@ impl Client {
     async fn one(&mut self, w: &Workload, op: BenchOp, n: u64) -> Result<(), String> {
         let write = match op {
             BenchOp::Register | BenchOp::Link => true,
-            BenchOp::Count => false,
+            BenchOp::Count | BenchOp::LinkedCount => false,
             BenchOp::Mixed => n % 10 == 0,
         };
         match self {
@@ -359,12 +394,22 @@ impl Client {
                 .map(|_| ())
                 .map_err(failure)
             }
+            Client::Oneid(c) if op == BenchOp::LinkedCount => {
+                let (id, msisdn) = &w.population[w.counted(n)];
+                let number = id.number();
+                c.count_links(pb::CountLinkedAccountsRequest {
+                    msisdn: msisdn.clone(),
+                    id_last6: number[number.len() - 6..].to_string(),
+                })
+                .await
+                .map_err(failure)
+            }
             Client::Oneid(c) => {
                 if write {
                     let k = w.seq.fetch_add(1, Ordering::Relaxed);
                     c.register(w.register_request(k)).await.map_err(failure)
                 } else {
-                    let (id, verify) = &w.population[(n as usize * 7919) % w.population.len()];
+                    let (id, verify) = &w.population[w.counted(n)];
                     let total = c
                         .count(pb::CountCardsRequest {
                             identity: Some(pb::Identity {
@@ -393,7 +438,7 @@ impl Client {
                     .map(|_| ())
                     .map_err(failure)
                 } else {
-                    let i = (n as usize * 7919) % w.population.len();
+                    let i = w.counted(n);
                     let r = c
                         .range(crate::etcdpb::RangeRequest {
                             key: format!("pop/{}/{i}", w.run).into_bytes(),
@@ -557,7 +602,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let needs_population = match a.op {
         BenchOp::Register => false,
         BenchOp::Link => a.target == BenchTarget::Oneid,
-        BenchOp::Count | BenchOp::Mixed => true,
+        BenchOp::Count | BenchOp::Mixed | BenchOp::LinkedCount => true,
     };
     if needs_population {
         let t = Instant::now();
@@ -631,7 +676,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let op = format!("{:?}", a.op).to_lowercase();
+    let op =
+        a.op.to_possible_value()
+            .map_or_else(|| format!("{:?}", a.op), |v| v.get_name().to_string());
     let target = format!("{:?}", a.target).to_lowercase();
     println!(
         "target={target} op={op} clients={} ops={} ops_per_s={:.0} p50_us={} p99_us={} errors={} max_gap_ms={}",
