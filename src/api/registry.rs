@@ -248,10 +248,7 @@ impl Registry for RegistryApi {
             let req = req.into_inner();
             let identity = identity.map_err(ApiError::from)?;
             let carrier = convert::carrier(&req.carrier).map_err(ApiError::from)?;
-            let derived = match derived {
-                Some(d) => d,
-                None => self.keyring.derived(&identity)?,
-            };
+            let derived = derived.map_or_else(|| self.keyring.derived(&identity), Ok)?;
             verify::identity_barrier(&self.writer, &self.reader, &derived, &[]).await?;
             let cards = self
                 .keyring

@@ -76,11 +76,12 @@ impl Regulator for RegulatorApi {
         &self,
         req: Request<pb::GetRestrictionRequest>,
     ) -> Result<Response<pb::Restriction>, Status> {
-        let (identity, subject) =
-            super::verify::identity_subject(&self.keyring, req.get_ref().identity.as_ref());
+        let (identity, derived, subject) =
+            super::verify::keyed_subject(&self.keyring, req.get_ref().identity.as_ref());
         let result: Result<Response<pb::Restriction>, Status> = async {
             let identity = identity.map_err(ApiError::from)?;
-            self.writer.linearizable().await?;
+            let derived = derived.map_or_else(|| self.keyring.derived(&identity), Ok)?;
+            super::verify::identity_barrier(&self.writer, &self.reader, &derived, &[]).await?;
             let r = self
                 .keyring
                 .read(&identity, |at| Ok(self.reader.restriction(at)?))?;
@@ -126,7 +127,7 @@ impl Regulator for RegulatorApi {
     ) -> Result<Response<pb::Policy>, Status> {
         let subject = String::new();
         let result: Result<Response<pb::Policy>, Status> = async {
-            self.writer.linearizable().await?;
+            self.writer.linearizable_outside_footprints().await?;
             let p = self.reader.policy().map_err(ApiError::from)?;
             Ok(Response::new(pb::Policy {
                 own_hall_threshold: p.own_hall_threshold,

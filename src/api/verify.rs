@@ -201,10 +201,7 @@ pub async fn possession(
     verify: &Msisdn,
     derived: Option<Derived>,
 ) -> Result<HolderRecord, ApiError> {
-    let derived = match derived {
-        Some(d) => d,
-        None => keyring.derived(identity)?,
-    };
+    let derived = derived.map_or_else(|| keyring.derived(identity), Ok)?;
     identity_barrier(writer, reader, &derived, &[verify.as_str()]).await?;
     let view = reader.verification(&derived.keyed.key, verify.as_str())?;
     let (lockout, verified, holder) = if derived.holds_in(&view.key_state) {
