@@ -67,7 +67,9 @@ async fn bench_ops_run_without_errors() {
         "{text}"
     );
     // Every client's calls over one batch stream per node.
-    for (run, op) in [("4", "link"), ("5", "mixed")] {
+    for (run, op) in [("4", "link"), ("5", "mixed"), ("6", "linked-count")] {
         bench_400(&endpoints, op, run, &["--batch-stream"]);
     }
+    // Verified by the population's ID digits: a wrong last 6 would fail.
+    bench_400(&endpoints, "linked-count", "7", &[]);
 }

@@ -37,40 +37,50 @@ fn imported(n: u32) -> pb::RegisterCardRequest {
     register_req(&format!("bulk-{n}"), &id, &format!("135{n:08}"))
 }
 
-/// Import batches of other identities through `leader` until `done` is
-/// set (or all are in); the task returns how many batches went in.
-fn import_beside(c: &Arc<Cluster>, leader: u64, done: &Arc<AtomicBool>) -> JoinHandle<u32> {
-    let (c, done) = (c.clone(), done.clone());
-    tokio::spawn(async move {
-        for b in 0..IMPORT_BATCHES {
-            if done.load(Ordering::Relaxed) {
-                return b;
-            }
-            import_all(
-                &c,
-                leader,
-                (b * BATCH..(b + 1) * BATCH).map(imported).collect(),
-            )
-            .await;
-        }
-        IMPORT_BATCHES
-    })
+/// Import batches of other identities through the leader while a test
+/// reads: the task returns how many batches went in.
+struct Importing {
+    done: Arc<AtomicBool>,
+    task: JoinHandle<u32>,
 }
 
-async fn stop_import(done: Arc<AtomicBool>, importer: JoinHandle<u32>) {
-    done.store(true, Ordering::Relaxed);
-    let batches = importer.await.expect("importer");
-    assert!(batches > 0, "the import ran beside the counts");
+impl Importing {
+    async fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let batches = self.task.await.expect("importer");
+        assert!(batches > 0, "the import ran beside the counts");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_right_after_a_registration_sees_it_while_an_import_runs() {
+/// A 3-node cluster importing: it, its leader and a follower.
+async fn cluster_importing() -> (Arc<Cluster>, u64, u64, Importing) {
     let c = Arc::new(Cluster::start(3, &[]));
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let follower = if leader == 1 { 2 } else { 1 };
     let done = Arc::new(AtomicBool::new(false));
-    let importer = import_beside(&c, leader, &done);
+    let task = tokio::spawn({
+        let (c, done) = (c.clone(), done.clone());
+        async move {
+            for b in 0..IMPORT_BATCHES {
+                if done.load(Ordering::Relaxed) {
+                    return b;
+                }
+                import_all(
+                    &c,
+                    leader,
+                    (b * BATCH..(b + 1) * BATCH).map(imported).collect(),
+                )
+                .await;
+            }
+            IMPORT_BATCHES
+        }
+    });
+    (c, leader, follower, Importing { done, task })
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_right_after_a_registration_sees_it_while_an_import_runs() {
+    let (c, leader, follower, importing) = cluster_importing().await;
     for k in 0..ROUNDS {
         let id = person("220105", k);
         let msisdn = format!("137{k:08}");
@@ -90,16 +100,12 @@ async fn a_count_right_after_a_registration_sees_it_while_an_import_runs() {
             );
         }
     }
-    stop_import(done, importer).await;
+    importing.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linked_account_count_sees_its_number_and_its_holders_lockout_while_an_import_runs() {
-    let c = Arc::new(Cluster::start(3, &[]));
-    let leader = c.wait_leader(&[1, 2, 3]).await;
-    let follower = if leader == 1 { 2 } else { 1 };
-    let done = Arc::new(AtomicBool::new(false));
-    let importer = import_beside(&c, leader, &done);
+    let (c, leader, follower, importing) = cluster_importing().await;
 
     for k in 0..ROUNDS / 2 {
         let id = person("230105", k);
@@ -139,5 +145,5 @@ async fn a_linked_account_count_sees_its_number_and_its_holders_lockout_while_an
             assert_eq!(reason(&s), "LOCKED_OUT", "round {k} on node {node}: {s:?}");
         }
     }
-    stop_import(done, importer).await;
+    importing.stop().await;
 }
