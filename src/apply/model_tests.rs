@@ -668,9 +668,9 @@ fn a_version_2_summary_stays_unlisted_and_counts_read_the_card() {
     assert!(!active(0) && active(1) && !active(2));
 }
 
-/// A count's view of identity `who` verifying number `num`, raw: the key
-/// state, the identity's lockout and summary, its card `num`, and the
-/// number's index entry.
+/// What the identity reads see of identity `who` and number `num`, raw:
+/// the key state; the identity's lockout, summary, restriction and card
+/// `num`; the number's index entry.
 fn count_view(db: &Db, who: u8, num: usize) -> [Option<Vec<u8>>; 6] {
     let id = id(who);
     let msisdn = NUMBERS[num];
