@@ -133,9 +133,23 @@ pub fn invariants(
             _ => {}
         }
     }
+    for op in ops.iter().filter(|o| o.f == OpKind::Linked) {
+        if op.kind == EventType::Fail && op.output.error.as_deref() != Some(crate::model::NOT_HELD)
+        {
+            out.push(format!(
+                "linked-account count of {} under {} refused ({})",
+                op.input.msisdn.as_deref().unwrap_or("?"),
+                op.key,
+                op.output.error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
     // Per (key, number): the registrations and cancellations touching it.
     let mut touched: HashMap<(&str, &str), Vec<&Operation>> = HashMap::new();
-    for op in ops.iter().filter(|o| o.f != OpKind::Count) {
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.f, OpKind::Register | OpKind::Cancel))
+    {
         if let Some(m) = op.input.msisdn.as_deref() {
             touched.entry((op.key.as_str(), m)).or_default().push(op);
         }
@@ -252,6 +266,31 @@ mod tests {
         let ops = vec![op(OpKind::Register, EventType::Ok, Some("a"), 0, 1)];
         let v = invariants(&ops, &pools(), &final_with(&[], 1), 5, 1);
         assert!(v.iter().any(|s| s.contains("was lost")), "{v:?}");
+    }
+
+    #[test]
+    fn a_linked_account_count_refused_but_for_verification_is_reported() {
+        let refused = |reason: &str| Operation {
+            output: Value {
+                error: Some(reason.into()),
+                ..Value::default()
+            },
+            ..op(OpKind::Linked, EventType::Fail, Some("a"), 2, 3)
+        };
+        let ops = vec![
+            op(OpKind::Register, EventType::Ok, Some("a"), 0, 1),
+            refused(crate::model::NOT_HELD),
+        ];
+        assert!(invariants(&ops, &pools(), &final_with(&["a"], 2), 5, 1).is_empty());
+        let ops = vec![
+            op(OpKind::Register, EventType::Ok, Some("a"), 0, 1),
+            refused("LOCKED_OUT"),
+        ];
+        let v = invariants(&ops, &pools(), &final_with(&["a"], 2), 5, 1);
+        assert!(
+            v.iter().any(|s| s.contains("refused (LOCKED_OUT)")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum OpKind {
     Register,
     Cancel,
     Count,
+    /// A linked-account count of one number, verified by the key's ID: it
+    /// answers only while the number is active under the key.
+    Linked,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

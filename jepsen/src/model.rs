@@ -26,10 +26,28 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CardOp {
-    Register { bit: u8, outcome: Outcome },
-    Cancel { bit: u8, outcome: Outcome },
-    Count { total: u32 },
+    Register {
+        bit: u8,
+        outcome: Outcome,
+    },
+    Cancel {
+        bit: u8,
+        outcome: Outcome,
+    },
+    Count {
+        total: u32,
+    },
+    /// A linked-account count of the number: answered (`held`) or refused
+    /// as not registered under the ID.
+    Held {
+        bit: u8,
+        held: bool,
+    },
 }
+
+/// How a linked-account count refuses a number not active under the ID
+/// it names (the same answer as wrong ID digits, by design).
+pub const NOT_HELD: &str = "VERIFICATION_FAILED";
 
 pub struct Registry {
     /// Active cards per carrier-province before a registration is refused.
@@ -77,6 +95,7 @@ impl Model for Registry {
                 judge(s, expected, outcome)
             }
             CardOp::Count { total } => (*total == self.base + s.active.count_ones()).then_some(*s),
+            CardOp::Held { bit, held } => (((s.active >> bit) & 1 == 1) == *held).then_some(*s),
         }
     }
 }
@@ -92,7 +111,8 @@ fn judge(s: &CardSet, expected: Result<CardSet, &str>, observed: &Outcome) -> Op
 
 /// Converts one key's operations into the checker's input. Count reads that
 /// timed out carry no information and are dropped (a count that failed with a
-/// domain error is the invariant checker's business). A failed write's reason
+/// domain error is the invariant checker's business, and so is a
+/// linked-account count refused for any reason but a failed verification). A failed write's reason
 /// must be the one the model predicts. More than 64 distinct numbers per key
 /// is a workload error.
 pub fn to_timed(ops: &[&Operation]) -> anyhow::Result<Vec<Timed<CardOp>>> {
@@ -129,6 +149,17 @@ pub fn to_timed(ops: &[&Operation]) -> anyhow::Result<Vec<Timed<CardOp>>> {
                 (EventType::Ok, None) => anyhow::bail!("count ok without total"),
                 _ => continue,
             },
+            OpKind::Linked => {
+                let held = match (op.kind, op.output.error.as_deref()) {
+                    (EventType::Ok, _) => true,
+                    (EventType::Fail, Some(NOT_HELD)) => false,
+                    _ => continue,
+                };
+                CardOp::Held {
+                    bit: bit_of(&op.input.msisdn)?,
+                    held,
+                }
+            }
         };
         out.push(Timed {
             op: card_op,
@@ -217,6 +248,39 @@ mod tests {
     fn lost_acknowledged_registration_is_caught() {
         let h = [reg(0, Outcome::Ok, 0, 1), count(1, 2, 3)];
         assert!(bad(&h));
+    }
+
+    fn held(bit: u8, held: bool, call: u64, ret: u64) -> Timed<CardOp> {
+        Timed {
+            op: CardOp::Held { bit, held },
+            call,
+            ret,
+        }
+    }
+
+    #[test]
+    fn a_linked_account_count_sees_the_number_exactly_while_it_is_active() {
+        let h = [
+            held(0, false, 0, 1),
+            reg(0, Outcome::Ok, 2, 3),
+            held(0, true, 4, 5),
+            cancel(0, Outcome::Ok, 6, 7),
+            held(0, false, 8, 9),
+        ];
+        assert_eq!(verdict(&h), Verdict::Linearizable);
+        // Stale: the registration was acknowledged before the count began.
+        assert!(bad(&[reg(0, Outcome::Ok, 0, 1), held(0, false, 2, 3)]));
+        // Stale: the cancellation was acknowledged before the count began.
+        assert!(bad(&[
+            reg(0, Outcome::Ok, 0, 1),
+            cancel(0, Outcome::Ok, 2, 3),
+            held(0, true, 4, 5),
+        ]));
+        // Concurrent with the registration: either answer.
+        for answer in [true, false] {
+            let h = [reg(0, Outcome::Ok, 0, 10), held(0, answer, 2, 3)];
+            assert_eq!(verdict(&h), Verdict::Linearizable);
+        }
     }
 
     #[test]

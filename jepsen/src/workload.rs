@@ -1,5 +1,5 @@
-//! Clients: registrations, cancellations and verified counts on a few IDs so
-//! that operations collide, all at one carrier-province through an agent
+//! Clients: registrations, cancellations, verified counts and
+//! linked-account counts on a few IDs so that operations collide, all at one carrier-province through an agent
 //! channel, where the policy limit (5) is hard.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use oneid::cli::multiplex::Multiplexer;
 use oneid::pb;
+use oneid::pb::linkage_client::LinkageClient;
 use oneid::pb::registry_client::RegistryClient;
 use oneid::pb::regulator_client::RegulatorClient;
 use rand::rngs::StdRng;
@@ -99,6 +100,7 @@ pub enum Transport {
 const REGISTER_CARD: &str = "/oneid.v1.Registry/RegisterCard";
 const CANCEL_CARD: &str = "/oneid.v1.Registry/CancelCard";
 const COUNT_CARDS: &str = "/oneid.v1.Registry/CountCards";
+const COUNT_LINKED: &str = "/oneid.v1.Linkage/CountLinkedAccounts";
 
 pub struct Client {
     pub id: u64,
@@ -160,6 +162,33 @@ impl Client {
             },
         };
         count_answer(answer)
+    }
+
+    /// One linked-account count of `msisdn` on the client's home node,
+    /// verified by the key's ID digits, no retry.
+    async fn linked(&self, key: &Key, msisdn: &str) -> Answer<Value> {
+        let number = &key.identity.number;
+        let req = pb::CountLinkedAccountsRequest {
+            msisdn: msisdn.to_string(),
+            id_last6: number[number.len().saturating_sub(6)..].to_string(),
+        };
+        let answer = match &self.transport {
+            Transport::Batched(streams) => streams[self.home - 1]
+                .call::<_, pb::CountLinkedAccountsResponse>(COUNT_LINKED, &req)
+                .await
+                .map(|_| ()),
+            Transport::Unary => match nodes::channel(self.home, self.timeouts.attempt) {
+                Ok(ch) => LinkageClient::new(ch)
+                    .count_linked_accounts(req)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            },
+        };
+        match answer {
+            Ok(()) => Answer::Ok(msisdn_value(msisdn)),
+            Err(s) => read_failure(&s),
+        }
     }
 
     /// Retries one write with one request id, rotating nodes, until a
@@ -238,6 +267,15 @@ impl Client {
                 };
                 let a = self.write(|node| self.cancel(node, req.clone())).await;
                 (OpKind::Cancel, a.map_ok(|_| msisdn_value(&msisdn)))
+            } else if roll < 85 {
+                self.recorder.record(
+                    process,
+                    EventType::Invoke,
+                    OpKind::Linked,
+                    &key.label,
+                    msisdn_value(&msisdn),
+                );
+                (OpKind::Linked, self.linked(key, &msisdn).await)
             } else {
                 self.recorder.record(
                     process,
@@ -334,10 +372,15 @@ fn count_answer(answer: Result<pb::CountCardsResponse, Status>) -> Answer<Value>
             total: Some(r.total),
             ..Value::default()
         }),
-        Err(s) => match refusal(&s) {
-            Some(reason) => Answer::Refused(reason),
-            None => Answer::Unknown(format!("{:?}: {}", s.code(), s.message())),
-        },
+        Err(s) => read_failure(&s),
+    }
+}
+
+/// A read that failed: a definite refusal, or no answer.
+fn read_failure(s: &Status) -> Answer<Value> {
+    match refusal(s) {
+        Some(reason) => Answer::Refused(reason),
+        None => Answer::Unknown(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 
