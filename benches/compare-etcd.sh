@@ -9,8 +9,8 @@
 # oneid is measured twice per op and round: one gRPC call per operation
 # ("unary", as etcd's client sends them) and all clients' calls to a node
 # over one Batch/Calls stream ("batch"); MODES="unary" or MODES="batch"
-# measures one of them. OPS="link" (or any of register count mixed link)
-# measures only those ops, in that order.
+# measures one of them. OPS="link" (or any of register count mixed link
+# linked-count) measures only those ops, in that order.
 #
 #   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
@@ -19,7 +19,7 @@ CLIENTS=${1:-64}
 SECS=${2:-10}
 ROUNDS=${3:-1}
 read -ra MODES <<<"${MODES:-unary batch}"
-read -ra OPS <<<"${OPS:-register count mixed link}"
+read -ra OPS <<<"${OPS:-register count mixed link linked-count}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 # Builds oneid (ONEID) and brings node_warnings; this script starts its own
 # cluster on fixed ports beside etcd's.
