@@ -112,9 +112,9 @@ fn judge(s: &CardSet, expected: Result<CardSet, &str>, observed: &Outcome) -> Op
 /// Converts one key's operations into the checker's input. Count reads that
 /// timed out carry no information and are dropped (a count that failed with a
 /// domain error is the invariant checker's business, and so is a
-/// linked-account count refused for any reason but a failed verification). A failed write's reason
-/// must be the one the model predicts. More than 64 distinct numbers per key
-/// is a workload error.
+/// linked-account count refused for any reason but a failed verification).
+/// A failed write's reason must be the one the model predicts. More than 64
+/// distinct numbers per key is a workload error.
 pub fn to_timed(ops: &[&Operation]) -> anyhow::Result<Vec<Timed<CardOp>>> {
     let mut bits: HashMap<String, u8> = HashMap::new();
     let mut out = Vec::new();
