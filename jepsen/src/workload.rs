@@ -1,6 +1,7 @@
 //! Clients: registrations, cancellations, verified counts and
-//! linked-account counts on a few IDs so that operations collide, all at one carrier-province through an agent
-//! channel, where the policy limit (5) is hard.
+//! linked-account counts on a few IDs so that operations collide, all at
+//! one carrier-province through an agent channel, where the policy limit
+//! (5) is hard.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub const LIMIT: u32 = 5;
 pub struct Key {
     pub label: String,
     pub identity: pb::Identity,
+    /// The ID's last 6 characters, which verify a linked-account count.
+    pub last6: String,
     /// Numbers only this key's operations use, so keys are independent and
     /// the history can be checked key by key.
     pub pool: Vec<String>,
@@ -50,6 +53,7 @@ pub fn keys(count: usize, pool: usize) -> Vec<Key> {
                     doc_type: pb::DocType::ResidentId as i32,
                     number: id.number().to_string(),
                 },
+                last6: id.last6().to_string(),
                 pool: (0..pool).map(|i| format!("139{k:04}{i:04}")).collect(),
                 anchor: format!("186{k:04}0000"),
             }
@@ -117,10 +121,12 @@ pub struct Client {
 }
 
 impl Client {
+    fn channel(&self, node: usize) -> Result<tonic::transport::Channel, Status> {
+        nodes::channel(node, self.timeouts.attempt).map_err(|e| Status::unavailable(e.to_string()))
+    }
+
     fn registry(&self, node: usize) -> Result<RegistryClient<tonic::transport::Channel>, Status> {
-        nodes::channel(node, self.timeouts.attempt)
-            .map(RegistryClient::new)
-            .map_err(|e| Status::unavailable(e.to_string()))
+        self.channel(node).map(RegistryClient::new)
     }
 
     async fn register(&self, node: usize, req: pb::RegisterCardRequest) -> Result<(), Status> {
@@ -167,22 +173,21 @@ impl Client {
     /// One linked-account count of `msisdn` on the client's home node,
     /// verified by the key's ID digits, no retry.
     async fn linked(&self, key: &Key, msisdn: &str) -> Answer<Value> {
-        let number = &key.identity.number;
         let req = pb::CountLinkedAccountsRequest {
             msisdn: msisdn.to_string(),
-            id_last6: number[number.len().saturating_sub(6)..].to_string(),
+            id_last6: key.last6.clone(),
         };
         let answer = match &self.transport {
             Transport::Batched(streams) => streams[self.home - 1]
                 .call::<_, pb::CountLinkedAccountsResponse>(COUNT_LINKED, &req)
                 .await
                 .map(|_| ()),
-            Transport::Unary => match nodes::channel(self.home, self.timeouts.attempt) {
+            Transport::Unary => match self.channel(self.home) {
                 Ok(ch) => LinkageClient::new(ch)
                     .count_linked_accounts(req)
                     .await
                     .map(|_| ()),
-                Err(e) => Err(Status::unavailable(e.to_string())),
+                Err(s) => Err(s),
             },
         };
         match answer {

@@ -396,10 +396,9 @@ impl Client {
             }
             Client::Oneid(c) if op == BenchOp::LinkedCount => {
                 let (id, msisdn) = &w.population[w.counted(n)];
-                let number = id.number();
                 c.count_links(pb::CountLinkedAccountsRequest {
                     msisdn: msisdn.clone(),
-                    id_last6: number[number.len() - 6..].to_string(),
+                    id_last6: id.last6().to_string(),
                 })
                 .await
                 .map_err(failure)
