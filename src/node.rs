@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     pub request_timeout: Duration,
+    /// A leader holding its lease answers reads without a quorum round.
+    pub lease_reads: bool,
     pub limits: LimitsSection,
     /// mTLS files; none serves plaintext and trusts every caller.
     pub tls: Option<TlsFiles>,
@@ -186,6 +188,7 @@ pub async fn run(
             peer_tls,
             rules_supported: crate::domain::LATEST_RULES,
             unapplied,
+            lease_reads: cfg.lease_reads,
         },
         log_store,
         sm,
@@ -223,6 +226,7 @@ pub async fn run(
         db.clone(),
         replica.raft().clone(),
         replica.apply_backlog().clone(),
+        replica.read_counts(),
         revocations.clone(),
     )
     .context("registering metrics")?;

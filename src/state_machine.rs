@@ -524,6 +524,7 @@ mod proposal_order {
                 peer_tls: None,
                 rules_supported: crate::domain::LATEST_RULES,
                 unapplied,
+                lease_reads: true,
             },
             log,
             sm,

@@ -7,6 +7,7 @@
 pub mod apply_backlog;
 pub mod capabilities;
 pub mod error;
+pub mod lease;
 pub mod network;
 pub mod proposer;
 pub mod reads;

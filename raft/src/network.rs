@@ -9,7 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -31,6 +31,7 @@ use prost::bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::lease::Lease;
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Blob, SnapshotChunk};
 use crate::types::{NodeId, TypeConfig};
@@ -145,6 +146,8 @@ impl tower_service::Service<Uri> for TlsDialer {
 #[derive(Clone)]
 pub struct Network {
     pub channels: Channels,
+    /// Told of every AppendEntries a peer accepted.
+    pub lease: Arc<Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -155,6 +158,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -166,6 +170,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     channels: Channels,
+    lease: Arc<Lease>,
 }
 
 enum Method {
@@ -254,7 +259,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.unary(&rpc, &option, Method::AppendEntries).await
+        // Taken before sending: the peer accepted the request after this.
+        let sent = Instant::now();
+        let resp = self.unary(&rpc, &option, Method::AppendEntries).await?;
+        // A conflict still means the peer took this leadership as its own.
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            self.lease.acked(self.target, &rpc.vote, sent);
+        }
+        Ok(resp)
     }
 
     async fn vote(

@@ -1,8 +1,10 @@
 //! Coalesced read barriers. Every linearizable read needs the leader to
-//! confirm, with a quorum round, that it still leads (ReadIndex). Reads that
-//! arrive while a round is running wait for the next round, which starts after
+//! confirm that it still leads (ReadIndex): from its lease when it holds
+//! one (see [`crate::lease`]), else with a quorum round. Reads that arrive
+//! while a round is running wait for the next round, which starts after
 //! they arrived, so one round serves everyone queued behind it.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -10,6 +12,15 @@ use tokio::sync::oneshot;
 use crate::replica::Shared;
 use crate::turns;
 use crate::ReplicaError;
+
+/// Read indexes a leader answered, by how it confirmed it still leads.
+#[derive(Debug, Default)]
+pub struct ReadIndexCounts {
+    /// From its lease, without a round (see [`crate::lease`]).
+    pub lease: AtomicU64,
+    /// With a quorum round (one round may serve many).
+    pub round: AtomicU64,
+}
 
 type Waiter = oneshot::Sender<Result<u64, ReplicaError>>;
 

@@ -2,8 +2,10 @@
 //! committed, forwarded to the leader when needed) and pass a linearizable
 //! read barrier (coalesced, ReadIndex from followers).
 
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -11,11 +13,12 @@ use openraft::{BasicNode, ServerState};
 use tonic::transport::Channel;
 
 use crate::apply_backlog::ApplyBacklog;
+use crate::lease::Lease;
 use crate::network::{Channels, Network};
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Empty, ForwardRequest};
 use crate::proposer::Proposer;
-use crate::reads::{ReadBarrier, ReadMode};
+use crate::reads::{ReadBarrier, ReadIndexCounts, ReadMode};
 use crate::types::{applied_index, NodeId, Proposal, Raft, TypeConfig};
 use crate::unapplied::Unapplied;
 use crate::ReplicaError;
@@ -42,6 +45,9 @@ pub struct ReplicaConfig {
     /// What the log holds unapplied: the log store given to
     /// [`Replica::start`] must report to it.
     pub unapplied: Arc<Unapplied>,
+    /// A leader holding its lease answers read indexes without a quorum
+    /// round (see [`crate::lease`]).
+    pub lease_reads: bool,
 }
 
 /// Longest `add_learner` waits for the new learner to catch up; inside the
@@ -74,6 +80,10 @@ pub struct Shared {
     /// handing over.
     pub(crate) gate: tokio::sync::RwLock<()>,
     pub rules_supported: u32,
+    pub(crate) lease: Arc<Lease>,
+    /// The highest leadership this node heard an AppendEntries or a
+    /// snapshot from (see [`Shared::elect_for`]).
+    pub(crate) heard: tokio::sync::Mutex<Option<openraft::Vote<NodeId>>>,
 }
 
 /// The leader's wall clock, in ms since the Unix epoch. Only the leader calls
@@ -325,6 +335,7 @@ pub struct Replica {
     proposer: Proposer,
     local_reads: ReadBarrier,
     leader_reads: ReadBarrier,
+    read_counts: Arc<ReadIndexCounts>,
 }
 
 impl Replica {
@@ -344,8 +355,13 @@ impl Replica {
                 .validate()
                 .map_err(|e| ReplicaError::Fatal(format!("raft config: {e}")))?,
         );
+        let lease =
+            Arc::new(Lease::new(config.lease_reads.then(|| {
+                Duration::from_millis(raft_config.election_timeout_max)
+            })));
         let network = Network {
             channels: channels.clone(),
+            lease: lease.clone(),
         };
         let raft = Raft::new(
             config.node_id,
@@ -364,11 +380,14 @@ impl Replica {
             request_timeout: config.request_timeout,
             gate: tokio::sync::RwLock::new(()),
             rules_supported: config.rules_supported,
+            lease,
+            heard: tokio::sync::Mutex::new(None),
         });
         Ok(Arc::new(Replica {
             proposer: Proposer::start(shared.clone(), config.max_batch, config.max_inflight),
             local_reads: ReadBarrier::new(shared.clone(), ReadMode::AnyRole),
             leader_reads: ReadBarrier::new(shared.clone(), ReadMode::LeaderOnly),
+            read_counts: Arc::default(),
             shared,
             apply_backlog: Arc::new(ApplyBacklog::new(config.unapplied.clone())),
             unapplied: config.unapplied,
@@ -469,7 +488,7 @@ impl Replica {
         // barriers ran two rounds side by side. A leader that lost its post
         // in between falls back to asking the new one.
         if self.shared.is_leader() {
-            match self.leader_reads.read_index().await {
+            match self.leader_read_index().await {
                 Err(ReplicaError::NoLeader) => self.local_reads.read_index().await,
                 other => other,
             }
@@ -480,7 +499,52 @@ impl Replica {
 
     /// Read index for a follower's ReadIndex request; the leader only.
     pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
+        if let Some(index) = self.lease_read_index() {
+            self.read_counts.lease.fetch_add(1, Ordering::Relaxed);
+            return Ok(index);
+        }
+        self.read_counts.round.fetch_add(1, Ordering::Relaxed);
         self.leader_reads.read_index().await
+    }
+
+    /// How many read indexes this node answered as leader, from its lease
+    /// and with a quorum round.
+    pub fn read_counts(&self) -> Arc<ReadIndexCounts> {
+        self.read_counts.clone()
+    }
+
+    /// The read index when this node leads and holds its lease: the commit
+    /// index as this node knows it, at least its own term's first entry
+    /// (what earlier leaders committed lies before it). Every write
+    /// acknowledged before the read arrived is applied on the leader that
+    /// took it, and so committed here, unless a later leader took it: the
+    /// lease, checked after the index is taken, rules that out up to now.
+    fn lease_read_index(&self) -> Option<u64> {
+        let me = self.shared.node_id;
+        let (vote, voters) = {
+            let m = self.shared.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader || m.current_leader != Some(me) || !m.vote.committed {
+                return None;
+            }
+            let config = &m.membership_config;
+            // A membership change under way, or one appended that the
+            // metrics do not show yet: which quorum counts is not plain.
+            let shown = config.log_id().as_ref().map_or(0, |l| l.index);
+            if config.membership().get_joint_config().len() != 1
+                || self.unapplied.membership_at() > shown
+            {
+                return None;
+            }
+            let voters: BTreeSet<NodeId> = config.membership().voter_ids().collect();
+            (m.vote, voters)
+        };
+        let start = self.unapplied.term_start(vote.leader_id.term)?;
+        let index = self.unapplied.committed_index().max(start);
+        self.shared
+            .lease
+            .holds(Instant::now(), me, &vote, &voters)
+            .then_some(index)
     }
 
     /// Adds `id` as a non-voting learner and returns once it has caught up

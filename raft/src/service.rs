@@ -64,12 +64,15 @@ impl RaftService for RaftRpc {
                 .hold(&mut raft.metrics(), applied_index, max)
                 .await;
         }
+        self.replica.shared.heard_from(&rpc.vote).await;
         let result = self.replica.raft().append_entries(rpc).await;
         blob(&result)
     }
 
     async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let rpc: VoteRequest<NodeId> = wire::decode(&req.into_inner().data).map_err(bad_request)?;
+        // This node may grant the vote: a lease it holds ends first.
+        self.replica.shared.lease.revoke();
         let result = self.replica.raft().vote(rpc).await;
         blob(&result)
     }
@@ -84,6 +87,7 @@ impl RaftService for RaftRpc {
             .await
             .ok_or_else(|| bad_request("empty snapshot stream"))??;
         let (vote, meta): SnapshotHeader = wire::decode(&first.header).map_err(bad_request)?;
+        self.replica.shared.heard_from(&vote).await;
 
         let seq = self.receive_seq.fetch_add(1, Ordering::Relaxed);
         let path = self
@@ -170,8 +174,10 @@ impl RaftService for RaftRpc {
         &self,
         req: Request<TimeoutNowRequest>,
     ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
         self.replica
-            .campaign(req.into_inner().from)
+            .campaign(req.from, req.term)
+            .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::RaftMetrics;
+use openraft::Vote;
 
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::TimeoutNowRequest;
@@ -65,11 +66,15 @@ impl Replica {
         // ten times in three seconds, the transfer timing out). Elections
         // come back on when this call returns, whatever its outcome.
         let _no_elect = SuspendElections::new(&shared.raft);
+        // The target will ignore the window in which it promised the
+        // followers' part of this node's lease.
+        let term = shared.raft.metrics().borrow().vote.leader_id.term;
+        shared.lease.give_up_term(term);
         let channel = shared
             .channels
             .get(&addr)
             .map_err(|e| ReplicaError::Transfer(format!("target address {addr}: {e}")))?;
-        let mut req = tonic::Request::new(TimeoutNowRequest { from: me });
+        let mut req = tonic::Request::new(TimeoutNowRequest { from: me, term });
         req.set_timeout(remaining(deadline));
         RaftServiceClient::new(channel)
             .timeout_now(req)
@@ -86,8 +91,9 @@ impl Replica {
 
     /// The receiving end of a transfer: campaign now, and again while the
     /// remaining followers' leases from the old leader run out. Returns as
-    /// soon as the campaign has started.
-    pub fn campaign(&self, from: NodeId) -> Result<(), ReplicaError> {
+    /// soon as the campaign has started. Only for the leader of `term`
+    /// this node last heard from (see [`Shared::elect_for`]).
+    pub async fn campaign(&self, from: NodeId, term: u64) -> Result<(), ReplicaError> {
         let me = self.shared.node_id;
         let is_voter = self
             .shared
@@ -101,24 +107,65 @@ impl Replica {
         if !is_voter {
             return Err(ReplicaError::Transfer(format!("node {me} is not a voter")));
         }
+        let leader = Vote::new_committed(term, from);
+        self.shared.elect_for(&leader).await?;
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let until = Instant::now() + CAMPAIGN_FOR;
-            while Instant::now() < until {
-                let settled = |m: &Metrics| m.current_leader.is_some_and(|l| l != from);
-                if settled(&shared.raft.metrics().borrow()) {
-                    return;
-                }
-                if shared.raft.trigger().elect().await.is_err() {
-                    return;
-                }
+            let settled = |m: &Metrics| m.current_leader.is_some_and(|l| l != from);
+            loop {
                 let _ = shared
                     .raft
                     .wait(Some(CAMPAIGN_RETRY))
                     .metrics(settled, "a leader after campaigning")
                     .await;
+                if Instant::now() >= until || settled(&shared.raft.metrics().borrow()) {
+                    return;
+                }
+                if shared.elect_for(&leader).await.is_err() {
+                    return;
+                }
             }
         });
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Notes the leadership an AppendEntries or a snapshot came from,
+    /// before raft sees it. Keeps the highest.
+    pub(crate) async fn heard_from(&self, leader: &Vote<NodeId>) {
+        let mut heard = self.heard.lock().await;
+        if heard.as_ref().is_none_or(|h| leader > h) {
+            *heard = Some(*leader);
+        }
+    }
+
+    /// Campaigns at once, ignoring the window in which this node promised
+    /// not to vote against the leader it last heard from, so only when
+    /// that leader is `leader` (which gave up its lease before asking):
+    /// a late transfer request from an earlier leader or term must not
+    /// unseat a leader that counts on this node's window. The lock keeps
+    /// the check and the election in order with raft's handling of
+    /// AppendEntries: any request from another leader not seen by the
+    /// check reaches raft after the election does.
+    pub(crate) async fn elect_for(&self, leader: &Vote<NodeId>) -> Result<(), ReplicaError> {
+        let heard = self.heard.lock().await;
+        if heard.as_ref() != Some(leader) {
+            return Err(ReplicaError::Transfer(format!(
+                "asked to campaign by the leader of term {} (node {}), \
+                 but the last leader heard from is {}",
+                leader.leader_id.term,
+                leader.leader_id.voted_for().unwrap_or_default(),
+                heard.map_or_else(|| "none".to_string(), |h| h.to_string())
+            )));
+        }
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        drop(heard);
         Ok(())
     }
 }

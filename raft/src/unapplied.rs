@@ -48,6 +48,13 @@ struct State {
     /// The log reached this far before this tracker watched it: what those
     /// entries touch is unknown.
     restored: u64,
+    /// The newest term it saw appended, and the first index of it seen:
+    /// a leader's lease read waits for that one (its blank entry) to
+    /// commit, so entries earlier leaders committed are behind it.
+    term_start: Option<(u64, u64)>,
+    /// The index of the newest membership entry seen appended (0: none
+    /// since it watched, or it was truncated).
+    membership_at: u64,
 }
 
 struct Tracked {
@@ -112,6 +119,22 @@ impl State {
         while self.entries.back().is_some_and(|t| t.index >= index) {
             self.entries.pop_back();
         }
+        if self.term_start.is_some_and(|(_, first)| first >= index) {
+            self.term_start = None;
+        }
+        if self.membership_at >= index {
+            self.membership_at = 0;
+        }
+    }
+
+    fn saw(&mut self, entry: &Entry<TypeConfig>) {
+        let (term, index) = (entry.log_id.leader_id.term, entry.log_id.index);
+        if self.term_start.is_none_or(|(t, _)| term > t) {
+            self.term_start = Some((term, index));
+        }
+        if matches!(entry.payload, EntryPayload::Membership(_)) {
+            self.membership_at = index;
+        }
     }
 }
 
@@ -145,6 +168,21 @@ impl Unapplied {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of the first entry of `term` this tracker saw appended,
+    /// if `term` is the newest it saw.
+    pub fn term_start(&self, term: u64) -> Option<u64> {
+        match self.state().term_start {
+            Some((t, index)) if t == term => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The index of the newest membership entry appended since this
+    /// tracker watched (0: none, or it was truncated since).
+    pub fn membership_at(&self) -> u64 {
+        self.state().membership_at
     }
 
     /// The commit index raft last reported.
@@ -245,6 +283,9 @@ impl LogObserver<TypeConfig> for Unapplied {
             st.prune(applied);
         }
         st.drop_from(first);
+        for e in &entries {
+            st.saw(e);
+        }
         st.entries
             .extend(entries.into_iter().map(|e| Arc::new(Tracked::new(e))));
     }
@@ -417,5 +458,43 @@ mod tests {
             .await
             .expect("the wait ends")
             .expect("no panic");
+    }
+
+    fn in_term(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload,
+        }
+    }
+
+    #[test]
+    fn it_knows_where_the_newest_term_starts_and_the_newest_membership_entry() {
+        let u = tracker();
+        assert_eq!(u.term_start(1), None);
+        u.appended(vec![blank(1), entry(2, &[&[1]])]);
+        assert_eq!(u.term_start(1), Some(1));
+        let membership = || {
+            EntryPayload::Membership(openraft::Membership::new(
+                vec![std::collections::BTreeSet::from([1u64, 2, 3])],
+                None,
+            ))
+        };
+        u.appended(vec![
+            in_term(3, 3, EntryPayload::Blank),
+            in_term(3, 4, membership()),
+        ]);
+        assert_eq!(u.term_start(1), None, "no longer the newest term");
+        assert_eq!(u.term_start(3), Some(3));
+        assert_eq!(u.membership_at(), 4);
+        // A later entry of the same term does not move the start.
+        u.appended(vec![in_term(3, 5, EntryPayload::Blank)]);
+        assert_eq!(u.term_start(3), Some(3));
+        // A new leader overwrites the tail: what was dropped is forgotten.
+        u.truncating(4);
+        assert_eq!(u.membership_at(), 0);
+        assert_eq!(u.term_start(3), Some(3));
+        u.appended(vec![in_term(4, 3, EntryPayload::Blank)]);
+        assert_eq!(u.term_start(4), Some(3));
+        assert_eq!(u.term_start(3), None);
     }
 }

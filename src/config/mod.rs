@@ -70,6 +70,11 @@ pub struct RaftSection {
     /// Entries between snapshots (log compaction), about: each member
     /// builds in its own turn (`oneid_raft::snapshot_turns`).
     pub snapshot_logs: u64,
+    /// A leader that a quorum heard from within the last 0.9 ×
+    /// `election_timeout_max_ms` answers linearizable reads without a
+    /// round of heartbeats (see README → Design → Leader lease). Relies on
+    /// the nodes' clocks advancing at the same rate, within 10 %.
+    pub lease_reads: bool,
 }
 
 impl Default for RaftSection {
@@ -89,6 +94,7 @@ impl Default for RaftSection {
             election_timeout_max_ms: 300,
             request_timeout_ms: 3_000,
             snapshot_logs: 20_000,
+            lease_reads: true,
         }
     }
 }
@@ -268,6 +274,7 @@ impl Config {
         );
         set(&mut self.raft.request_timeout_ms, &o.request_timeout_ms);
         set(&mut self.raft.snapshot_logs, &o.snapshot_logs);
+        set(&mut self.raft.lease_reads, &o.lease_reads);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
         set(&mut self.runtime.worker_threads, &o.worker_threads);

@@ -64,6 +64,10 @@ pub struct Overrides {
     /// ONEID_REQUEST_TIMEOUT_MS].
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// Whether a leader holding its lease answers reads without a quorum
+    /// round: true or false [raft.lease_reads, ONEID_LEASE_READS].
+    #[arg(long)]
+    pub lease_reads: Option<bool>,
     /// Log lines as human-readable text or JSON, on stderr [log.format,
     /// ONEID_LOG_FORMAT].
     #[arg(long, value_enum)]
@@ -140,6 +144,7 @@ impl Overrides {
             election_timeout_min_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MIN_MS")?,
             election_timeout_max_ms: parsed(&var, "ONEID_ELECTION_TIMEOUT_MAX_MS")?,
             request_timeout_ms: parsed(&var, "ONEID_REQUEST_TIMEOUT_MS")?,
+            lease_reads: parsed(&var, "ONEID_LEASE_READS")?,
             queries_per_second: parsed(&var, "ONEID_QUERIES_PER_SECOND")?,
             query_burst: parsed(&var, "ONEID_QUERY_BURST")?,
             max_tracked_callers: parsed(&var, "ONEID_MAX_TRACKED_CALLERS")?,

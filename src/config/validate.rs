@@ -119,6 +119,7 @@ impl Checked {
             heartbeat_ms: r.heartbeat_ms,
             election_timeout_ms: (r.election_timeout_min_ms, r.election_timeout_max_ms),
             request_timeout: Duration::from_millis(r.request_timeout_ms),
+            lease_reads: r.lease_reads,
             limits: self.config.limits.clone(),
             tls: self.tls,
         }

@@ -45,6 +45,11 @@ async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
         obs.metrics.observe_raft(&raft);
         let (holds, held) = obs.apply_backlog.holds();
         obs.metrics.observe_apply_holds(holds, held);
+        let reads = &obs.read_counts;
+        obs.metrics.observe_read_indexes(
+            reads.lease.load(std::sync::atomic::Ordering::Relaxed),
+            reads.round.load(std::sync::atomic::Ordering::Relaxed),
+        );
         obs.metrics.observe_storage(&obs.db);
         if let Some(r) = &obs.revocations {
             obs.metrics.observe_revocations(r);

@@ -71,8 +71,10 @@ pub struct Metrics {
     pub raft_leader_changes: IntCounter,
     raft_apply_holds: IntCounter,
     raft_apply_held_seconds: Counter,
-    /// Concurrent scrapes must not both add the same holds.
-    apply_holds_sync: Mutex<()>,
+    raft_read_indexes: IntCounterVec,
+    /// Concurrent scrapes must not both add the same part of a running
+    /// total (apply holds, read indexes).
+    totals_sync: Mutex<()>,
     pub ready: IntGauge,
     grpc_requests: IntCounterVec,
     grpc_duration: HistogramVec,
@@ -163,6 +165,15 @@ impl Metrics {
             "Time AppendEntries were held back while this node caught up in applying",
         )?;
         registry.register(Box::new(raft_apply_held_seconds.clone()))?;
+        let raft_read_indexes = IntCounterVec::new(
+            Opts::new(
+                "oneid_raft_read_indexes_total",
+                "Read indexes this node answered as leader: from its lease (how=\"lease\") \
+                 or after a quorum round of heartbeats (how=\"round\")",
+            ),
+            &["how"],
+        )?;
+        registry.register(Box::new(raft_read_indexes.clone()))?;
 
         let grpc_requests = IntCounterVec::new(
             Opts::new(
@@ -226,7 +237,8 @@ impl Metrics {
             raft_leader_changes,
             raft_apply_holds,
             raft_apply_held_seconds,
-            apply_holds_sync: Mutex::new(()),
+            raft_read_indexes,
+            totals_sync: Mutex::new(()),
             ready: gauge(
                 "oneid_ready",
                 "1 when this node is ready for client traffic (as /ready reports)",
@@ -350,15 +362,21 @@ impl Metrics {
 
     /// Brings the hold counters up to the replica's running totals.
     pub fn observe_apply_holds(&self, holds: u64, held: Duration) {
-        let _one_at_a_time = self
-            .apply_holds_sync
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.totals_sync.lock().unwrap_or_else(|p| p.into_inner());
         self.raft_apply_holds
             .inc_by(holds.saturating_sub(self.raft_apply_holds.get()));
         let seconds = held.as_secs_f64() - self.raft_apply_held_seconds.get();
         if seconds > 0.0 {
             self.raft_apply_held_seconds.inc_by(seconds);
+        }
+    }
+
+    /// Brings the read index counters up to the replica's running totals.
+    pub fn observe_read_indexes(&self, lease: u64, round: u64) {
+        let _one_at_a_time = self.totals_sync.lock().unwrap_or_else(|p| p.into_inner());
+        for (how, total) in [("lease", lease), ("round", round)] {
+            let c = self.raft_read_indexes.with_label_values(&[how]);
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
 
@@ -438,8 +456,18 @@ mod tests {
         assert!(text.contains("# TYPE oneid_raft_leader_changes_total counter"));
         m.observe_apply_holds(3, Duration::from_millis(1500));
         m.observe_apply_holds(5, Duration::from_millis(2000));
+        m.observe_read_indexes(4, 1);
+        m.observe_read_indexes(9, 1);
         let text = m.render().expect("render");
         assert!(text.contains("oneid_raft_apply_holds_total 5"), "{text}");
+        assert!(
+            text.contains("oneid_raft_read_indexes_total{how=\"lease\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oneid_raft_read_indexes_total{how=\"round\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("oneid_raft_apply_held_seconds_total 2\n"),
             "{text}"

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use oneid_raft::apply_backlog::ApplyBacklog;
+use oneid_raft::reads::ReadIndexCounts;
 use oneid_raft::types::Raft;
 use oneid_storage::Db;
 
@@ -37,6 +38,8 @@ pub struct Observer {
     pub raft: Raft,
     /// The follower's apply brake, for its hold counters.
     pub apply_backlog: Arc<ApplyBacklog>,
+    /// How this node, as leader, confirmed its read indexes.
+    pub read_counts: Arc<ReadIndexCounts>,
     /// The node's revocation lists, when it has them (`tls.crl`).
     pub revocations: Option<Revocations>,
     readiness: watch::Sender<Readiness>,
@@ -48,6 +51,7 @@ impl Observer {
         db: Arc<Db>,
         raft: Raft,
         apply_backlog: Arc<ApplyBacklog>,
+        read_counts: Arc<ReadIndexCounts>,
         revocations: Option<Revocations>,
     ) -> anyhow::Result<Arc<Self>> {
         let metrics = Metrics::new(node_id)?;
@@ -57,6 +61,7 @@ impl Observer {
             db,
             raft,
             apply_backlog,
+            read_counts,
             revocations,
             readiness,
         }))

@@ -1,0 +1,241 @@
+//! The leader's lease: for how long, counted from a quorum's last
+//! acknowledgement, no other leader can exist, so the leader may answer a
+//! read index from its own log instead of a round of heartbeats.
+//!
+//! Why it holds, with openraft 0.9: a follower that accepted an
+//! AppendEntries (entries or a heartbeat) refuses every vote request for
+//! `election_timeout_max` after it processed it, and does not campaign on
+//! its own timer for longer; a restarted follower keeps its persisted
+//! (committed) vote and counts that window from its start. A request the
+//! leader sent at `t` and a follower accepted was processed after `t`, so
+//! once a quorum (the leader counting itself) accepted requests sent at or
+//! after `t`, no candidate can gather a majority before
+//! `t + election_timeout_max` without a vote from the leader itself.
+//! The lease ends a tenth of that earlier, against clock rates drifting
+//! apart between machines.
+//!
+//! What the followers' window does not cover is closed by hand:
+//! - the leader's own vote: it grants one once its own window from its
+//!   election has passed, so any vote request it receives ends its lease
+//!   ([`Lease::revoke`]), before raft sees the request;
+//! - an election forced by a leadership transfer (`TimeoutNow` makes the
+//!   target campaign at once, ignoring its window): a leader that started a
+//!   transfer keeps no lease for the rest of its term
+//!   ([`Lease::give_up_term`]), and the target campaigns only for the
+//!   leader and term it last heard from (`crate::transfer`).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::Vote;
+
+use crate::types::NodeId;
+
+pub struct Lease {
+    /// None: lease reads are off; every read runs a ReadIndex round.
+    duration: Option<Duration>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The leadership the acknowledgements below were given to.
+    vote: Option<Vote<NodeId>>,
+    /// Per follower: when the latest request it accepted was sent.
+    acked: Vec<(NodeId, Instant)>,
+    /// Requests sent before this count for nothing.
+    revoked_at: Option<Instant>,
+    /// A term in which this node started a leadership transfer.
+    given_up_term: Option<u64>,
+}
+
+impl Lease {
+    /// `election_timeout_max`: the window in which a follower refuses votes
+    /// after hearing from the leader. `None`: no lease reads.
+    pub fn new(election_timeout_max: Option<Duration>) -> Lease {
+        Lease {
+            duration: election_timeout_max.map(|d| d - d / 10),
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `follower` accepted a request sent at `sent` by the leadership
+    /// `vote` (it did not answer with a higher vote).
+    pub fn acked(&self, follower: NodeId, vote: &Vote<NodeId>, sent: Instant) {
+        let mut st = self.state();
+        if st.revoked_at.is_some_and(|r| sent <= r) {
+            return;
+        }
+        match &st.vote {
+            Some(v) if v == vote => {}
+            // Only a newer leadership of this node replaces the old one:
+            // what was acknowledged to the old one says nothing about it.
+            Some(v) if vote.partial_cmp(v) != Some(std::cmp::Ordering::Greater) => return,
+            _ => {
+                st.vote = Some(*vote);
+                st.acked.clear();
+            }
+        }
+        match st.acked.iter_mut().find(|(id, _)| *id == follower) {
+            Some((_, t)) => *t = (*t).max(sent),
+            None => st.acked.push((follower, sent)),
+        }
+    }
+
+    /// Forgets every acknowledgement so far: called before this node
+    /// handles a vote request, which it may grant.
+    pub fn revoke(&self) {
+        let mut st = self.state();
+        st.revoked_at = Some(Instant::now());
+        st.acked.clear();
+    }
+
+    /// No lease for the rest of `term`: this node is asking another to
+    /// campaign, and that node ignores its window when it does.
+    pub fn give_up_term(&self, term: u64) {
+        self.revoke();
+        let mut st = self.state();
+        st.given_up_term = Some(st.given_up_term.map_or(term, |t| t.max(term)));
+    }
+
+    /// Whether this node, leading as `vote` over `voters`, holds the lease
+    /// at `now`.
+    pub fn holds(
+        &self,
+        now: Instant,
+        me: NodeId,
+        vote: &Vote<NodeId>,
+        voters: &BTreeSet<NodeId>,
+    ) -> bool {
+        let Some(duration) = self.duration else {
+            return false;
+        };
+        if !voters.contains(&me) {
+            return false;
+        }
+        let st = self.state();
+        if st.given_up_term.is_some_and(|t| t >= vote.leader_id().term) {
+            return false;
+        }
+        let need = voters.len() / 2; // followers, besides this node
+        if need == 0 {
+            // The only voter: another leader needs this node's vote.
+            return true;
+        }
+        if st.vote.as_ref() != Some(vote) {
+            return false;
+        }
+        let mut sent: Vec<Instant> = st
+            .acked
+            .iter()
+            .filter(|(id, _)| *id != me && voters.contains(id))
+            .map(|(_, t)| *t)
+            .collect();
+        if sent.len() < need {
+            return false;
+        }
+        sent.sort_unstable_by(|a, b| b.cmp(a));
+        now < sent[need - 1] + duration
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_millis(300);
+    const LEASE: Duration = Duration::from_millis(270);
+
+    fn vote(term: u64, node: NodeId) -> Vote<NodeId> {
+        Vote::new_committed(term, node)
+    }
+
+    fn voters(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_quorum_of_acknowledgements_holds_the_lease_until_the_older_one_ages() {
+        let lease = Lease::new(Some(WINDOW));
+        let v = vote(3, 1);
+        let t0 = Instant::now();
+        let five = voters(&[1, 2, 3, 4, 5]);
+        assert!(!lease.holds(t0, 1, &v, &five), "nothing acknowledged");
+        lease.acked(2, &v, t0);
+        assert!(!lease.holds(t0, 1, &v, &five), "2 of 5");
+        lease.acked(4, &v, t0 + Duration::from_millis(50));
+        // 1, 2 and 4 make 3 of 5; the older of the two followers counts.
+        assert!(lease.holds(t0 + LEASE - Duration::from_millis(1), 1, &v, &five));
+        assert!(!lease.holds(t0 + LEASE, 1, &v, &five));
+        lease.acked(3, &v, t0 + Duration::from_millis(100));
+        assert!(lease.holds(t0 + LEASE + Duration::from_millis(40), 1, &v, &five));
+        // A late answer to an older request does not move an ack back.
+        lease.acked(3, &v, t0);
+        assert!(lease.holds(t0 + LEASE + Duration::from_millis(40), 1, &v, &five));
+        // Three voters: one follower is enough.
+        assert!(lease.holds(t0 + LEASE, 1, &v, &voters(&[1, 3, 5])));
+        // Acknowledgements from non-voters count for nothing.
+        assert!(!lease.holds(t0, 1, &v, &voters(&[1, 6, 7])));
+    }
+
+    #[test]
+    fn only_a_voter_leading_as_the_acknowledged_vote_holds_it() {
+        let lease = Lease::new(Some(WINDOW));
+        let t0 = Instant::now();
+        let three = voters(&[1, 2, 3]);
+        lease.acked(2, &vote(3, 1), t0);
+        assert!(lease.holds(t0, 1, &vote(3, 1), &three));
+        assert!(!lease.holds(t0, 1, &vote(4, 1), &three), "a later term");
+        assert!(!lease.holds(t0, 4, &vote(3, 1), &three), "not a voter");
+        // A newer leadership starts over; answers to the old one are late.
+        lease.acked(3, &vote(5, 1), t0);
+        lease.acked(2, &vote(3, 1), t0 + Duration::from_millis(10));
+        assert!(!lease.holds(t0, 1, &vote(3, 1), &three));
+        assert!(lease.holds(t0, 1, &vote(5, 1), &three));
+    }
+
+    #[test]
+    fn a_vote_request_ends_the_lease_until_requests_sent_after_it_are_acknowledged() {
+        let lease = Lease::new(Some(WINDOW));
+        let v = vote(2, 1);
+        let three = voters(&[1, 2, 3]);
+        let before = Instant::now();
+        lease.acked(2, &v, before);
+        lease.revoke();
+        assert!(!lease.holds(Instant::now(), 1, &v, &three));
+        // An answer arriving now to a request sent before the vote request.
+        lease.acked(3, &v, before);
+        assert!(!lease.holds(Instant::now(), 1, &v, &three));
+        let after = Instant::now() + Duration::from_millis(1);
+        lease.acked(3, &v, after);
+        assert!(lease.holds(after, 1, &v, &three));
+    }
+
+    #[test]
+    fn a_leader_that_asked_another_to_campaign_holds_no_lease_in_that_term() {
+        let lease = Lease::new(Some(WINDOW));
+        let three = voters(&[1, 2, 3]);
+        lease.give_up_term(4);
+        let t = Instant::now() + Duration::from_millis(1);
+        lease.acked(2, &vote(4, 1), t);
+        assert!(!lease.holds(t, 1, &vote(4, 1), &three));
+        assert!(!lease.holds(t, 1, &vote(4, 1), &voters(&[1])));
+        lease.acked(2, &vote(6, 1), t);
+        assert!(lease.holds(t, 1, &vote(6, 1), &three), "a later term");
+    }
+
+    #[test]
+    fn the_only_voter_always_holds_it_and_lease_reads_can_be_off() {
+        let t = Instant::now();
+        assert!(Lease::new(Some(WINDOW)).holds(t, 1, &vote(1, 1), &voters(&[1])));
+        let off = Lease::new(None);
+        off.acked(2, &vote(1, 1), t);
+        assert!(!off.holds(t, 1, &vote(1, 1), &voters(&[1])));
+        assert!(!off.holds(t, 1, &vote(1, 1), &voters(&[1, 2, 3])));
+    }
+}
