@@ -22,7 +22,16 @@ pub struct ReadIndexCounts {
     pub round: AtomicU64,
 }
 
-type Waiter = oneshot::Sender<Result<u64, ReplicaError>>;
+/// Where a linearizable read must have caught up to: a log index, and the
+/// term of the leader's entry there (0: not known). A node holding that
+/// very entry holds the leader's log up to it (Log Matching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPoint {
+    pub index: u64,
+    pub term: u64,
+}
+
+type Waiter = oneshot::Sender<Result<ReadPoint, ReplicaError>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -79,7 +88,7 @@ impl ReadBarrier {
     }
 
     /// The log index a read arriving now must wait for.
-    pub async fn read_index(&self) -> Result<u64, ReplicaError> {
+    pub async fn read_index(&self) -> Result<ReadPoint, ReplicaError> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,7 +122,7 @@ impl Inner {
         }
     }
 
-    async fn one_round(&self) -> Result<u64, ReplicaError> {
+    async fn one_round(&self) -> Result<ReadPoint, ReplicaError> {
         let s = &self.shared;
         let round = async {
             if s.is_leader() {

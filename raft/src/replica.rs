@@ -18,7 +18,7 @@ use crate::network::{Channels, Network};
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{Empty, ForwardRequest};
 use crate::proposer::Proposer;
-use crate::reads::{ReadBarrier, ReadIndexCounts, ReadMode};
+use crate::reads::{ReadBarrier, ReadIndexCounts, ReadMode, ReadPoint};
 use crate::types::{applied_index, NodeId, Proposal, Raft, TypeConfig};
 use crate::unapplied::Unapplied;
 use crate::ReplicaError;
@@ -258,12 +258,18 @@ impl Shared {
     }
 
     /// Asks the leader for a read index (ReadIndex from a follower).
-    pub async fn remote_read_index(&self) -> Result<u64, ReplicaError> {
+    pub async fn remote_read_index(&self) -> Result<ReadPoint, ReplicaError> {
         let (leader, mut client) = self.leader_client().await?;
         let mut req = tonic::Request::new(Empty {});
         req.set_timeout(self.request_timeout);
         match client.read_index(req).await {
-            Ok(r) => Ok(r.into_inner().index),
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(ReadPoint {
+                    index: r.index,
+                    term: r.term,
+                })
+            }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReplicaError::NoLeader),
             Err(s) => Err(ReplicaError::Rejected(format!(
                 "read index from leader {leader}: {}",
@@ -283,11 +289,16 @@ impl Shared {
     /// election timeouts a majority that cannot hear it has moved on.
     /// Each attempt reads its own index after the reads it serves arrived,
     /// so a later attempt is as linearizable as the first.
-    pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
+    pub async fn leader_read_index(&self) -> Result<ReadPoint, ReplicaError> {
         let give_up = tokio::time::Instant::now() + (self.request_timeout / 2).min(QUORUM_PATIENCE);
         loop {
             match self.raft.get_read_log_id().await {
-                Ok((read, _applied)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                Ok((read, _applied)) => {
+                    return Ok(read.map_or(ReadPoint { index: 0, term: 0 }, |l| ReadPoint {
+                        index: l.index,
+                        term: l.leader_id.term,
+                    }))
+                }
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))
                     if self.is_leader() =>
                 {
@@ -434,8 +445,8 @@ impl Replica {
 
     /// After this returns Ok, reading the local state machine is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
-        let index = self.read_index().await?;
-        self.shared.wait_applied(index).await
+        let point = self.read_index().await?;
+        self.shared.wait_applied(point.index).await
     }
 
     /// [`Replica::linearizable_barrier`] for a read of only the keys
@@ -449,18 +460,24 @@ impl Replica {
         &self,
         tokens: &[u64],
     ) -> Result<Option<u64>, ReplicaError> {
-        let index = self.read_index().await?;
+        let point = self.read_index().await?;
+        let index = point.index;
         if self.shared.applied() >= index {
             return Ok(None);
         }
-        // On a follower, entries up to its commit index are the leader's;
-        // before that, what it holds at those indexes may yet be replaced.
-        tokio::time::timeout(
-            self.shared.request_timeout,
-            self.unapplied.wait_committed(index),
-        )
-        .await
-        .map_err(|_| ReplicaError::Timeout("commit"))?;
+        // Entries up to the read index are the leader's once this node
+        // holds the leader's very entry there (Log Matching), or has
+        // committed the index; before that, what it holds at those indexes
+        // may yet be replaced. A follower learns of a commit only with the
+        // next AppendEntries, which a bulk import's entries hold up.
+        if !self.unapplied.holds(point.index, point.term) {
+            tokio::time::timeout(
+                self.shared.request_timeout,
+                self.unapplied.wait_committed(index),
+            )
+            .await
+            .map_err(|_| ReplicaError::Timeout("commit"))?;
+        }
         Ok(self.wait_touching(index, tokens).await?.then_some(index))
     }
 
@@ -482,7 +499,7 @@ impl Replica {
     }
 
     /// The index a read arriving now must wait for.
-    async fn read_index(&self) -> Result<u64, ReplicaError> {
+    async fn read_index(&self) -> Result<ReadPoint, ReplicaError> {
         // On the leader, local reads join the rounds run for the followers'
         // ReadIndex requests: one quorum round then serves both, where two
         // barriers ran two rounds side by side. A leader that lost its post
@@ -498,10 +515,10 @@ impl Replica {
     }
 
     /// Read index for a follower's ReadIndex request; the leader only.
-    pub async fn leader_read_index(&self) -> Result<u64, ReplicaError> {
-        if let Some(index) = self.lease_read_index() {
+    pub async fn leader_read_index(&self) -> Result<ReadPoint, ReplicaError> {
+        if let Some(point) = self.lease_read_index() {
             self.read_counts.lease.fetch_add(1, Ordering::Relaxed);
-            return Ok(index);
+            return Ok(point);
         }
         self.read_counts.round.fetch_add(1, Ordering::Relaxed);
         self.leader_reads.read_index().await
@@ -519,7 +536,8 @@ impl Replica {
     /// acknowledged before the read arrived is applied on the leader that
     /// took it, and so committed here, unless a later leader took it: the
     /// lease, checked after the index is taken, rules that out up to now.
-    fn lease_read_index(&self) -> Option<u64> {
+    /// Every entry from the term's first on is this term's.
+    fn lease_read_index(&self) -> Option<ReadPoint> {
         let me = self.shared.node_id;
         let (vote, voters) = {
             let m = self.shared.raft.metrics();
@@ -539,12 +557,13 @@ impl Replica {
             let voters: BTreeSet<NodeId> = config.membership().voter_ids().collect();
             (m.vote, voters)
         };
-        let start = self.unapplied.term_start(vote.leader_id.term)?;
+        let term = vote.leader_id.term;
+        let start = self.unapplied.term_start(term)?;
         let index = self.unapplied.committed_index().max(start);
         self.shared
             .lease
             .holds(Instant::now(), me, &vote, &voters)
-            .then_some(index)
+            .then_some(ReadPoint { index, term })
     }
 
     /// Adds `id` as a non-voting learner and returns once it has caught up

@@ -164,7 +164,10 @@ impl RaftService for RaftRpc {
         _req: Request<Empty>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.replica.leader_read_index().await {
-            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
+            Ok(point) => Ok(Response::new(ReadIndexResponse {
+                index: point.index,
+                term: point.term,
+            })),
             Err(ReplicaError::NoLeader) => Err(Status::failed_precondition("not the leader")),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }

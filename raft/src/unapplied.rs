@@ -59,6 +59,7 @@ struct State {
 
 struct Tracked {
     index: u64,
+    term: u64,
     commands: u64,
     /// The entry's commands; `None` for a blank or membership entry, which
     /// changes no application state.
@@ -73,6 +74,7 @@ struct Tracked {
 impl Tracked {
     fn new(entry: Entry<TypeConfig>) -> Tracked {
         let index = entry.log_id.index;
+        let term = entry.log_id.leader_id.term;
         let commands = commands_in(&entry) as u64;
         let proposal = match entry.payload {
             EntryPayload::Normal(p) => Some(p),
@@ -80,6 +82,7 @@ impl Tracked {
         };
         Tracked {
             index,
+            term,
             commands,
             proposal,
             touches: OnceLock::new(),
@@ -183,6 +186,17 @@ impl Unapplied {
     /// tracker watched (0: none, or it was truncated since).
     pub fn membership_at(&self) -> u64 {
         self.state().membership_at
+    }
+
+    /// Whether the log holds, unapplied, the entry at `index` written in
+    /// `term` (0: not known, never held).
+    pub fn holds(&self, index: u64, term: u64) -> bool {
+        let st = self.state();
+        term != 0
+            && st
+                .entries
+                .binary_search_by_key(&index, |t| t.index)
+                .is_ok_and(|at| st.entries[at].term == term)
     }
 
     /// The commit index raft last reported.
@@ -468,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn it_knows_where_the_newest_term_starts_and_the_newest_membership_entry() {
+    fn it_knows_each_entrys_term_where_the_newest_term_starts_and_the_newest_membership_entry() {
         let u = tracker();
         assert_eq!(u.term_start(1), None);
         u.appended(vec![blank(1), entry(2, &[&[1]])]);
@@ -486,6 +500,12 @@ mod tests {
         assert_eq!(u.term_start(1), None, "no longer the newest term");
         assert_eq!(u.term_start(3), Some(3));
         assert_eq!(u.membership_at(), 4);
+        assert!(u.holds(4, 3), "the entry at 4, written in term 3");
+        assert!(
+            !u.holds(4, 1) && !u.holds(4, 0),
+            "another term, or not known"
+        );
+        assert!(!u.holds(9, 3), "not in the log");
         // A later entry of the same term does not move the start.
         u.appended(vec![in_term(3, 5, EntryPayload::Blank)]);
         assert_eq!(u.term_start(3), Some(3));
@@ -496,5 +516,6 @@ mod tests {
         u.appended(vec![in_term(4, 3, EntryPayload::Blank)]);
         assert_eq!(u.term_start(4), Some(3));
         assert_eq!(u.term_start(3), None);
+        assert!(u.holds(3, 4) && !u.holds(3, 3), "replaced");
     }
 }
