@@ -49,8 +49,8 @@ struct State {
     /// entries touch is unknown.
     restored: u64,
     /// The newest term it saw appended, and the first index of it seen:
-    /// a leader's lease read waits for that one (its blank entry) to
-    /// commit, so entries earlier leaders committed are behind it.
+    /// a leader's read index from its lease is at least that one (its
+    /// blank entry), so whatever earlier leaders committed lies before.
     term_start: Option<(u64, u64)>,
     /// The index of the newest membership entry seen appended (0: none
     /// since it watched, or it was truncated).
