@@ -520,8 +520,9 @@ impl Replica {
             self.read_counts.lease.fetch_add(1, Ordering::Relaxed);
             return Ok(point);
         }
+        let point = self.leader_reads.read_index().await?;
         self.read_counts.round.fetch_add(1, Ordering::Relaxed);
-        self.leader_reads.read_index().await
+        Ok(point)
     }
 
     /// How many read indexes this node answered as leader, from its lease
