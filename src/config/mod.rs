@@ -73,7 +73,8 @@ pub struct RaftSection {
     /// A leader that a quorum heard from within the last 0.9 ×
     /// `election_timeout_max_ms` answers linearizable reads without a
     /// round of heartbeats (see README → Design → Leader lease). Relies on
-    /// the nodes' clocks advancing at the same rate, within 10 %.
+    /// the nodes' clocks advancing at the same rate, within 10 %, and on
+    /// every node having the same `election_timeout_max_ms`.
     pub lease_reads: bool,
 }
 
