@@ -4,15 +4,16 @@
 //!
 //! Why it holds, with openraft 0.9: a follower that accepted an
 //! AppendEntries (entries or a heartbeat) refuses every vote request for
-//! `election_timeout_max` after it processed it, and does not campaign on
-//! its own timer for longer; a restarted follower keeps its persisted
-//! (committed) vote and counts that window from its start. A request the
-//! leader sent at `t` and a follower accepted was processed after `t`, so
-//! once a quorum (the leader counting itself) accepted requests sent at or
-//! after `t`, no candidate can gather a majority before
-//! `t + election_timeout_max` without a vote from the leader itself.
-//! The lease ends a tenth of that earlier, against clock rates drifting
-//! apart between machines.
+//! its `election_timeout_max` after it processed it (its window, which it
+//! states in its answer), and does not campaign on its own timer for
+//! longer; a restarted follower keeps its persisted (committed) vote and
+//! counts that window from its start. A request the leader sent at `t`
+//! and a follower accepted was processed after `t`, so that follower
+//! votes for no one before `t` plus its window. Once a quorum (the leader
+//! counting itself) is bound so until `u`, no candidate can gather a
+//! majority before `u` without a vote from the leader itself. Each
+//! window counts a tenth short, against clock rates drifting apart
+//! between machines.
 //!
 //! What the followers' window does not cover is closed by hand:
 //! - the leader's own vote: it grants one once its own window from its
@@ -33,8 +34,8 @@ use openraft::Vote;
 use crate::types::NodeId;
 
 pub struct Lease {
-    /// None: lease reads are off; every read runs a ReadIndex round.
-    duration: Option<Duration>,
+    /// False: lease reads are off; every read runs a ReadIndex round.
+    enabled: bool,
     state: Mutex<State>,
 }
 
@@ -42,8 +43,9 @@ pub struct Lease {
 struct State {
     /// The leadership the acknowledgements below were given to.
     vote: Option<Vote<NodeId>>,
-    /// Per follower: when the latest request it accepted was sent.
-    acked: Vec<(NodeId, Instant)>,
+    /// Per follower: until when it refuses votes, counted from when the
+    /// latest request it accepted was sent.
+    bound_until: Vec<(NodeId, Instant)>,
     /// Requests sent before this count for nothing.
     revoked_at: Option<Instant>,
     /// A term in which this node started a leadership transfer.
@@ -51,11 +53,10 @@ struct State {
 }
 
 impl Lease {
-    /// `election_timeout_max`: the window in which a follower refuses votes
-    /// after hearing from the leader. `None`: no lease reads.
-    pub fn new(election_timeout_max: Option<Duration>) -> Lease {
+    /// `enabled` false: no lease reads.
+    pub fn new(enabled: bool) -> Lease {
         Lease {
-            duration: election_timeout_max.map(|d| d - d / 10),
+            enabled,
             state: Mutex::default(),
         }
     }
@@ -65,12 +66,14 @@ impl Lease {
     }
 
     /// `follower` accepted a request sent at `sent` by the leadership
-    /// `vote` (it did not answer with a higher vote).
-    pub fn acked(&self, follower: NodeId, vote: &Vote<NodeId>, sent: Instant) {
+    /// `vote` (it did not answer with a higher vote), and refuses votes for
+    /// `window` after it did (zero: it did not say).
+    pub fn acked(&self, follower: NodeId, vote: &Vote<NodeId>, sent: Instant, window: Duration) {
         let mut st = self.state();
-        if st.revoked_at.is_some_and(|r| sent <= r) {
+        if window.is_zero() || st.revoked_at.is_some_and(|r| sent <= r) {
             return;
         }
+        let until = sent + (window - window / 10);
         match &st.vote {
             Some(v) if v == vote => {}
             // Only a newer leadership of this node replaces the old one:
@@ -78,12 +81,12 @@ impl Lease {
             Some(v) if vote.partial_cmp(v) != Some(std::cmp::Ordering::Greater) => return,
             _ => {
                 st.vote = Some(*vote);
-                st.acked.clear();
+                st.bound_until.clear();
             }
         }
-        match st.acked.iter_mut().find(|(id, _)| *id == follower) {
-            Some((_, t)) => *t = (*t).max(sent),
-            None => st.acked.push((follower, sent)),
+        match st.bound_until.iter_mut().find(|(id, _)| *id == follower) {
+            Some((_, t)) => *t = (*t).max(until),
+            None => st.bound_until.push((follower, until)),
         }
     }
 
@@ -92,7 +95,7 @@ impl Lease {
     pub fn revoke(&self) {
         let mut st = self.state();
         st.revoked_at = Some(Instant::now());
-        st.acked.clear();
+        st.bound_until.clear();
     }
 
     /// No lease for the rest of `term`: this node is asking another to
@@ -112,10 +115,7 @@ impl Lease {
         vote: &Vote<NodeId>,
         voters: &BTreeSet<NodeId>,
     ) -> bool {
-        let Some(duration) = self.duration else {
-            return false;
-        };
-        if !voters.contains(&me) {
+        if !self.enabled || !voters.contains(&me) {
             return false;
         }
         let st = self.state();
@@ -130,17 +130,17 @@ impl Lease {
         if st.vote.as_ref() != Some(vote) {
             return false;
         }
-        let mut sent: Vec<Instant> = st
-            .acked
+        let mut until: Vec<Instant> = st
+            .bound_until
             .iter()
             .filter(|(id, _)| *id != me && voters.contains(id))
             .map(|(_, t)| *t)
             .collect();
-        if sent.len() < need {
+        if until.len() < need {
             return false;
         }
-        sent.sort_unstable_by(|a, b| b.cmp(a));
-        now < sent[need - 1] + duration
+        until.sort_unstable_by(|a, b| b.cmp(a));
+        now < until[need - 1]
     }
 }
 
@@ -161,21 +161,21 @@ mod tests {
 
     #[test]
     fn a_quorum_of_acknowledgements_holds_the_lease_until_the_older_one_ages() {
-        let lease = Lease::new(Some(WINDOW));
+        let lease = Lease::new(true);
         let v = vote(3, 1);
         let t0 = Instant::now();
         let five = voters(&[1, 2, 3, 4, 5]);
         assert!(!lease.holds(t0, 1, &v, &five), "nothing acknowledged");
-        lease.acked(2, &v, t0);
+        lease.acked(2, &v, t0, WINDOW);
         assert!(!lease.holds(t0, 1, &v, &five), "2 of 5");
-        lease.acked(4, &v, t0 + Duration::from_millis(50));
+        lease.acked(4, &v, t0 + Duration::from_millis(50), WINDOW);
         // 1, 2 and 4 make 3 of 5; the older of the two followers counts.
         assert!(lease.holds(t0 + LEASE - Duration::from_millis(1), 1, &v, &five));
         assert!(!lease.holds(t0 + LEASE, 1, &v, &five));
-        lease.acked(3, &v, t0 + Duration::from_millis(100));
+        lease.acked(3, &v, t0 + Duration::from_millis(100), WINDOW);
         assert!(lease.holds(t0 + LEASE + Duration::from_millis(40), 1, &v, &five));
         // A late answer to an older request does not move an ack back.
-        lease.acked(3, &v, t0);
+        lease.acked(3, &v, t0, WINDOW);
         assert!(lease.holds(t0 + LEASE + Duration::from_millis(40), 1, &v, &five));
         // Three voters: one follower is enough.
         assert!(lease.holds(t0 + LEASE, 1, &v, &voters(&[1, 3, 5])));
@@ -185,57 +185,77 @@ mod tests {
 
     #[test]
     fn only_a_voter_leading_as_the_acknowledged_vote_holds_it() {
-        let lease = Lease::new(Some(WINDOW));
+        let lease = Lease::new(true);
         let t0 = Instant::now();
         let three = voters(&[1, 2, 3]);
-        lease.acked(2, &vote(3, 1), t0);
+        lease.acked(2, &vote(3, 1), t0, WINDOW);
         assert!(lease.holds(t0, 1, &vote(3, 1), &three));
         assert!(!lease.holds(t0, 1, &vote(4, 1), &three), "a later term");
         assert!(!lease.holds(t0, 4, &vote(3, 1), &three), "not a voter");
         // A newer leadership starts over; answers to the old one are late.
-        lease.acked(3, &vote(5, 1), t0);
-        lease.acked(2, &vote(3, 1), t0 + Duration::from_millis(10));
+        lease.acked(3, &vote(5, 1), t0, WINDOW);
+        lease.acked(2, &vote(3, 1), t0 + Duration::from_millis(10), WINDOW);
         assert!(!lease.holds(t0, 1, &vote(3, 1), &three));
         assert!(lease.holds(t0, 1, &vote(5, 1), &three));
     }
 
     #[test]
     fn a_vote_request_ends_the_lease_until_requests_sent_after_it_are_acknowledged() {
-        let lease = Lease::new(Some(WINDOW));
+        let lease = Lease::new(true);
         let v = vote(2, 1);
         let three = voters(&[1, 2, 3]);
         let before = Instant::now();
-        lease.acked(2, &v, before);
+        lease.acked(2, &v, before, WINDOW);
         lease.revoke();
         assert!(!lease.holds(Instant::now(), 1, &v, &three));
         // An answer arriving now to a request sent before the vote request.
-        lease.acked(3, &v, before);
+        lease.acked(3, &v, before, WINDOW);
         assert!(!lease.holds(Instant::now(), 1, &v, &three));
         let after = Instant::now() + Duration::from_millis(1);
-        lease.acked(3, &v, after);
+        lease.acked(3, &v, after, WINDOW);
         assert!(lease.holds(after, 1, &v, &three));
     }
 
     #[test]
     fn a_leader_that_asked_another_to_campaign_holds_no_lease_in_that_term() {
-        let lease = Lease::new(Some(WINDOW));
+        let lease = Lease::new(true);
         let three = voters(&[1, 2, 3]);
         lease.give_up_term(4);
         let t = Instant::now() + Duration::from_millis(1);
-        lease.acked(2, &vote(4, 1), t);
+        lease.acked(2, &vote(4, 1), t, WINDOW);
         assert!(!lease.holds(t, 1, &vote(4, 1), &three));
         assert!(!lease.holds(t, 1, &vote(4, 1), &voters(&[1])));
-        lease.acked(2, &vote(6, 1), t);
+        lease.acked(2, &vote(6, 1), t, WINDOW);
         assert!(lease.holds(t, 1, &vote(6, 1), &three), "a later term");
     }
 
     #[test]
     fn the_only_voter_always_holds_it_and_lease_reads_can_be_off() {
         let t = Instant::now();
-        assert!(Lease::new(Some(WINDOW)).holds(t, 1, &vote(1, 1), &voters(&[1])));
-        let off = Lease::new(None);
-        off.acked(2, &vote(1, 1), t);
+        assert!(Lease::new(true).holds(t, 1, &vote(1, 1), &voters(&[1])));
+        let off = Lease::new(false);
+        off.acked(2, &vote(1, 1), t, WINDOW);
         assert!(!off.holds(t, 1, &vote(1, 1), &voters(&[1])));
         assert!(!off.holds(t, 1, &vote(1, 1), &voters(&[1, 2, 3])));
+    }
+
+    #[test]
+    fn each_follower_binds_for_its_own_window_and_one_that_states_none_not_at_all() {
+        let lease = Lease::new(true);
+        let v = vote(2, 1);
+        let t0 = Instant::now();
+        let five = voters(&[1, 2, 3, 4, 5]);
+        // Node 2 would vote again 100 ms after accepting (its window is
+        // shorter than the leader's own): the lease ends with it.
+        lease.acked(2, &v, t0, Duration::from_millis(100));
+        lease.acked(3, &v, t0, WINDOW);
+        assert!(lease.holds(t0 + Duration::from_millis(89), 1, &v, &five));
+        assert!(!lease.holds(t0 + Duration::from_millis(90), 1, &v, &five));
+        // A node of a build that does not state its window counts for
+        // nothing.
+        lease.acked(4, &v, t0, Duration::ZERO);
+        assert!(!lease.holds(t0 + Duration::from_millis(90), 1, &v, &five));
+        lease.acked(5, &v, t0, WINDOW);
+        assert!(lease.holds(t0 + LEASE - Duration::from_millis(1), 1, &v, &five));
     }
 }

@@ -216,7 +216,7 @@ impl PeerClient {
         req: &Req,
         option: &RPCOption,
         method: Method,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
+    ) -> Result<(Resp, Duration), RPCError<NodeId, BasicNode, RaftError<NodeId>>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -225,7 +225,10 @@ impl PeerClient {
             .client()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let data = wire::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(Blob { data: data.into() });
+        let mut request = tonic::Request::new(Blob {
+            data: data.into(),
+            vote_window_ms: 0,
+        });
         request.set_timeout(option.hard_ttl());
         let mut client = client;
         let reply = match method {
@@ -245,7 +248,10 @@ impl PeerClient {
         };
         let result: Result<Resp, RaftError<NodeId>> =
             wire::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let window = Duration::from_millis(reply.vote_window_ms);
+        result
+            .map(|r| (r, window))
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
@@ -261,10 +267,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         // Taken before sending: the peer accepted the request after this.
         let sent = Instant::now();
-        let resp = self.unary(&rpc, &option, Method::AppendEntries).await?;
+        let (resp, window) = self.unary(&rpc, &option, Method::AppendEntries).await?;
         // A conflict still means the peer took this leadership as its own.
         if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-            self.lease.acked(self.target, &rpc.vote, sent);
+            self.lease.acked(self.target, &rpc.vote, sent, window);
         }
         Ok(resp)
     }
@@ -274,7 +280,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.unary(&rpc, &option, Method::Vote).await
+        self.unary(&rpc, &option, Method::Vote)
+            .await
+            .map(|(resp, _)| resp)
     }
 
     async fn full_snapshot(

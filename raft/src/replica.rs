@@ -366,10 +366,7 @@ impl Replica {
                 .validate()
                 .map_err(|e| ReplicaError::Fatal(format!("raft config: {e}")))?,
         );
-        let lease =
-            Arc::new(Lease::new(config.lease_reads.then(|| {
-                Duration::from_millis(raft_config.election_timeout_max)
-            })));
+        let lease = Arc::new(Lease::new(config.lease_reads));
         let network = Network {
             channels: channels.clone(),
             lease: lease.clone(),

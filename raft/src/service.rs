@@ -48,7 +48,10 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
 
 fn blob<T: serde::Serialize>(value: &T) -> Result<Response<Blob>, Status> {
     let data = wire::encode(value).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(Blob { data: data.into() }))
+    Ok(Response::new(Blob {
+        data: data.into(),
+        vote_window_ms: 0,
+    }))
 }
 
 #[tonic::async_trait]
@@ -66,7 +69,11 @@ impl RaftService for RaftRpc {
         }
         self.replica.shared.heard_from(&rpc.vote).await;
         let result = self.replica.raft().append_entries(rpc).await;
-        blob(&result)
+        // The leader's lease counts on this node's own window (see
+        // `crate::lease`), whatever the leader's settings are.
+        let mut reply = blob(&result)?;
+        reply.get_mut().vote_window_ms = self.replica.raft().config().election_timeout_max;
+        Ok(reply)
     }
 
     async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {

@@ -70,11 +70,10 @@ pub struct RaftSection {
     /// Entries between snapshots (log compaction), about: each member
     /// builds in its own turn (`oneid_raft::snapshot_turns`).
     pub snapshot_logs: u64,
-    /// A leader that a quorum heard from within the last 0.9 ×
+    /// A leader that a quorum heard from within the last 0.9 × their
     /// `election_timeout_max_ms` answers linearizable reads without a
     /// round of heartbeats (see README → Design → Leader lease). Relies on
-    /// the nodes' clocks advancing at the same rate, within 10 %, and on
-    /// every node having the same `election_timeout_max_ms`.
+    /// the nodes' clocks advancing at the same rate, within 10 %.
     pub lease_reads: bool,
 }
 
