@@ -13,7 +13,10 @@
 //! counting itself) is bound so until `u`, no candidate can gather a
 //! majority before `u` without a vote from the leader itself. Each
 //! window counts a tenth short, against clock rates drifting apart
-//! between machines.
+//! between machines. (A follower restarted with a shorter window within
+//! the difference of the two after its last answer would vote sooner
+//! than it promised: shorten election timeouts by restarting nodes more
+//! than `election_timeout_max` apart, as any rolling restart does.)
 //!
 //! What the followers' window does not cover is closed by hand:
 //! - the leader's own vote: it grants one once its own window from its
