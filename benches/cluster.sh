@@ -15,7 +15,8 @@
 # Each node also serves /metrics on 127.0.0.1:1<PORT_PREFIX><i>.
 #
 # ONEID_BIN=PATH runs that binary instead of building one (to compare two
-# builds, run the script once with each).
+# builds, run the script once with each). BENCH_DIR=DIR puts the data dirs
+# there instead of /tmp (another disk; /dev/shm shows what fsync costs).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oneid-target}"
 if [ -n "${ONEID_BIN:-}" ]; then
   ONEID=$ONEID_BIN
@@ -80,7 +81,7 @@ node_ticks() { # space separated, node 1 first
 start_oneid_cluster() {
   local name=$1 prefix=$2 i oc leader leaders
   PREFIX=$prefix
-  WORK=$(mktemp -d "/tmp/oneid-$name.XXXXXX")
+  WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/oneid-$name.XXXXXX")
   trap 'for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
   oc="1=127.0.0.1:${prefix}1,2=127.0.0.1:${prefix}2,3=127.0.0.1:${prefix}3"
   EP="127.0.0.1:${prefix}1,127.0.0.1:${prefix}2,127.0.0.1:${prefix}3"

@@ -24,7 +24,7 @@ command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-serve
 # Builds oneid (ONEID) and brings node_warnings; this script starts its own
 # cluster on fixed ports beside etcd's.
 source benches/cluster.sh
-WORK=$(mktemp -d /tmp/oneid-compare.XXXXXX)
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/oneid-compare.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
