@@ -8,6 +8,7 @@
 #
 #   status_field ENDPOINT NAME   # a numeric field of that node's status
 #   node_ticks                   # each node's user+system clock ticks
+#   proc_ticks PID...            # those processes' ticks, summed
 #   node_warnings LABEL LOG...   # each log's warning count, the last ones
 #   applied                      # each node's last applied index and term
 #   apply_holds                  # AppendEntries each node held to catch up
@@ -68,13 +69,21 @@ apply_holds() {
   echo
 }
 
+proc_ticks() { # the user+system clock ticks of the given processes, summed
+  local sum=0 p f
+  for p in "$@"; do
+    read -ra f <"/proc/$p/stat"
+    # Fields 14 and 15 (utime, stime); the command names in field 2 (oneid,
+    # etcd) have no spaces, so the split is by position.
+    sum=$((sum + f[13] + f[14]))
+  done
+  echo "$sum"
+}
+
 node_ticks() { # space separated, node 1 first
-  local i f
+  local i
   for i in 1 2 3; do
-    read -ra f <"/proc/${PID[$i]}/stat"
-    # Fields 14 and 15 (utime, stime); the command name in field 2 has no
-    # spaces here, so the split is by position.
-    echo -n "$((f[13] + f[14])) "
+    echo -n "$(proc_ticks "${PID[$i]}") "
   done
 }
 

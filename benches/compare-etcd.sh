@@ -10,7 +10,12 @@
 # ("unary", as etcd's client sends them) and all clients' calls to a node
 # over one Batch/Calls stream ("batch"); MODES="unary" or MODES="batch"
 # measures one of them. OPS="link" (or any of register count mixed link
-# linked-count) measures only those ops, in that order.
+# linked-count) measures only those ops, in that order. Each run also
+# prints the CPU its side's three server processes spent per operation
+# (from /proc, `server_cpu_us_per_op`), and the summary its median ratio:
+# on two shared cores CPU per operation is what both sides run out of.
+# It counts the whole `oneid bench` call, so for count, mixed, link and
+# linked-count it includes the 10 000 numbers (etcd: keys) written first.
 #
 #   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
@@ -21,8 +26,8 @@ ROUNDS=${3:-1}
 read -ra MODES <<<"${MODES:-unary batch}"
 read -ra OPS <<<"${OPS:-register count mixed link linked-count}"
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
-# Builds oneid (ONEID) and brings node_warnings; this script starts its own
-# cluster on fixed ports beside etcd's.
+# Builds oneid (ONEID) and brings node_warnings and proc_ticks; this script
+# starts its own cluster on fixed ports beside etcd's.
 source benches/cluster.sh
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/oneid-compare.XXXXXX")
 PIDS=()
@@ -55,16 +60,24 @@ sleep 3
 E="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 O="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 declare -A R
+HZ=$(getconf CLK_TCK)
 run() { # side endpoints op run round [flags]
-  local line side=$1 target=${1%%-*} started
+  local line side=$1 target=${1%%-*} started servers t0 t1 ops cpu
+  # etcd's members were started first, then oneid's nodes.
+  if [ "$target" = etcd ]; then servers=("${PIDS[@]:0:3}"); else servers=("${PIDS[@]:3:3}"); fi
   started=$(date -u +%T)
+  t0=$(proc_ticks "${servers[@]}")
   line=$("$ONEID" bench --target "$target" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" "${@:6}" 2>"$WORK/bench.err") \
     || { echo "bench --target $target --op $3 ${*:6} failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
+  t1=$(proc_ticks "${servers[@]}")
+  ops=$(sed -E 's/.* ops=([0-9]+) .*/\1/' <<<"$line")
+  cpu=$(awk -v t="$((t1 - t0))" -v hz="$HZ" -v ops="$ops" 'BEGIN { printf "%.1f", (ops > 0 ? t / hz * 1e6 / ops : 0) }')
   # The start time, to match a long write stop (max_gap_ms) with the
   # node warnings printed at the end.
-  echo "$started $side $line"
+  echo "$started $side $line server_cpu_us_per_op=$cpu"
   R["$side-$3-ops-$5"]=$(sed -E 's/.*ops_per_s=([0-9]+).*/\1/' <<<"$line")
   R["$side-$3-p99-$5"]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
+  R["$side-$3-cpu-$5"]=$cpu
 }
 n=1
 for round in $(seq "$ROUNDS"); do
@@ -86,17 +99,20 @@ done
 echo
 for op in "${OPS[@]}"; do for mode in "${MODES[@]}"; do
   for round in $(seq "$ROUNDS"); do
-    echo "${R[oneid-$mode-$op-ops-$round]} ${R[etcd-$op-ops-$round]} ${R[oneid-$mode-$op-p99-$round]} ${R[etcd-$op-p99-$round]}"
+    echo "${R[oneid-$mode-$op-ops-$round]} ${R[etcd-$op-ops-$round]} ${R[oneid-$mode-$op-p99-$round]} ${R[etcd-$op-p99-$round]}" \
+      "${R[oneid-$mode-$op-cpu-$round]} ${R[etcd-$op-cpu-$round]}"
   done | awk -v op="$op ($mode)" '
     function median(a, n,   i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    { o[NR] = $1; e[NR] = $2; op99[NR] = $3; ep99[NR] = $4; r = $1 / $2
+    { o[NR] = $1; e[NR] = $2; op99[NR] = $3; ep99[NR] = $4; oc[NR] = $5; ec[NR] = $6; r = $1 / $2
       lo = (NR == 1 || r < lo) ? r : lo; hi = (NR == 1 || r > hi) ? r : hi }
     END {
       mo = median(o, NR); me = median(e, NR); mp = median(op99, NR); ep = median(ep99, NR)
+      mc = median(oc, NR); ecm = median(ec, NR)
       printf "%-16s throughput oneid/etcd = %.2fx   p99 oneid/etcd = %.2f", op, mo / me, mp / ep
+      if (ecm > 0) printf "   server CPU per op oneid/etcd = %.2f (%.1f vs %.1f us)", mc / ecm, mc, ecm
       if (NR > 1) printf "   (medians of %d rounds: %d vs %d ops/s; per-round ratios %.2f-%.2fx)", NR, mo, me, lo, hi
       printf "\n"
     }'

@@ -15,7 +15,7 @@ PORTS=740
 start_oneid_cluster scale "$PORTS"
 # The importer's own CPU too: it shares the two cores with the nodes.
 TIMEFORMAT="import wall_s=%R importer_cpu_s=%U+%S"
-ticks() { local t=0 n; for n in $(node_ticks); do t=$((t + n)); done; echo "$t"; }
+ticks() { proc_ticks "${PID[1]}" "${PID[2]}" "${PID[3]}"; }
 hz=$(getconf CLK_TCK)
 # Imports FILE with CARDS rows; prints the three nodes' CPU per card too.
 import_file() {
