@@ -15,10 +15,11 @@ PROCS=${1:-3}
 COUNT=${2:-1500}
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/oneid-disk-sync.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# dd's user and system seconds, for `time`.
+TIMEFORMAT="%U %S"
 
-one() { # MODE FILE: the writes, then "wall_us_per_sync cpu_us_per_sync"
+one() { # MODE FILE: COUNT synced writes into FILE; prints a line per MODE
   local mode=$1 f=$2 start end
-  TIMEFORMAT="%U %S"
   start=$(date +%s%N)
   { time dd if=/dev/zero of="$f" bs=8k count="$COUNT" oflag=dsync conv=notrunc status=none; } 2>"$f.cpu"
   end=$(date +%s%N)
