@@ -16,6 +16,11 @@
 # on two shared cores CPU per operation is what both sides run out of.
 # It counts the whole `oneid bench` call, so for count, mixed, link and
 # linked-count it includes the 10 000 numbers (etcd: keys) written first.
+# THREADS_PER_MEMBER=N gives every member of both sides N threads: oneid
+# nodes N async workers (`--worker-threads`), etcd members GOMAXPROCS=N.
+# Unset, each side keeps its default of one per core, so three members on
+# two cores run six threads each way. BENCH_THREADS=N runs the load
+# generator, for both sides, on N async workers instead of one per core.
 #
 #   benches/compare-etcd.sh [CLIENTS] [SECONDS] [ROUNDS]   (defaults 64 10 1)
 set -euo pipefail
@@ -37,7 +42,7 @@ trap cleanup EXIT
 # etcd: 3 members, default fsync behaviour.
 CL="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
 for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+  GOMAXPROCS=${THREADS_PER_MEMBER:-${GOMAXPROCS:-}} etcd --name "e$i" --data-dir "$WORK/etcd$i" \
     --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
     --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
     --initial-cluster "$CL" --initial-cluster-state new --log-level error >"$WORK/etcd$i.log" 2>&1 &
@@ -50,8 +55,9 @@ export ONEID_PEPPER=compare-etcd-pepper-0123456789
 # Plaintext on both sides, so the comparison is of the databases, not TLS.
 export ONEID_INSECURE=true
 for i in 1 2 3; do
+  # shellcheck disable=SC2046 # no flag, or the flag and its value
   "$ONEID" serve --node-id "$i" --addr "127.0.0.1:720$i" --data-dir "$WORK/oneid$i" --initial-cluster "$OC" \
-    2>"$WORK/oneid$i.log" &
+    $(member_threads) 2>"$WORK/oneid$i.log" &
   PIDS+=($!)
 done
 sleep 3
@@ -67,7 +73,7 @@ run() { # side endpoints op run round [flags]
   if [ "$target" = etcd ]; then servers=("${PIDS[@]:0:3}"); else servers=("${PIDS[@]:3:3}"); fi
   started=$(date -u +%T)
   t0=$(proc_ticks "${servers[@]}")
-  line=$("$ONEID" bench --target "$target" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" "${@:6}" 2>"$WORK/bench.err") \
+  line=$(ONEID_WORKER_THREADS=${BENCH_THREADS:-0} "$ONEID" bench --target "$target" --endpoints "$2" --op "$3" --clients "$CLIENTS" --duration "$SECS" --run "$4" "${@:6}" 2>"$WORK/bench.err") \
     || { echo "bench --target $target --op $3 ${*:6} failed:" >&2; cat "$WORK/bench.err" >&2; exit 1; }
   t1=$(proc_ticks "${servers[@]}")
   ops=$(sed -E 's/.* ops=([0-9]+) .*/\1/' <<<"$line")

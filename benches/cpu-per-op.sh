@@ -10,6 +10,8 @@
 #
 #   benches/cpu-per-op.sh [OP] [CLIENTS] [SECONDS]   (defaults register 64 10)
 #   BENCH_ARGS=--spread-writes benches/cpu-per-op.sh   # more `oneid bench` flags
+#   BENCH_THREADS=1 THREADS_PER_MEMBER=1 benches/cpu-per-op.sh   # the load generator
+#     on one async worker, each node on one (see benches/cluster.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OP=${1:-register}
@@ -25,7 +27,7 @@ e0=$(status_field "${EP%%,*}" last_log_index)
 # In a subshell of its own, `times` reports only the load generator's CPU.
 out=$(
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
-  "$ONEID" bench --endpoints "$EP" --op "$OP" --clients "$CLIENTS" --duration "$SECS" --run 1 ${BENCH_ARGS:-}
+  ONEID_WORKER_THREADS=${BENCH_THREADS:-0} "$ONEID" bench --endpoints "$EP" --op "$OP" --clients "$CLIENTS" --duration "$SECS" --run 1 ${BENCH_ARGS:-}
   times
 )
 n1=$(node_ticks)
