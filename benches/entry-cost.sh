@@ -13,6 +13,8 @@
 # constant across the client counts; the printed residuals show how well
 # that holds.
 #
+# For writes (register, link): a read adds no log entry of its own.
+#
 #   benches/entry-cost.sh [OP] [SECONDS] [CLIENTS...]   (defaults register 10 32 64 128 256)
 #   BENCH_ARGS=--batch-stream benches/entry-cost.sh     # batch streams (more `oneid bench` flags)
 set -euo pipefail
@@ -37,9 +39,12 @@ for c in "${CLIENTS[@]}"; do
 done
 
 awk '
-  NF == 5 { n++; c[n] = $1; k[n] = $3; x[n] = 1 / $3; y["all", n] = $2; y["leader", n] = $4; y["follower", n] = $5 }
+  NF == 5 && $3 > 0 { n++; c[n] = $1; k[n] = $3; x[n] = 1 / $3; y["all", n] = $2; y["leader", n] = $4; y["follower", n] = $5 }
   END {
-    if (n < 2) { print "need two runs or more" > "/dev/stderr"; exit 1 }
+    if (n < 2) { print "need two runs or more that wrote log entries" > "/dev/stderr"; exit 1 }
+    sx = sxx = 0
+    for (i = 1; i <= n; i++) { sx += x[i]; sxx += x[i] * x[i] }
+    if (n * sxx - sx * sx <= 0) { print "every run had as many ops per entry: nothing to fit" > "/dev/stderr"; exit 1 }
     split("all leader follower", who, " ")
     for (w = 1; w <= 3; w++) {
       sx = sy = sxx = sxy = 0
