@@ -42,20 +42,21 @@ awk '
   NF == 5 && $3 > 0 { n++; c[n] = $1; k[n] = $3; x[n] = 1 / $3; y["all", n] = $2; y["leader", n] = $4; y["follower", n] = $5 }
   END {
     if (n < 2) { print "need two runs or more that wrote log entries" > "/dev/stderr"; exit 1 }
-    sx = sxx = 0
+    # The same x (1 / ops per entry) for every fit: its sums once.
     for (i = 1; i <= n; i++) { sx += x[i]; sxx += x[i] * x[i] }
-    if (n * sxx - sx * sx <= 0) { print "every run had as many ops per entry: nothing to fit" > "/dev/stderr"; exit 1 }
+    d = n * sxx - sx * sx
+    if (d <= 0) { print "every run had as many ops per entry: nothing to fit" > "/dev/stderr"; exit 1 }
     split("all leader follower", who, " ")
     for (w = 1; w <= 3; w++) {
-      sx = sy = sxx = sxy = 0
-      for (i = 1; i <= n; i++) { sx += x[i]; sy += y[who[w], i]; sxx += x[i] * x[i]; sxy += x[i] * y[who[w], i] }
-      e[w] = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+      sy = sxy = 0
+      for (i = 1; i <= n; i++) { sy += y[who[w], i]; sxy += x[i] * y[who[w], i] }
+      e[w] = (n * sxy - sx * sy) / d
       r[w] = (sy - e[w] * sx) / n
       res = ""
       for (i = 1; i <= n; i++) res = res sprintf(" %+.1f", y[who[w], i] - (r[w] + e[w] * x[i]))
       printf "fit %-8s per_op_us=%.1f per_entry_us=%.0f residuals_us=%s\n", who[w], r[w], e[w], res
     }
-    # How much of each run s node CPU per op was its share of entries.
+    # How much of the node CPU per op of each run was its share of entries.
     for (i = 1; i <= n; i++)
       printf "clients=%d ops_per_log_entry=%.1f node_cpu_us_per_op=%.1f of_which_entry_share=%.0f%%\n",
         c[i], k[i], y["all", i], 100 * e[1] * x[i] / y["all", i]
