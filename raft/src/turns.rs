@@ -4,8 +4,9 @@
 //! start, some clients' requests are still being decoded by tasks that are
 //! already runnable. Yielding to the scheduler a few times lets them queue
 //! and join, at no timer's latency. Both callers wait only while they hold
-//! less than their last batch or round did, so a lone caller never waits
-//! more than it did before. (oneid's batch-stream client uses it too: when
+//! less than they expect from their last batch or round, so a lone caller
+//! never waits. (The proposer then waits on its queue for up to a
+//! millisecond more; oneid's batch-stream client uses the turns too: when
 //! it sends a message, callers just answered are queueing their next call.)
 
 /// Most scheduler turns a batch or round waits.
