@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// Stop after this many operations, if sooner.
     #[arg(long, default_value_t = u64::MAX)]
     pub ops: u64,
+    /// Paces the clients to this many operations per second together:
+    /// each starts an operation no sooner than `clients / rate` seconds
+    /// after its last one started, so callers pause between calls instead
+    /// of sending the next at once (as independent writers would). A
+    /// client that falls behind goes on at once, without catching up.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
     /// Identities pre-registered for counts, one number each; links go to
     /// these numbers.
     #[arg(long, default_value_t = 10_000)]
@@ -559,6 +566,13 @@ async fn populate(a: &BenchArgs, pool: &Pool, w: &Workload) -> anyhow::Result<()
     Ok(())
 }
 
+/// When a paced client (`--rate`) starts its next operation: one period
+/// after its last slot, or at once (`now`) when it is behind, so a slow
+/// operation is not followed by a burst that catches up.
+fn next_slot(last: Instant, period: Duration, now: Instant) -> Instant {
+    (last + period).max(now)
+}
+
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0, "--clients must be positive");
     anyhow::ensure!(a.run <= MAX_RUN, "--run must be 0..={MAX_RUN}");
@@ -631,17 +645,26 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let last_ok_us = Arc::new(AtomicU64::new(0));
     let max_gap_us = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let period = a
+        .rate
+        .map(|r| Duration::from_secs_f64(a.clients as f64 / r as f64));
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let mut client = pool.client(c);
         let (w, issued, errors) = (w.clone(), issued.clone(), errors.clone());
         let (last_ok_us, max_gap_us) = (last_ok_us.clone(), max_gap_us.clone());
         let (op, max_ops) = (a.op, a.ops);
+        // Clients start spread over one period, not all at once.
+        let mut slot = period.map(|p| started + p.mul_f64(c as f64 / a.clients as f64));
         tasks.push(tokio::spawn(async move {
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
             let mut first_error = None;
             loop {
+                if let (Some(at), Some(p)) = (slot, period) {
+                    tokio::time::sleep_until(at.into()).await;
+                    slot = Some(next_slot(at, p, Instant::now()));
+                }
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= max_ops || Instant::now() >= deadline {
                     return Ok::<_, String>((h, first_error));
@@ -711,6 +734,24 @@ mod tests {
             "Unavailable: read barrier timed out"
         );
         assert_eq!(failure(tonic::Status::unavailable("")), "Unavailable");
+    }
+
+    #[test]
+    fn a_paced_client_keeps_its_period_and_never_catches_up() {
+        let t = Instant::now();
+        let p = Duration::from_millis(32);
+        assert_eq!(next_slot(t, p, t), t + p);
+        assert_eq!(
+            next_slot(t, p, t + p / 2),
+            t + p,
+            "early: waits for its slot"
+        );
+        let late = t + p * 5;
+        assert_eq!(
+            next_slot(t, p, late),
+            late,
+            "behind: goes at once, no burst"
+        );
     }
 
     #[test]
