@@ -82,6 +82,7 @@ pub struct BenchArgs {
     /// after its last one started, so callers pause between calls instead
     /// of sending the next at once (as independent writers would). A
     /// client that falls behind goes on at once, without catching up.
+    /// tokio's timer ticks in milliseconds, so pacing is that coarse.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
     /// Identities pre-registered for counts, one number each; links go to
