@@ -247,6 +247,9 @@ async fn top_up(
         batch.len() >= target
     })
     .await;
+    if batch.len() >= target {
+        return;
+    }
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while batch.len() < target {
         match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -655,16 +655,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         let (w, issued, errors) = (w.clone(), issued.clone(), errors.clone());
         let (last_ok_us, max_gap_us) = (last_ok_us.clone(), max_gap_us.clone());
         let (op, max_ops) = (a.op, a.ops);
-        // Clients start spread over one period, not all at once.
-        let mut slot = period.map(|p| started + p.mul_f64(c as f64 / a.clients as f64));
+        // A paced client's next slot and its period; clients start spread
+        // over one period, not all at once.
+        let mut pace = period.map(|p| (started + p.mul_f64(c as f64 / a.clients as f64), p));
         tasks.push(tokio::spawn(async move {
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
             let mut first_error = None;
             loop {
-                if let (Some(at), Some(p)) = (slot, period) {
-                    tokio::time::sleep_until(at.into()).await;
-                    slot = Some(next_slot(at, p, Instant::now()));
+                if let Some((slot, p)) = &mut pace {
+                    tokio::time::sleep_until((*slot).into()).await;
+                    *slot = next_slot(*slot, *p, Instant::now());
                 }
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= max_ops || Instant::now() >= deadline {
